@@ -1,0 +1,58 @@
+"""Name → system registry. ``register`` is a class decorator; ``get_system`` builds with validated params."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+from systems.base import SystemSpecError
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Register a system class under ``cls.name`` (a class decorator). Names must be unique."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name' to be registered")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"a system named {name!r} is already registered ({_REGISTRY[name].__name__})")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def list_systems() -> list[str]:
+    """Names of all registered systems, sorted."""
+    return sorted(_REGISTRY)
+
+
+def system_class(name: str) -> type:
+    """The class registered under ``name``; a clear error (with close matches) if there is none."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise SystemSpecError(
+            f"unknown system {name!r}.{hint} Known systems: {', '.join(list_systems())}"
+        ) from None
+
+
+def system_parameters(name: str) -> dict[str, Any]:
+    """Parameter names of system ``name`` with their defaults."""
+    cls = system_class(name)
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+
+
+def get_system(name: str, **params: Any):
+    """Build the system ``name`` with ``params``; unknown parameters raise :class:`SystemSpecError`."""
+    cls = system_class(name)
+    allowed = system_parameters(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise SystemSpecError(
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} for system {name!r}; "
+            f"valid parameters: {', '.join(sorted(allowed))}"
+        )
+    return cls(**params)

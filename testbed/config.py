@@ -1,0 +1,141 @@
+"""Config dataclasses validated on construction.
+
+Every config in the testbed is a frozen-ish dataclass; :func:`from_dict` builds one from a plain mapping and
+rejects unknown keys with an error naming the key and the valid ones. ``check_*`` helpers raise
+:class:`ConfigError` naming the offending field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid. The message names the field."""
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None = None, **overrides: Any) -> T:
+    """Build ``cls`` from ``data`` (plus ``overrides``); unknown keys raise :class:`ConfigError`."""
+    merged = dict(data or {})
+    merged.update(overrides)
+    valid = field_names(cls)
+    unknown = [k for k in merged if k not in valid]
+    if unknown:
+        msgs = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, valid, n=1)
+            msgs.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(
+            f"unknown config key(s) for {cls.__name__}: {', '.join(msgs)}; valid keys: {', '.join(valid)}"
+        )
+    return cls(**merged)
+
+
+def parse_value(text: str, annotation: Any) -> Any:
+    """Parse a command-line string ``text`` into the type named by a dataclass field ``annotation``.
+
+    Supports int, float, bool, str, tuples/lists of those (comma separated) and Optional[...].
+    """
+    if isinstance(annotation, str):  # postponed annotations
+        annotation = eval(annotation, vars(typing) | {"tuple": tuple, "list": list})  # noqa: S307
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+        non_none = [a for a in args if a is not type(None)]
+        if text.lower() in ("none", "null") and len(non_none) < len(args):
+            return None
+        return parse_value(text, non_none[0])
+    if origin in (tuple, list):
+        inner = args[0] if args else str
+        items = [s for s in (p.strip() for p in text.split(",")) if s]
+        vals = [parse_value(s, inner) for s in items]
+        return tuple(vals) if origin is tuple else vals
+    if annotation is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"cannot read {text!r} as a boolean")
+    if annotation is int:
+        return int(text)
+    if annotation is float:
+        return float(text)
+    return text
+
+
+def apply_overrides(cfg: T, assignments: Iterable[str]) -> T:
+    """Return a copy of ``cfg`` with ``key=value`` strings applied (values parsed by field type)."""
+    hints = typing.get_type_hints(type(cfg))
+    changes: dict[str, Any] = {}
+    valid = field_names(type(cfg))
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown config key {key!r}{hint} for {type(cfg).__name__}; valid keys: {', '.join(valid)}"
+            )
+        try:
+            changes[key] = parse_value(value, hints[key])
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"bad value {value!r} for config key {key!r}: {err}") from None
+    return dataclasses.replace(cfg, **changes)
+
+
+# --------------------------------------------------------------------------- checks
+def check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_nonneg_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def check_nonneg(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative finite number, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, tuples and numpy/torch scalars → JSON-serialisable Python values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return obj.item()
+        except (ValueError, RuntimeError):
+            pass
+    return obj

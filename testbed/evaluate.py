@@ -1,0 +1,88 @@
+"""Evaluate a trained student against its teacher: the row every law-recovery table is made of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from systems.data import TrajectoryData
+from testbed.field.consistency import ConsistencyResult, solver_consistency
+from testbed.field.metrics import (
+    endpoint_error,
+    flow_jacobian_error,
+    law_error,
+    path_sensitivity,
+    trajectory_error,
+)
+from testbed.students.base import Student
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class TeacherReference:
+    """What the teacher contributes to an evaluation, computed once per system and reused for each student.
+
+    ``consistency`` is the teacher law's own consistency curve (its discretisation floor) at the student's
+    depth; ``flow_jacobian`` is ``∂φ_T/∂x_0`` at ``x0_jacobian`` (variational equation).
+    """
+
+    test_id: TrajectoryData
+    test_ood: TrajectoryData
+    consistency: ConsistencyResult
+    x0_jacobian: Tensor
+    flow_jacobian: Tensor
+
+
+def teacher_reference(system, test_id: TrajectoryData, test_ood: TrajectoryData, n_layers: int,
+                      step_counts: list[int] | None = None, n_consistency: int = 128,
+                      n_jacobian: int = 64) -> TeacherReference:
+    x0c = test_id.x0[:n_consistency]
+    cons = solver_consistency(system.vector_field, x0c, float(system.horizon), n_layers, step_counts)
+    x0j = test_id.x0[:n_jacobian]
+    fj = system.flow_jacobian(x0j, [0.0, float(system.horizon)])[-1]
+    return TeacherReference(test_id, test_ood, cons, x0j, fj)
+
+
+@dataclass
+class Evaluation:
+    """Scalar metrics of one student (``metrics``) and its consistency curve (``consistency``)."""
+
+    metrics: dict[str, float]
+    consistency: ConsistencyResult
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_student(student: Student, ref: TeacherReference, step_counts: list[int] | None = None,
+                     n_consistency: int = 128) -> Evaluation:
+    """Endpoint/trajectory/law errors (ID and OOD), solver consistency and path sensitivity.
+
+    Columns (all relative L2, see :mod:`testbed.field.metrics`):
+    endpoint_error, endpoint_error_ood, trajectory_error, law_error_id, law_error_ood,
+    consistency_error (mean endpoint change over re-integrations), consistency_error_dopri5,
+    teacher_consistency_error (the same for f*, the floor), path_sensitivity (E‖∂h_L/∂h_0‖_2),
+    flow_jacobian_error (∂h_L/∂h_0 vs ∂φ_T/∂x_0).
+    """
+    dtype = next(student.parameters()).dtype
+    tid = ref.test_id.to(dtype=dtype)
+    tood = ref.test_ood.to(dtype=dtype)
+    student.eval()
+    cons = solver_consistency(student.vector_field, tid.x0[:n_consistency], float(student.horizon),
+                              student.n_layers, step_counts)
+    ps = path_sensitivity(student, ref.x0_jacobian.to(dtype))
+    metrics = {
+        "endpoint_error": endpoint_error(student, tid),
+        "endpoint_error_ood": endpoint_error(student, tood),
+        "trajectory_error": trajectory_error(student, tid),
+        "law_error_id": law_error(student.vector_field, tid),
+        "law_error_ood": law_error(student.vector_field, tood),
+        "consistency_error": cons.summary,
+        "consistency_error_dopri5": cons.change("dopri5"),
+        "teacher_consistency_error": ref.consistency.summary,
+        "path_sensitivity": ps.total,
+        "teacher_path_sensitivity": float(torch.linalg.matrix_norm(ref.flow_jacobian, ord=2).mean()),
+        "flow_jacobian_error": flow_jacobian_error(ps, ref.flow_jacobian),
+    }
+    return Evaluation(metrics, cons, {"path_sensitivity": ps})

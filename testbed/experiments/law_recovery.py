@@ -1,0 +1,292 @@
+"""Law recovery: does fitting the endpoint recover the law? (paper A, "Controlled systems").
+
+For each teacher flow ``dx/dt = f*(t, x)`` we train the *same* residual student (same depth, width, data,
+optimiser and step budget) under
+
+  (a) ``endpoint``  — match ``h_L(x_0)`` to ``φ_T(x_0)`` only (the boundary of the propagation field);
+  (b) ``field``     — endpoint + trajectory (``h_{l_k}`` vs ``φ_{t_k}`` at the observation times) +
+                      vector field (``f_θ`` vs ``f*`` at the observed states).
+
+and measure endpoint error, law-recovery error ``‖f_θ − f*‖/‖f*‖`` on in-distribution and OOD states,
+solver consistency (re-integrating ``f_θ`` at ``L/4 … 4L`` steps and with dopri5, beside the teacher's own
+curve) and path sensitivity. The paper expects comparable endpoint errors and a much lower law error and
+consistency error for the field-trained student.
+
+Writes ``results.csv`` (one row per system × objective × seed), ``consistency.csv`` (the curves),
+``results.json`` (run metadata), ``law_recovery.png/.pdf`` and one checkpoint per trained student.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import systems
+from systems.data import make_trajectories
+from testbed.config import (
+    ConfigError,
+    check_choice,
+    check_positive,
+    check_positive_int,
+)
+from testbed.evaluate import evaluate_student, teacher_reference
+from testbed.field.consistency import default_step_counts
+from testbed.objectives import make_objective
+from testbed.plotting import color_for, save_figure, use_style
+from testbed.results import read_csv, run_metadata, write_csv, write_json
+from testbed.students import build_student
+from testbed.train import TrainConfig, train
+
+NAME = "law-recovery"
+RESULT_COLUMNS = [
+    "system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood", "consistency_error",
+    "path_sensitivity", "endpoint_error_ood", "trajectory_error", "consistency_error_dopri5",
+    "teacher_consistency_error", "teacher_path_sensitivity", "flow_jacobian_error", "final_loss",
+    "train_seconds", "n_layers", "width", "student", "tied",
+]
+OUTPUT_FILES = ("results.csv", "consistency.csv", "results.json", "law_recovery.png", "law_recovery.pdf")
+
+
+@dataclasses.dataclass
+class Config:
+    """Settings of the law-recovery study (validated on construction)."""
+
+    systems: tuple[str, ...] = ("van_der_pol", "linear_spiral", "lotka_volterra", "damped_pendulum")
+    objectives: tuple[str, ...] = ("endpoint", "field")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    student: str = "residual"
+    n_layers: int = 16
+    width: int = 64
+    hidden_layers: int = 2
+    tied: bool = True
+    n_train: int = 512
+    n_test: int = 256
+    n_obs: int = 8
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 3e-3
+    dtype: str = "float64"
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.systems = tuple(self.systems)
+        self.objectives = tuple(self.objectives)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        if not self.systems:
+            raise ConfigError("systems must name at least one system")
+        known = systems.list_systems()
+        for s in self.systems:
+            if s not in known:
+                systems.system_class(s)  # raises the registry's clear error
+        if not self.objectives:
+            raise ConfigError("objectives must name at least one objective")
+        for o in self.objectives:
+            make_objective(o)
+        if not self.seeds:
+            raise ConfigError("seeds must hold at least one seed")
+        if any(s < 0 for s in self.seeds):
+            raise ConfigError(f"seeds must be non-negative, got {self.seeds}")
+        check_choice("student", self.student, ("residual", "neural_ode"))
+        for name in ("n_layers", "width", "hidden_layers", "n_train", "n_test", "n_obs", "steps", "batch_size"):
+            check_positive_int(name, getattr(self, name))
+        check_positive("lr", self.lr)
+        check_choice("dtype", self.dtype, ("float32", "float64"))
+        if self.n_layers % self.n_obs:
+            raise ConfigError(f"n_layers ({self.n_layers}) must be a multiple of n_obs ({self.n_obs}) so every "
+                              "observation time is a layer time")
+
+
+def quick_config(**overrides: Any) -> Config:
+    """Settings for a 2-core CPU in well under 3 minutes (3 systems × 2 objectives × 1 seed)."""
+    base = dict(systems=("van_der_pol", "linear_spiral", "lotka_volterra"), seeds=(0,), n_train=256,
+                n_test=128, steps=700, batch_size=64, lr=5e-3, width=48)
+    base.update(overrides)
+    return Config(**base)
+
+
+# ----------------------------------------------------------------------------------------------- run
+def _student_kwargs(cfg: Config, system) -> dict[str, Any]:
+    kw: dict[str, Any] = dict(dim=system.dim, n_layers=cfg.n_layers, horizon=float(system.horizon),
+                              width=cfg.width, hidden_layers=cfg.hidden_layers,
+                              time_conditioned=not system.autonomous)
+    if cfg.student == "residual":
+        kw["tied"] = cfg.tied
+    return kw
+
+
+def run(cfg: Config, out: str | Path) -> list[dict[str, Any]]:
+    """Train and evaluate every system × objective × seed; write the tables, metadata and figure to ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in OUTPUT_FILES:  # never leave stale results looking like this run's
+        (out / f).unlink(missing_ok=True)
+    dtype = getattr(torch, cfg.dtype)
+    steps = default_step_counts(cfg.n_layers)
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    for sname in cfg.systems:
+        system = systems.get_system(sname)
+        gen = torch.Generator().manual_seed(10_000)  # the same data for every objective and seed
+        train_data = make_trajectories(system, cfg.n_train, cfg.n_obs, gen, "id", dtype=dtype)
+        test_id = make_trajectories(system, cfg.n_test, cfg.n_obs, gen, "id", dtype=dtype)
+        test_ood = make_trajectories(system, cfg.n_test, cfg.n_obs, gen, "ood", dtype=dtype)
+        ref = teacher_reference(system, test_id, test_ood, cfg.n_layers, steps)
+        curves += [{"system": sname, "objective": "teacher", "seed": -1, **r} for r in ref.consistency.rows]
+        for obj_name in cfg.objectives:
+            objective = make_objective(obj_name)
+            for seed in cfg.seeds:
+                torch.manual_seed(seed)
+                student = build_student(cfg.student, **_student_kwargs(cfg, system)).to(dtype)
+                tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
+                                   progress=cfg.progress, checkpoint_every=max(cfg.steps // 4, 1))
+                run_dir = out / "checkpoints" / f"{sname}-{obj_name}-s{seed}"
+                result = train(student, objective, train_data, tcfg, run_dir, device=cfg.device,
+                               extra={"system": sname, "system_params": system.params(),
+                                      "objective": obj_name, "seed": seed})
+                student.to("cpu")
+                ev = evaluate_student(student, ref, steps)
+                rows.append({"system": sname, "objective": obj_name, "seed": seed, **ev.metrics,
+                             "final_loss": result.final_loss, "train_seconds": result.wall_time,
+                             "n_layers": cfg.n_layers, "width": cfg.width, "student": cfg.student,
+                             "tied": cfg.tied})
+                curves += [{"system": sname, "objective": obj_name, "seed": seed, **r} for r in ev.consistency.rows]
+    write_csv(out / "consistency.csv", curves)
+    write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
+                                                  wall_seconds=time.perf_counter() - t_start))
+    plot(out, rows)
+    write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # last: its presence means the run completed
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- figure
+def _grid(system, n: int = 21) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    lo = np.array(system.ood_low[:2], dtype=float)
+    hi = np.array(system.ood_high[:2], dtype=float)
+    xs, ys = np.linspace(lo[0], hi[0], n), np.linspace(lo[1], hi[1], n)
+    gx, gy = np.meshgrid(xs, ys)
+    pts = np.zeros((n * n, system.dim))
+    if system.dim > 2:  # slice through the middle of the ID box in the other coordinates
+        mid = 0.5 * (np.array(system.id_low) + np.array(system.id_high))
+        pts[:] = mid
+    pts[:, 0], pts[:, 1] = gx.ravel(), gy.ravel()
+    return gx, gy, torch.from_numpy(pts)
+
+
+def _portrait(ax, system, f, title: str) -> None:
+    gx, gy, pts = _grid(system)
+    with torch.no_grad():
+        v = f(0.0, pts.to(torch.float64)).double().numpy()
+    u, w = v[:, 0].reshape(gx.shape), v[:, 1].reshape(gx.shape)
+    speed = np.hypot(u, w)
+    ax.streamplot(gx, gy, u, w, color=np.log10(speed + 1e-12), cmap="viridis", density=0.8, linewidth=0.6,
+                  arrowsize=0.6)
+    lo, hi = system.id_low, system.id_high
+    ax.add_patch(__import__("matplotlib").patches.Rectangle((lo[0], lo[1]), hi[0] - lo[0], hi[1] - lo[1],
+                                                            fill=False, ls="--", lw=0.8, ec="0.3"))
+    ax.set_title(title)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_xlim(gx.min(), gx.max())
+    ax.set_ylim(gy.min(), gy.max())
+
+
+def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path]:
+    """Draw the figure from ``rows`` (default: ``out/results.csv``), ``consistency.csv`` and the checkpoints."""
+    import matplotlib.pyplot as plt
+
+    from testbed.train import load_student
+
+    out = Path(out)
+    use_style()
+    curves = read_csv(out / "consistency.csv")
+    ckpts = sorted((out / "checkpoints").glob("*/checkpoint.pt"))
+    models: dict[tuple[str, str], Path] = {}
+    for p in ckpts:
+        _, ck = load_student(p)
+        key = (ck["extra"]["system"], ck["extra"]["objective"])
+        if key not in models or ck["extra"]["seed"] < 0:
+            models.setdefault(key, p)
+    sys_names = list(dict.fromkeys(r["system"] for r in curves))
+    objectives = [o for o in dict.fromkeys(r["objective"] for r in curves) if o != "teacher"]
+    n_rows = len(sys_names)
+    n_cols = 2 + len(objectives)
+    fig = plt.figure(figsize=(1.75 * n_cols + 0.4, 1.75 * n_rows + 2.3), layout="constrained")
+    gs = fig.add_gridspec(n_rows + 1, n_cols, height_ratios=[1] * n_rows + [1.25])
+    for i, sname in enumerate(sys_names):
+        system = systems.get_system(sname)
+        _portrait(fig.add_subplot(gs[i, 0]), system, system.vector_field, f"{sname}: teacher $f^*$")
+        for j, obj in enumerate(objectives):
+            ax = fig.add_subplot(gs[i, 1 + j])
+            if (sname, obj) in models:
+                student, _ = load_student(models[(sname, obj)])
+                student = student.double()
+                _portrait(ax, system, student.vector_field, f"{obj}-trained $f_\\theta$")
+            else:
+                ax.set_axis_off()
+        ax = fig.add_subplot(gs[i, -1])
+        for k, obj in enumerate(["teacher"] + objectives):
+            pts = [r for r in curves if r["system"] == sname and r["objective"] == obj and r["method"] == "euler"]
+            seeds = sorted({r["seed"] for r in pts})
+            ns = sorted({int(r["n_steps"]) for r in pts})
+            vals = np.array([[next(r["endpoint_change"] for r in pts if r["seed"] == s and int(r["n_steps"]) == n)
+                              for n in ns] for s in seeds])
+            m = vals.mean(0)
+            ax.errorbar(ns, m, yerr=vals.std(0) if len(seeds) > 1 else None, marker="o", ms=3, lw=1,
+                        color=color_for(obj, k), label=obj, ls="--" if obj == "teacher" else "-")
+            dop = [r["endpoint_change"] for r in curves
+                   if r["system"] == sname and r["objective"] == obj and r["method"] == "dopri5"]
+            if dop:
+                ax.axhline(float(np.mean(dop)), color=color_for(obj, k), lw=0.7, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("re-integration steps $L'$")
+        ax.set_ylabel("rel. endpoint change")
+        ax.set_title("solver consistency (dotted: dopri5)")
+        if i == 0:
+            ax.legend(frameon=False)
+    # bar chart of the error table
+    ax = fig.add_subplot(gs[n_rows, :])
+    _bars(ax, rows if rows is not None else read_csv(out / "results.csv"), sys_names, objectives)
+    fig.suptitle("Law recovery: endpoint-only vs field objectives (dashed box: training region)")
+    return save_figure(fig, out / "law_recovery")
+
+
+def _bars(ax, rows: list[dict[str, Any]], sys_names: list[str], objectives: list[str]) -> None:
+    metrics = [("endpoint_error", "endpoint"), ("law_error_id", "law (ID)"), ("law_error_ood", "law (OOD)"),
+               ("consistency_error", "consistency")]
+    width = 0.8 / max(len(objectives), 1)
+    xticks, xlabels = [], []
+    x = 0.0
+    for sname in sys_names:
+        for mkey, mlabel in metrics:
+            for j, obj in enumerate(objectives):
+                vals = [r[mkey] for r in rows if r["system"] == sname and r["objective"] == obj]
+                if not vals:
+                    continue
+                ax.bar(x + j * width, np.mean(vals), width, yerr=np.std(vals) if len(vals) > 1 else None,
+                       color=color_for(obj, j), label=obj if (sname == sys_names[0] and mkey == "endpoint_error")
+                       else None)
+            xticks.append(x + 0.4 - width / 2)
+            xlabels.append(mlabel)
+            x += 1.0
+        x += 0.6
+    ax.set_yscale("log")
+    ax.set_xticks(xticks, xlabels, rotation=60, ha="right")
+    ax.set_ylabel("relative L2 error")
+    ax.legend(frameon=False, ncols=len(objectives))
+    # system names under each group
+    per = len(metrics)
+    for i, sname in enumerate(sys_names):
+        centre = (xticks[i * per] + xticks[i * per + per - 1]) / 2 if len(xticks) >= (i + 1) * per else 0
+        ax.annotate(sname, (centre, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom")
+
+
+__all__ = ["Config", "NAME", "plot", "quick_config", "run"]

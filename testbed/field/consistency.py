@@ -1,0 +1,155 @@
+"""Solver consistency: re-integrate a vector field with other step counts and solvers.
+
+Given a field ``f(t, x)`` (a student's learned law or a teacher's true law), the *reference* is its
+``L``-step solve with ``reference_method`` (for a residual student with ODE scaling, forward Euler at ``L``
+steps *is* the network). For each other solve ``s`` (fixed-step methods at ``L'`` steps, adaptive methods
+at tolerance ``rtol``/``atol``) we report
+
+* endpoint change    ``sqrt(Σ_i ‖x^s_i(T) − x^ref_i(T)‖² / Σ_i ‖x^ref_i(T)‖²)``,
+* trajectory change  the same relative L2 over the common grid ``t_k = k·T/G`` (``k = 1..G``) where ``G``
+  is the greatest common divisor of all fixed step counts,
+* ``nfev``           function evaluations the solve used.
+
+A field that encodes a law converges as ``L'`` grows (at the solver's order) and its reference sits within
+the discretisation error of the coarse grid; a field that only fits an endpoint at one step size moves.
+Because every field has a discretisation floor, compare a student's curve with its teacher's.
+
+Adaptive solvers in torchdiffeq treat the batch as one system (shared step sizes). We solve the batch
+together at a tight tolerance (default ``rtol=1e-7``), so each sample is accurate to that tolerance whatever
+shares its batch; pass ``per_sample=True`` to solve each sample alone (slower, exact per-sample NFEs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torchdiffeq import odeint
+
+from testbed.config import ConfigError
+from testbed.field.metrics import relative_l2
+
+Tensor = torch.Tensor
+Field = Callable[[Tensor, Tensor], Tensor]
+
+FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun")
+
+
+class _Counted(torch.nn.Module):
+    def __init__(self, f: Field) -> None:
+        super().__init__()
+        self.f, self.nfev = f, 0
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        self.nfev += 1
+        return self.f(t, x)
+
+
+def integrate(f: Field, x0: Tensor, horizon: float, method: str = "euler", n_steps: int | None = None,
+              times: Tensor | None = None, rtol: float = 1e-7, atol: float = 1e-9) -> tuple[Tensor, int]:
+    """Solve ``dx/dt = f(t, x)`` on ``[0, T]``; return states at ``times`` (default ``[0, T]``) and NFE.
+
+    Fixed-step methods take ``n_steps`` equal steps (``times`` must lie on that grid); adaptive methods use
+    ``rtol``/``atol``.
+    """
+    if times is None:
+        times = torch.tensor([0.0, horizon], dtype=torch.float64)
+    times = torch.as_tensor(times).to(dtype=x0.dtype, device=x0.device)
+    counted = _Counted(f)
+    if method in FIXED_STEP_METHODS:
+        if n_steps is None or isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps <= 0:
+            raise ConfigError(f"step count must be a positive integer, got {n_steps!r}")
+        grid = torch.linspace(0.0, horizon, int(n_steps) + 1, dtype=x0.dtype, device=x0.device)
+        sol = odeint(counted, x0, grid, method=method)
+        pos = times.double().cpu() / horizon * n_steps
+        idx = torch.round(pos)
+        if (pos - idx).abs().max() > 1e-6:
+            raise ConfigError(f"output times are not on the {n_steps}-step grid")
+        return sol[idx.long()], counted.nfev
+    if method in ADAPTIVE_METHODS:
+        sol = odeint(counted, x0, times, method=method, rtol=rtol, atol=atol)
+        return sol, counted.nfev
+    raise ConfigError(f"unknown solver {method!r}; use one of {', '.join(FIXED_STEP_METHODS + ADAPTIVE_METHODS)}")
+
+
+@dataclass
+class ConsistencyResult:
+    """One row per re-integration; ``reference`` describes the solve every row is compared with."""
+
+    reference: dict
+    rows: list[dict] = field(default_factory=list)
+
+    def endpoint_changes(self) -> list[float]:
+        return [r["endpoint_change"] for r in self.rows]
+
+    @property
+    def summary(self) -> float:
+        """Mean relative endpoint change over all re-integrations (the scalar in result tables)."""
+        vals = self.endpoint_changes()
+        return float(sum(vals) / len(vals)) if vals else float("nan")
+
+    def change(self, method: str, n_steps: int | None = None) -> float:
+        for r in self.rows:
+            if r["method"] == method and (n_steps is None or r["n_steps"] == n_steps):
+                return r["endpoint_change"]
+        raise KeyError((method, n_steps))
+
+
+def default_step_counts(n_layers: int) -> list[int]:
+    """``{L/4, L/2, 2L, 4L}`` (the fractional ones only where they are whole numbers ≥ 1)."""
+    out = [n_layers // d for d in (4, 2) if n_layers % d == 0 and n_layers // d >= 1]
+    return out + [2 * n_layers, 4 * n_layers]
+
+
+@torch.no_grad()
+def solver_consistency(f: Field, x0: Tensor, horizon: float, n_layers: int,
+                       step_counts: Sequence[int] | None = None, methods: Sequence[str] = ("euler",),
+                       adaptive: Sequence[str] = ("dopri5",), reference_method: str = "euler",
+                       rtol: float = 1e-7, atol: float = 1e-9, per_sample: bool = False) -> ConsistencyResult:
+    """Re-integrate ``f`` at each step count × fixed-step method and with each adaptive method.
+
+    The reference is the ``n_layers``-step ``reference_method`` solve (the network itself for an ODE-scaled
+    residual student).
+    """
+    for name, v in (("n_layers", n_layers),):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+    steps = list(default_step_counts(n_layers) if step_counts is None else step_counts)
+    for s in steps:
+        if isinstance(s, bool) or not isinstance(s, int) or s <= 0:
+            raise ConfigError(f"step counts must be positive integers, got {s!r}")
+    g = n_layers
+    for s in steps:
+        g = math.gcd(g, s)
+    common = torch.linspace(0.0, horizon, g + 1, dtype=torch.float64)
+    ref, ref_nfev = integrate(f, x0, horizon, reference_method, n_layers, common)
+    result = ConsistencyResult({"method": reference_method, "n_steps": n_layers, "nfev": ref_nfev,
+                                "grid_points": g})
+
+    def add(method: str, n: int | None, sol: Tensor, nfev: int) -> None:
+        result.rows.append({
+            "method": method, "n_steps": n, "step_ratio": (n / n_layers) if n else float("nan"),
+            "endpoint_change": relative_l2(sol[-1], ref[-1]),
+            "trajectory_change": relative_l2(sol[1:], ref[1:]),
+            "nfev": nfev,
+        })
+
+    for m in methods:
+        for s in steps:
+            sol, nfev = integrate(f, x0, horizon, m, s, common)
+            add(m, s, sol, nfev)
+    for m in adaptive:
+        if per_sample:
+            sols, nfev = [], 0
+            for i in range(x0.shape[0]):
+                si, ni = integrate(f, x0[i: i + 1], horizon, m, None, common, rtol, atol)
+                sols.append(si)
+                nfev += ni
+            add(m, None, torch.cat(sols, dim=1), nfev)
+        else:
+            sol, nfev = integrate(f, x0, horizon, m, None, common, rtol, atol)
+            add(m, None, sol, nfev)
+    return result

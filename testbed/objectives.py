@@ -1,0 +1,148 @@
+"""Training objectives: what part of the propagation field a loss constrains.
+
+Every term is a *relative* mean-squared error, ``Σ‖pred − target‖² / Σ‖target‖²`` over the batch (and the
+times / matrix entries it covers), so terms are scale-free and can be mixed across systems:
+
+* ``endpoint``      ``h_L(x_0)`` vs ``φ_T(x_0)`` — the boundary of the field only;
+* ``trajectory``    ``h_{l_k}(x_0)`` vs ``φ_{t_k}(x_0)`` at every observation time ``t_k`` (``k ≥ 1``);
+* ``vector_field``  ``f_θ(t_k, x_k)`` vs ``f*(t_k, x_k)`` at the teacher's states along the data;
+* ``jacobian``      ``∂f_θ/∂x`` vs ``∂f*/∂x`` at the same states (torch.func ``vmap(jacrev)``).
+
+An :class:`Objective` is a weighted sum of named terms, built from a preset name (``"endpoint"``,
+``"field"``, …) or a spec like ``"endpoint=1,trajectory=1,vector_field=0.5"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch.func import jacrev, vmap
+
+from systems.data import TrajectoryData
+from testbed.config import ConfigError
+from testbed.students.base import Student
+
+Tensor = torch.Tensor
+
+
+def relative_mse(pred: Tensor, target: Tensor, eps: float = 1e-12) -> Tensor:
+    """``Σ‖pred − target‖² / Σ‖target‖²`` (sum over every element)."""
+    return (pred - target).pow(2).sum() / (target.pow(2).sum() + eps)
+
+
+class _Cache:
+    """Per-batch cache so several terms share one forward pass."""
+
+    def __init__(self, student: Student, batch: TrajectoryData) -> None:
+        self.student, self.batch = student, batch
+        self._traj: Tensor | None = None
+
+    @property
+    def trajectory(self) -> Tensor:
+        if self._traj is None:
+            self._traj = self.student.trajectory(self.batch.x0, self.batch.t)
+        return self._traj
+
+
+def endpoint_term(cache: _Cache) -> Tensor:
+    return relative_mse(cache.trajectory[-1], cache.batch.endpoints)
+
+
+def trajectory_term(cache: _Cache) -> Tensor:
+    return relative_mse(cache.trajectory[1:], cache.batch.states[1:])
+
+
+def vector_field_term(cache: _Cache) -> Tensor:
+    b, f = cache.batch, cache.student.vector_field
+    pred = torch.stack([f(b.t[k], b.states[k]) for k in range(b.t.numel())])
+    return relative_mse(pred, b.velocities)
+
+
+def student_jacobian(student: Student, t: Tensor | float, x: Tensor) -> Tensor:
+    """``∂f_θ/∂x`` at each row of ``x`` (shape (B, d) → (B, d, d)) with ``vmap(jacrev)``."""
+    tf = float(t)
+    return vmap(jacrev(lambda xi: student.vector_field(tf, xi)))(x)
+
+
+def jacobian_term(cache: _Cache) -> Tensor:
+    b = cache.batch
+    if b.jacobians is None:
+        raise ConfigError("the 'jacobian' objective term needs data made with with_jacobians=True")
+    pred = torch.stack([student_jacobian(cache.student, b.t[k], b.states[k]) for k in range(b.t.numel())])
+    return relative_mse(pred, b.jacobians)
+
+
+TERMS: dict[str, Callable[[_Cache], Tensor]] = {
+    "endpoint": endpoint_term,
+    "trajectory": trajectory_term,
+    "vector_field": vector_field_term,
+    "jacobian": jacobian_term,
+}
+
+PRESETS: dict[str, dict[str, float]] = {
+    "endpoint": {"endpoint": 1.0},
+    "trajectory": {"endpoint": 1.0, "trajectory": 1.0},
+    "field": {"endpoint": 1.0, "trajectory": 1.0, "vector_field": 1.0},
+    "field+jacobian": {"endpoint": 1.0, "trajectory": 1.0, "vector_field": 1.0, "jacobian": 0.1},
+}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """``L = Σ_name w_name · term_name``; zero-weight terms are not evaluated."""
+
+    weights: Mapping[str, float]
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            raise ConfigError("an objective needs at least one term")
+        for k, w in self.weights.items():
+            if k not in TERMS:
+                raise ConfigError(f"unknown objective term {k!r}; known terms: {', '.join(TERMS)}")
+            if not (isinstance(w, (int, float)) and w >= 0 and w == w and w != float("inf")):
+                raise ConfigError(f"weight of objective term {k!r} must be a finite number ≥ 0, got {w!r}")
+        if all(w == 0 for w in self.weights.values()):
+            raise ConfigError("all objective weights are zero")
+
+    @property
+    def needs_jacobians(self) -> bool:
+        return self.weights.get("jacobian", 0.0) > 0
+
+    def __call__(self, student: Student, batch: TrajectoryData) -> tuple[Tensor, dict[str, float]]:
+        """Return the total loss and the value of each term (as floats, for logging)."""
+        cache = _Cache(student, batch)
+        total: Tensor | None = None
+        terms: dict[str, float] = {}
+        for k, w in self.weights.items():
+            if w == 0:
+                continue
+            v = TERMS[k](cache)
+            terms[k] = float(v.detach())
+            total = w * v if total is None else total + w * v
+        assert total is not None
+        return total, terms
+
+
+def make_objective(spec: str | Mapping[str, float] | Objective) -> Objective:
+    """An :class:`Objective` from a preset name, a ``"term=w,term=w"`` string or a mapping."""
+    if isinstance(spec, Objective):
+        return spec
+    if isinstance(spec, Mapping):
+        return Objective(dict(spec))
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"objective must be a preset name, 'term=weight,...' or a mapping, got {spec!r}")
+    if spec in PRESETS:
+        return Objective(dict(PRESETS[spec]), name=spec)
+    if "=" not in spec:
+        raise ConfigError(f"unknown objective {spec!r}; presets: {', '.join(PRESETS)} (or 'term=w,term=w')")
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        key, _, val = part.partition("=")
+        try:
+            weights[key.strip()] = float(val)
+        except ValueError:
+            raise ConfigError(f"bad weight {val!r} for objective term {key.strip()!r}") from None
+    return Objective(weights, name=spec)

@@ -1,0 +1,105 @@
+"""Tidy results on disk: atomic CSV/JSON writes and run metadata (command, seed, commit, versions)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from testbed.config import to_jsonable
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` (dicts) as CSV; columns default to the union of keys in first-seen order."""
+    if columns is None:
+        seen: dict[str, None] = {}
+        for r in rows:
+            for k in r:
+                seen.setdefault(k, None)
+        columns = list(seen)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(r.get(k, "")) for k in columns})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return repr(v)
+    return v
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Read a CSV written by :func:`write_csv`; numeric strings become floats/ints."""
+    with open(path, newline="") as fh:
+        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _parse(v: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The current git commit of the project (None outside a checkout)."""
+    try:
+        here = Path(cwd) if cwd else Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_metadata(config: Any = None, seeds: Iterable[int] | None = None, **extra: Any) -> dict[str, Any]:
+    """Command line, config, seeds, git commit, package versions and host for a results folder."""
+    import numpy
+    import scipy
+    import torch
+    import torchdiffeq
+
+    return {
+        "command": " ".join(sys.argv),
+        "config": to_jsonable(config),
+        "seeds": list(seeds) if seeds is not None else None,
+        "commit": git_commit(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torchdiffeq": getattr(torchdiffeq, "__version__", "?"), "numpy": numpy.__version__,
+                     "scipy": scipy.__version__},
+        "host": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }

@@ -1,0 +1,38 @@
+"""Students: residual networks (tied / untied, branch scalings) and neural ODEs, behind one interface.
+
+``build_student(kind, **kwargs)`` constructs by registry name; ``student.spec()`` gives back the kwargs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+from testbed.config import ConfigError
+from testbed.students.base import Student
+from testbed.students.neural_ode import NeuralODEStudent
+from testbed.students.residual import BRANCH_SCALINGS, ResidualStudent
+
+STUDENTS: dict[str, type[Student]] = {
+    "residual": ResidualStudent,
+    "neural_ode": NeuralODEStudent,
+}
+
+
+def build_student(kind: str, **kwargs: Any) -> Student:
+    """Build the student registered as ``kind``; unknown kinds or arguments raise :class:`ConfigError`."""
+    try:
+        cls = STUDENTS[kind]
+    except KeyError:
+        close = difflib.get_close_matches(str(kind), list(STUDENTS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown student {kind!r}{hint}; known: {', '.join(STUDENTS)}") from None
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown argument(s) {unknown} for student {kind!r}; valid: {', '.join(valid)}")
+    return cls(**kwargs)
+
+
+__all__ = ["BRANCH_SCALINGS", "NeuralODEStudent", "ResidualStudent", "STUDENTS", "Student", "build_student"]

@@ -1,0 +1,51 @@
+"""Small fully connected networks used as vector fields / residual branches."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from testbed.config import ConfigError
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "softplus": nn.Softplus, "silu": nn.SiLU}
+
+
+def make_activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}") from None
+
+
+class FieldMLP(nn.Module):
+    """``g(t, x) = W_k σ(… σ(W_1 [x, t] + b_1) …) + b_k``: an MLP on the state, optionally time-conditioned.
+
+    ``hidden_layers`` is the number of hidden layers (block depth); with ``time_conditioned`` the time
+    ``t`` is appended to the input as one extra coordinate. Works on any leading batch shape, including a
+    single unbatched state of shape ``(dim,)`` (as ``torch.func.vmap`` sees it).
+    """
+
+    def __init__(self, dim: int, width: int = 64, hidden_layers: int = 1, activation: str = "tanh",
+                 time_conditioned: bool = False, out_scale: float = 1.0) -> None:
+        super().__init__()
+        self.dim = dim
+        self.time_conditioned = time_conditioned
+        layers: list[nn.Module] = []
+        fan_in = dim + (1 if time_conditioned else 0)
+        for _ in range(hidden_layers):
+            layers += [nn.Linear(fan_in, width), make_activation(activation)]
+            fan_in = width
+        last = nn.Linear(fan_in, dim)
+        if out_scale != 1.0:
+            with torch.no_grad():
+                last.weight.mul_(out_scale)
+                last.bias.mul_(out_scale)
+        layers.append(last)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+        if self.time_conditioned:
+            tt = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+            tt = tt.expand(x.shape[:-1]).unsqueeze(-1) if tt.ndim == 0 else tt.reshape(*x.shape[:-1], 1)
+            x = torch.cat([x, tt], dim=-1)
+        return self.net(x)

@@ -1,0 +1,84 @@
+"""Neural ODE student: ``dh/dt = f_θ(t, h)`` solved by :func:`torchdiffeq.odeint`.
+
+Its propagation field is the solver's step grid: ``n_layers`` equal steps on ``[0, T]`` for the fixed-step
+methods (each ``step(l, ·)`` is one solver step), or the same grid of output times for adaptive ones
+(each ``step`` is then one adaptive solve between consecutive grid times). ``adjoint=True`` back-propagates
+with :func:`torchdiffeq.odeint_adjoint` (O(1) memory in depth).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchdiffeq import odeint, odeint_adjoint
+
+from testbed.config import check_choice, check_positive, check_positive_int
+from testbed.students.base import Student, Tensor
+from testbed.students.mlp import ACTIVATIONS, FieldMLP
+
+FIXED_STEP = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
+ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+
+
+class NeuralODEStudent(Student):
+    """``h(T) = h(0) + ∫_0^T f_θ(t, h(t)) dt`` with a torchdiffeq solver."""
+
+    kind = "neural_ode"
+
+    def __init__(self, dim: int, n_layers: int = 16, horizon: float = 1.0, width: int = 64,
+                 hidden_layers: int = 1, time_conditioned: bool = False, activation: str = "tanh",
+                 method: str = "rk4", rtol: float = 1e-5, atol: float = 1e-6, adjoint: bool = False) -> None:
+        super().__init__()
+        check_positive_int("dim", dim)
+        check_positive_int("n_layers (solver steps)", n_layers)
+        check_positive("horizon", horizon)
+        check_positive_int("width", width)
+        check_positive_int("hidden_layers", hidden_layers)
+        check_choice("method", method, FIXED_STEP + ADAPTIVE)
+        check_choice("activation", activation, list(ACTIVATIONS))
+        check_positive("rtol", rtol)
+        check_positive("atol", atol)
+        self.dim, self.n_layers, self.horizon = dim, n_layers, float(horizon)
+        self.width, self.hidden_layers, self.activation = width, hidden_layers, activation
+        self.time_conditioned, self.method = time_conditioned, method
+        self.rtol, self.atol, self.adjoint = float(rtol), float(atol), bool(adjoint)
+        self.field = FieldMLP(dim, width, hidden_layers, activation, time_conditioned)
+
+    def vector_field(self, t: Tensor | float, x: Tensor) -> Tensor:
+        return self.field(t, x)
+
+    def _solve(self, x0: Tensor, times: Tensor) -> Tensor:
+        times = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
+        kwargs: dict[str, Any] = {"method": self.method}
+        if self.method in FIXED_STEP:
+            kwargs["options"] = {"step_size": self.horizon / self.n_layers}
+        else:
+            kwargs.update(rtol=self.rtol, atol=self.atol)
+        if self.adjoint:
+            return odeint_adjoint(self.field, x0, times, adjoint_params=tuple(self.field.parameters()), **kwargs)
+        return odeint(self.vector_field, x0, times, **kwargs)
+
+    def step(self, l: int, h: Tensor) -> Tensor:
+        t = self.layer_times[l: l + 2]
+        return self._solve(h, t)[-1]
+
+    def trajectory(self, x0: Tensor, times: Tensor | None = None) -> Tensor:
+        if times is None:
+            times = self.layer_times
+        times = torch.as_tensor(times, dtype=torch.float64)
+        if float(times[0]) != 0.0:
+            times = torch.cat([torch.zeros(1, dtype=times.dtype), times])
+            return self._solve(x0, times)[1:]
+        return self._solve(x0, times)
+
+    def forward(self, x0: Tensor) -> Tensor:
+        return self._solve(x0, torch.tensor([0.0, self.horizon], dtype=torch.float64))[-1]
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim, "n_layers": self.n_layers, "horizon": self.horizon, "width": self.width,
+            "hidden_layers": self.hidden_layers, "time_conditioned": self.time_conditioned,
+            "activation": self.activation, "method": self.method, "rtol": self.rtol, "atol": self.atol,
+            "adjoint": self.adjoint,
+        }

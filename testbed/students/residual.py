@@ -1,0 +1,97 @@
+"""Residual networks as discretised ODEs.
+
+The student propagates ``h_{l+1} = h_l + m · g_l(t_l, h_l)`` for ``l = 0..L-1`` with ``t_l = l·Δt``,
+``Δt = T/L`` and branch multiplier ``m`` set by ``branch_scaling``:
+
+* ``"ode"``        ``m = Δt = T/L`` — the network is exactly forward Euler for ``dh/dt = g(t, h)``;
+* ``"depth_mup"``  ``m = a/√L`` — depth-muP (Tensor Programs VI); the implied ODE field is ``(m/Δt)·g``;
+* ``"standard"``   ``m = 1`` — the usual ResNet; the implied field is ``g/Δt``.
+
+With ``tied=True`` one branch ``g`` is shared by all layers (optionally time-conditioned: ``g(t, h)``);
+with ``tied=False`` layer ``l`` has its own branch ``g_l`` and the learned vector field is piecewise
+constant in time, ``f_θ(t, x) = (m/Δt)·g_{l(t)}(t, x)`` with ``l(t) = ⌊t/Δt⌋`` (clamped to ``[0, L-1]``).
+Either way, forward Euler with ``L`` steps on ``f_θ`` reproduces the network's trajectory exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from testbed.config import ConfigError, check_choice, check_positive, check_positive_int
+from testbed.students.base import Student, Tensor
+from testbed.students.mlp import ACTIVATIONS, FieldMLP
+
+BRANCH_SCALINGS = ("ode", "depth_mup", "standard")
+
+
+class ResidualStudent(Student):
+    """A depth-``L`` ResNet ``h_{l+1} = h_l + m·g_l(t_l, h_l)`` viewed as an ODE discretisation."""
+
+    kind = "residual"
+
+    def __init__(self, dim: int, n_layers: int = 16, horizon: float = 1.0, width: int = 64,
+                 hidden_layers: int = 1, tied: bool = True, time_conditioned: bool = False,
+                 activation: str = "tanh", branch_scaling: str = "ode", branch_multiplier: float = 1.0) -> None:
+        super().__init__()
+        check_positive_int("dim", dim)
+        check_positive_int("n_layers (depth L)", n_layers)
+        check_positive("horizon", horizon)
+        check_positive_int("width", width)
+        check_positive_int("hidden_layers", hidden_layers)
+        check_choice("branch_scaling", branch_scaling, BRANCH_SCALINGS)
+        check_choice("activation", activation, list(ACTIVATIONS))
+        check_positive("branch_multiplier", branch_multiplier)
+        if not isinstance(tied, bool) or not isinstance(time_conditioned, bool):
+            raise ConfigError("tied and time_conditioned must be booleans")
+        self.dim, self.n_layers, self.horizon = dim, n_layers, float(horizon)
+        self.width, self.hidden_layers, self.activation = width, hidden_layers, activation
+        self.tied, self.time_conditioned = tied, time_conditioned
+        self.branch_scaling, self.branch_multiplier = branch_scaling, float(branch_multiplier)
+        n_blocks = 1 if tied else n_layers
+        self.blocks = nn.ModuleList(
+            FieldMLP(dim, width, hidden_layers, activation, time_conditioned) for _ in range(n_blocks)
+        )
+
+    # ---------------------------------------------------------------- scales
+    @property
+    def dt(self) -> float:
+        """Layer time step ``Δt = T/L``."""
+        return self.horizon / self.n_layers
+
+    @property
+    def multiplier(self) -> float:
+        """Branch multiplier ``m`` (see module docstring)."""
+        if self.branch_scaling == "ode":
+            return self.dt
+        if self.branch_scaling == "depth_mup":
+            return self.branch_multiplier / math.sqrt(self.n_layers)
+        return 1.0
+
+    def block_index(self, t: Tensor | float) -> int:
+        """Which branch acts at time ``t``: ``⌊t/Δt⌋`` clamped to ``[0, L-1]`` (0 when tied)."""
+        if self.tied:
+            return 0
+        l = math.floor(float(t) / self.dt + 1e-6)
+        return min(max(l, 0), self.n_layers - 1)
+
+    # ---------------------------------------------------------------- the field
+    def step(self, l: int, h: Tensor) -> Tensor:
+        t_l = l * self.dt
+        g = self.blocks[0 if self.tied else l]
+        return h + self.multiplier * g(t_l, h)
+
+    def vector_field(self, t: Tensor | float, x: Tensor) -> Tensor:
+        g = self.blocks[self.block_index(t)]
+        return (self.multiplier / self.dt) * g(t, x)
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim, "n_layers": self.n_layers, "horizon": self.horizon, "width": self.width,
+            "hidden_layers": self.hidden_layers, "tied": self.tied, "time_conditioned": self.time_conditioned,
+            "activation": self.activation, "branch_scaling": self.branch_scaling,
+            "branch_multiplier": self.branch_multiplier,
+        }

@@ -1,0 +1,225 @@
+"""One training loop for every student and objective.
+
+``train(student, objective, data, config, out_dir)`` minimises ``objective(student, batch)`` with Adam over
+minibatches of trajectories drawn (with a seeded generator) from ``data``. It
+
+* is deterministic on CPU for a given ``config.seed`` (the model should be built under the same seed);
+* shows a tqdm progress bar (``config.progress``);
+* appends one JSON object per logged step to ``out_dir/train_log.jsonl``;
+* writes ``out_dir/checkpoint.pt`` atomically every ``checkpoint_every`` steps and at the end, holding the
+  student's spec and weights, optimizer/scheduler state and the RNG state, so ``resume=True`` continues a
+  killed run to the same final weights as an uninterrupted one;
+* raises :class:`NonFiniteLossError` (naming the step and the terms) as soon as the loss is NaN/inf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from systems.data import TrajectoryData
+from testbed.config import (
+    ConfigError,
+    check_choice,
+    check_nonneg,
+    check_nonneg_int,
+    check_positive,
+    check_positive_int,
+)
+from testbed.objectives import Objective, make_objective
+from testbed.students import Student, build_student
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "train_log.jsonl"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step: int, loss: float, terms: dict[str, float]) -> None:
+        self.step, self.loss, self.terms = step, loss, terms
+        super().__init__(f"loss became non-finite ({loss}) at step {step}; terms: {terms}. "
+                         "Lower the learning rate, clip gradients (grad_clip) or check the data.")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation settings. ``lr_schedule`` is ``"cosine"`` (to 0 over ``steps``) or ``"constant"``."""
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    grad_clip: float = 0.0
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_positive_int("steps", self.steps)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive("lr", self.lr)
+        check_nonneg("weight_decay", self.weight_decay)
+        check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        check_nonneg("grad_clip", self.grad_clip)
+        check_nonneg_int("seed", self.seed)
+        check_positive_int("log_every", self.log_every)
+        check_nonneg_int("checkpoint_every", self.checkpoint_every)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run produced: the loss history ``[(step, loss, terms)]``, the final loss, wall time."""
+
+    history: list[dict[str, Any]]
+    final_loss: float
+    steps: int
+    wall_time: float
+    resumed_from: int = 0
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(path: str | Path, student: Student, extra: dict[str, Any] | None = None, **state: Any) -> None:
+    """Write a checkpoint holding the student (kind, spec, weights, dtype) plus ``extra`` metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = next(student.parameters()).dtype
+    payload = {"student_kind": student.kind, "student_spec": student.spec(), "dtype": str(dtype).replace("torch.", ""),
+               "student_state": student.state_dict(), "extra": extra or {}, **state}
+    _atomic_save(payload, path)
+
+
+def load_student(path: str | Path, map_location: str = "cpu") -> tuple[Student, dict[str, Any]]:
+    """Rebuild a student from a checkpoint; returns ``(student, checkpoint dict)``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    student = build_student(ckpt["student_kind"], **ckpt["student_spec"])
+    student = student.to(getattr(torch, ckpt.get("dtype", "float32")))
+    student.load_state_dict(ckpt["student_state"])
+    return student, ckpt
+
+
+def _resume_key(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The settings a resumed run must share with its checkpoint (display options may differ)."""
+    return {k: v for k, v in cfg.items() if k not in ("progress", "log_every", "checkpoint_every")}
+
+
+def _lr_lambda(cfg: TrainConfig):
+    if cfg.lr_schedule == "constant":
+        return lambda step: 1.0
+    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+
+
+def train(student: Student, objective: Objective | str, data: TrajectoryData, config: TrainConfig | None = None,
+          out_dir: str | Path | None = None, resume: bool = True, extra: dict[str, Any] | None = None,
+          device: str | torch.device | None = None) -> TrainResult:
+    """Fit ``student`` to ``data`` under ``objective``. See the module docstring for the guarantees."""
+    cfg = config or TrainConfig()
+    objective = make_objective(objective)
+    if objective.needs_jacobians and data.jacobians is None:
+        raise ConfigError("objective has a 'jacobian' term but the data carry no Jacobians")
+    param = next(student.parameters())
+    device = torch.device(device) if device is not None else param.device
+    student.to(device)
+    data = data.to(device=device, dtype=param.dtype)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start = 0
+    out = Path(out_dir) if out_dir is not None else None
+    history: list[dict[str, Any]] = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt_path = out / CHECKPOINT_NAME
+        log_path = out / LOG_NAME
+        if resume and ckpt_path.exists():
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+            same = (ckpt.get("student_spec") == student.spec()
+                    and _resume_key(ckpt.get("train_config") or {}) == _resume_key(dataclasses.asdict(cfg))
+                    and ckpt.get("objective") == dict(objective.weights))
+            if not same:
+                warnings.warn(f"checkpoint {ckpt_path} was made with another student/config/objective; "
+                              "training from scratch and overwriting it", stacklevel=2)
+                ckpt = None
+        else:
+            ckpt = None
+        if ckpt is not None:
+            student.load_state_dict(ckpt["student_state"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            gen.set_state(ckpt["generator"])
+            start = int(ckpt["step"])
+            history = [h for h in ckpt.get("history", []) if h["step"] <= start]
+        # keep the log consistent with the checkpoint we resume from
+        lines = [json.dumps(h) for h in history]
+        log_path.write_text("".join(line + "\n" for line in lines))
+
+    def checkpoint(step: int) -> None:
+        if out is None:
+            return
+        save_checkpoint(out / CHECKPOINT_NAME, student, extra=extra, optimizer=opt.state_dict(),
+                        scheduler=sched.state_dict(), generator=gen.get_state(), step=step,
+                        train_config=dataclasses.asdict(cfg), objective=dict(objective.weights),
+                        history=history)
+
+    t0 = time.perf_counter()
+    n = data.n
+    bs = min(cfg.batch_size, n)
+    loss_value = float(history[-1]["loss"]) if history else float("nan")
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress,
+               desc=f"train[{objective.name}]", leave=False, dynamic_ncols=True)
+    student.train()
+    for step in bar:
+        idx = torch.randperm(n, generator=gen)[:bs].to(device)
+        batch = data.subset(idx)
+        loss, terms = objective(student, batch)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(step + 1, loss_value, terms)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            rec = {"step": done, "loss": loss_value, "terms": terms, "lr": sched.get_last_lr()[0],
+                   "time": time.perf_counter() - t0}
+            history.append(rec)
+            if out is not None:
+                with open(out / LOG_NAME, "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+            bar.set_postfix(loss=f"{loss_value:.3e}")
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != cfg.steps:
+            checkpoint(done)
+    bar.close()
+    student.eval()
+    checkpoint(cfg.steps)
+    return TrainResult(history, loss_value, cfg.steps, time.perf_counter() - t0, resumed_from=start)
