@@ -19,7 +19,6 @@ Writes ``results.csv`` (one row per system × objective × seed), ``consistency.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from systems.data import make_trajectories
 from testbed.config import (
     ConfigError,
     check_choice,
+    check_nonneg,
     check_positive,
     check_positive_int,
 )
@@ -46,7 +46,7 @@ from testbed.train import TrainConfig, train
 NAME = "law-recovery"
 RESULT_COLUMNS = [
     "system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood", "consistency_error",
-    "path_sensitivity", "endpoint_error_ood", "trajectory_error", "consistency_error_dopri5",
+    "path_sensitivity", "endpoint_error_ood", "trajectory_error", "consistency_error_mean",
     "teacher_consistency_error", "teacher_path_sensitivity", "flow_jacobian_error", "final_loss",
     "train_seconds", "n_layers", "width", "student", "tied",
 ]
@@ -54,23 +54,25 @@ OUTPUT_FILES = ("results.csv", "consistency.csv", "results.json", "law_recovery.
 
 
 @dataclasses.dataclass
-class Config:
+class LawRecoveryConfig:
     """Settings of the law-recovery study (validated on construction)."""
 
     systems: tuple[str, ...] = ("van_der_pol", "linear_spiral", "lotka_volterra", "damped_pendulum")
     objectives: tuple[str, ...] = ("endpoint", "field")
     seeds: tuple[int, ...] = (0, 1, 2)
     student: str = "residual"
-    n_layers: int = 16
+    n_layers: int = 32
     width: int = 64
     hidden_layers: int = 2
     tied: bool = True
+    init_scale: float = 0.1
     n_train: int = 512
     n_test: int = 256
     n_obs: int = 8
     steps: int = 3000
     batch_size: int = 64
     lr: float = 3e-3
+    grad_clip: float = 1.0
     dtype: str = "float64"
     device: str = "cpu"
     progress: bool = True
@@ -97,31 +99,33 @@ class Config:
         for name in ("n_layers", "width", "hidden_layers", "n_train", "n_test", "n_obs", "steps", "batch_size"):
             check_positive_int(name, getattr(self, name))
         check_positive("lr", self.lr)
+        check_nonneg("grad_clip", self.grad_clip)
+        check_nonneg("init_scale", self.init_scale)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         if self.n_layers % self.n_obs:
             raise ConfigError(f"n_layers ({self.n_layers}) must be a multiple of n_obs ({self.n_obs}) so every "
                               "observation time is a layer time")
 
 
-def quick_config(**overrides: Any) -> Config:
+def quick_config(**overrides: Any) -> LawRecoveryConfig:
     """Settings for a 2-core CPU in well under 3 minutes (3 systems × 2 objectives × 1 seed)."""
     base = dict(systems=("van_der_pol", "linear_spiral", "lotka_volterra"), seeds=(0,), n_train=256,
-                n_test=128, steps=700, batch_size=64, lr=5e-3, width=48)
+                n_test=128, steps=700)
     base.update(overrides)
-    return Config(**base)
+    return LawRecoveryConfig(**base)
 
 
 # ----------------------------------------------------------------------------------------------- run
-def _student_kwargs(cfg: Config, system) -> dict[str, Any]:
+def _student_kwargs(cfg: LawRecoveryConfig, system) -> dict[str, Any]:
     kw: dict[str, Any] = dict(dim=system.dim, n_layers=cfg.n_layers, horizon=float(system.horizon),
                               width=cfg.width, hidden_layers=cfg.hidden_layers,
-                              time_conditioned=not system.autonomous)
+                              time_conditioned=not system.autonomous, init_scale=cfg.init_scale)
     if cfg.student == "residual":
         kw["tied"] = cfg.tied
     return kw
 
 
-def run(cfg: Config, out: str | Path) -> list[dict[str, Any]]:
+def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     """Train and evaluate every system × objective × seed; write the tables, metadata and figure to ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,6 +150,7 @@ def run(cfg: Config, out: str | Path) -> list[dict[str, Any]]:
                 torch.manual_seed(seed)
                 student = build_student(cfg.student, **_student_kwargs(cfg, system)).to(dtype)
                 tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
+                                   grad_clip=cfg.grad_clip,
                                    progress=cfg.progress, checkpoint_every=max(cfg.steps // 4, 1))
                 run_dir = out / "checkpoints" / f"{sname}-{obj_name}-s{seed}"
                 result = train(student, objective, train_data, tcfg, run_dir, device=cfg.device,
@@ -180,13 +185,18 @@ def _grid(system, n: int = 21) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     return gx, gy, torch.from_numpy(pts)
 
 
-def _portrait(ax, system, f, title: str) -> None:
+def _portrait(ax, system, f, title: str, norm=None):
+    """Streamlines of ``f(0, x)`` over the OOD box, coloured by ``log10 |f|`` (shared ``norm`` per system)."""
+    from matplotlib.colors import Normalize
+
     gx, gy, pts = _grid(system)
     with torch.no_grad():
         v = f(0.0, pts.to(torch.float64)).double().numpy()
     u, w = v[:, 0].reshape(gx.shape), v[:, 1].reshape(gx.shape)
-    speed = np.hypot(u, w)
-    ax.streamplot(gx, gy, u, w, color=np.log10(speed + 1e-12), cmap="viridis", density=0.8, linewidth=0.6,
+    logspeed = np.log10(np.hypot(u, w) + 1e-12)
+    if norm is None:
+        norm = Normalize(float(np.percentile(logspeed, 2)), float(logspeed.max()))
+    ax.streamplot(gx, gy, u, w, color=logspeed, cmap="viridis", norm=norm, density=0.8, linewidth=0.6,
                   arrowsize=0.6)
     lo, hi = system.id_low, system.id_high
     ax.add_patch(__import__("matplotlib").patches.Rectangle((lo[0], lo[1]), hi[0] - lo[0], hi[1] - lo[1],
@@ -196,6 +206,7 @@ def _portrait(ax, system, f, title: str) -> None:
     ax.set_ylabel("$x_2$")
     ax.set_xlim(gx.min(), gx.max())
     ax.set_ylim(gy.min(), gy.max())
+    return norm
 
 
 def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path]:
@@ -217,46 +228,63 @@ def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path
     sys_names = list(dict.fromkeys(r["system"] for r in curves))
     objectives = [o for o in dict.fromkeys(r["objective"] for r in curves) if o != "teacher"]
     n_rows = len(sys_names)
-    n_cols = 2 + len(objectives)
+    n_cols = 3 + len(objectives)
     fig = plt.figure(figsize=(1.75 * n_cols + 0.4, 1.75 * n_rows + 2.3), layout="constrained")
     gs = fig.add_gridspec(n_rows + 1, n_cols, height_ratios=[1] * n_rows + [1.25])
     for i, sname in enumerate(sys_names):
         system = systems.get_system(sname)
-        _portrait(fig.add_subplot(gs[i, 0]), system, system.vector_field, f"{sname}: teacher $f^*$")
+        norm = _portrait(fig.add_subplot(gs[i, 0]), system, system.vector_field, f"{sname}: teacher $f^*$")
         for j, obj in enumerate(objectives):
             ax = fig.add_subplot(gs[i, 1 + j])
             if (sname, obj) in models:
                 student, _ = load_student(models[(sname, obj)])
                 student = student.double()
-                _portrait(ax, system, student.vector_field, f"{obj}-trained $f_\\theta$")
+                _portrait(ax, system, student.vector_field, f"{obj}-trained $f_\\theta$", norm)
             else:
                 ax.set_axis_off()
-        ax = fig.add_subplot(gs[i, -1])
-        for k, obj in enumerate(["teacher"] + objectives):
-            pts = [r for r in curves if r["system"] == sname and r["objective"] == obj and r["method"] == "euler"]
-            seeds = sorted({r["seed"] for r in pts})
-            ns = sorted({int(r["n_steps"]) for r in pts})
-            vals = np.array([[next(r["endpoint_change"] for r in pts if r["seed"] == s and int(r["n_steps"]) == n)
-                              for n in ns] for s in seeds])
-            m = vals.mean(0)
-            ax.errorbar(ns, m, yerr=vals.std(0) if len(seeds) > 1 else None, marker="o", ms=3, lw=1,
-                        color=color_for(obj, k), label=obj, ls="--" if obj == "teacher" else "-")
-            dop = [r["endpoint_change"] for r in curves
-                   if r["system"] == sname and r["objective"] == obj and r["method"] == "dopri5"]
-            if dop:
-                ax.axhline(float(np.mean(dop)), color=color_for(obj, k), lw=0.7, ls=":")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("re-integration steps $L'$")
-        ax.set_ylabel("rel. endpoint change")
-        ax.set_title("solver consistency (dotted: dopri5)")
-        if i == 0:
-            ax.legend(frameon=False)
+        _curve_panel(fig.add_subplot(gs[i, -2]), curves, sname, objectives, "endpoint_change",
+                     "rel. change vs $L$-step net", "solver consistency", legend=(i == 0))
+        _curve_panel(fig.add_subplot(gs[i, -1]), curves, sname, objectives, "target_error",
+                     "rel. error vs $\\varphi_T$", "re-integrated endpoint error", legend=False)
     # bar chart of the error table
     ax = fig.add_subplot(gs[n_rows, :])
     _bars(ax, rows if rows is not None else read_csv(out / "results.csv"), sys_names, objectives)
-    fig.suptitle("Law recovery: endpoint-only vs field objectives (dashed box: training region)")
+    fig.suptitle("Law recovery: endpoint-only vs field objectives "
+                 "(streamlines coloured by $\\log_{10}|f|$; dashed box: training region)")
     return save_figure(fig, out / "law_recovery")
+
+
+def _is_ref(r: dict[str, Any]) -> bool:
+    return r.get("is_reference") in (True, "True", 1)
+
+
+def _curve_panel(ax, curves: list[dict[str, Any]], sname: str, objectives: list[str], key: str, ylabel: str,
+                 title: str, legend: bool) -> None:
+    """Mean (± std over seeds) of ``key`` vs Euler step count; dotted line: the dopri5 value."""
+    for k, obj in enumerate(["teacher"] + objectives):
+        pts = [r for r in curves if r["system"] == sname and r["objective"] == obj and r["method"] == "euler"
+               and (key != "endpoint_change" or not _is_ref(r))]
+        if not pts:
+            continue
+        seeds = sorted({r["seed"] for r in pts})
+        ns = sorted({int(r["n_steps"]) for r in pts})
+        vals = np.array([[next(r[key] for r in pts if r["seed"] == sd and int(r["n_steps"]) == n) for n in ns]
+                         for sd in seeds])
+        ax.errorbar(ns, vals.mean(0), yerr=vals.std(0) if len(seeds) > 1 else None, marker="o", ms=3, lw=1,
+                    color=color_for(obj, k), label=obj, ls="--" if obj == "teacher" else "-")
+        dop = [r[key] for r in curves if r["system"] == sname and r["objective"] == obj and r["method"] == "dopri5"]
+        if dop and not (obj == "teacher" and key == "target_error"):  # the teacher's is just the tolerance
+            ax.axhline(float(np.mean(dop)), color=color_for(obj, k), lw=0.8, ls=":")
+    ref = [int(r["n_steps"]) for r in curves if r["system"] == sname and _is_ref(r)]
+    if ref:
+        ax.axvline(ref[0], color="0.6", lw=0.6, zorder=0)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("Euler steps $L'$ (grey: $L$; dotted: dopri5)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(frameon=False)
 
 
 def _bars(ax, rows: list[dict[str, Any]], sys_names: list[str], objectives: list[str]) -> None:
@@ -289,4 +317,6 @@ def _bars(ax, rows: list[dict[str, Any]], sys_names: list[str], objectives: list
         ax.annotate(sname, (centre, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom")
 
 
-__all__ = ["Config", "NAME", "plot", "quick_config", "run"]
+Config = LawRecoveryConfig  # every experiment module exposes its config as ``Config``
+
+__all__ = ["Config", "LawRecoveryConfig", "NAME", "plot", "quick_config", "run"]

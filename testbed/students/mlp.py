@@ -27,6 +27,7 @@ class FieldMLP(nn.Module):
 
     def __init__(self, dim: int, width: int = 64, hidden_layers: int = 1, activation: str = "tanh",
                  time_conditioned: bool = False, out_scale: float = 1.0) -> None:
+        """``out_scale`` multiplies the initial output-layer weights and bias (0 gives ``g ≡ 0`` at init)."""
         super().__init__()
         self.dim = dim
         self.time_conditioned = time_conditioned

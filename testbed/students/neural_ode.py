@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torchdiffeq import odeint, odeint_adjoint
 
-from testbed.config import check_choice, check_positive, check_positive_int
+from testbed.config import check_choice, check_nonneg, check_positive, check_positive_int
 from testbed.students.base import Student, Tensor
 from testbed.students.mlp import ACTIVATIONS, FieldMLP
 
@@ -28,7 +28,8 @@ class NeuralODEStudent(Student):
 
     def __init__(self, dim: int, n_layers: int = 16, horizon: float = 1.0, width: int = 64,
                  hidden_layers: int = 1, time_conditioned: bool = False, activation: str = "tanh",
-                 method: str = "rk4", rtol: float = 1e-5, atol: float = 1e-6, adjoint: bool = False) -> None:
+                 method: str = "rk4", rtol: float = 1e-5, atol: float = 1e-6, adjoint: bool = False,
+                 init_scale: float = 1.0) -> None:
         super().__init__()
         check_positive_int("dim", dim)
         check_positive_int("n_layers (solver steps)", n_layers)
@@ -43,7 +44,9 @@ class NeuralODEStudent(Student):
         self.width, self.hidden_layers, self.activation = width, hidden_layers, activation
         self.time_conditioned, self.method = time_conditioned, method
         self.rtol, self.atol, self.adjoint = float(rtol), float(atol), bool(adjoint)
-        self.field = FieldMLP(dim, width, hidden_layers, activation, time_conditioned)
+        check_nonneg("init_scale", init_scale)
+        self.init_scale = float(init_scale)
+        self.field = FieldMLP(dim, width, hidden_layers, activation, time_conditioned, init_scale)
 
     def vector_field(self, t: Tensor | float, x: Tensor) -> Tensor:
         return self.field(t, x)
@@ -67,6 +70,9 @@ class NeuralODEStudent(Student):
         if times is None:
             times = self.layer_times
         times = torch.as_tensor(times, dtype=torch.float64)
+        if self.method in FIXED_STEP:
+            # off-grid times would be silently linearly interpolated by torchdiffeq: refuse them, as the base does
+            self.time_indices(times)
         if float(times[0]) != 0.0:
             times = torch.cat([torch.zeros(1, dtype=times.dtype), times])
             return self._solve(x0, times)[1:]
@@ -80,5 +86,5 @@ class NeuralODEStudent(Student):
             "dim": self.dim, "n_layers": self.n_layers, "horizon": self.horizon, "width": self.width,
             "hidden_layers": self.hidden_layers, "time_conditioned": self.time_conditioned,
             "activation": self.activation, "method": self.method, "rtol": self.rtol, "atol": self.atol,
-            "adjoint": self.adjoint,
+            "adjoint": self.adjoint, "init_scale": self.init_scale,
         }

@@ -10,7 +10,8 @@ The student propagates ``h_{l+1} = h_l + m · g_l(t_l, h_l)`` for ``l = 0..L-1``
 With ``tied=True`` one branch ``g`` is shared by all layers (optionally time-conditioned: ``g(t, h)``);
 with ``tied=False`` layer ``l`` has its own branch ``g_l`` and the learned vector field is piecewise
 constant in time, ``f_θ(t, x) = (m/Δt)·g_{l(t)}(t, x)`` with ``l(t) = ⌊t/Δt⌋`` (clamped to ``[0, L-1]``).
-Either way, forward Euler with ``L`` steps on ``f_θ`` reproduces the network's trajectory exactly.
+``init_scale`` multiplies the initial weights of each branch's output layer (0 starts the network at the
+identity map, ``h_L = h_0``). Either way, forward Euler with ``L`` steps on ``f_θ`` reproduces the network's trajectory exactly.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import nn
 
-from testbed.config import ConfigError, check_choice, check_positive, check_positive_int
+from testbed.config import ConfigError, check_choice, check_nonneg, check_positive, check_positive_int
 from testbed.students.base import Student, Tensor
 from testbed.students.mlp import ACTIVATIONS, FieldMLP
 
@@ -35,7 +35,8 @@ class ResidualStudent(Student):
 
     def __init__(self, dim: int, n_layers: int = 16, horizon: float = 1.0, width: int = 64,
                  hidden_layers: int = 1, tied: bool = True, time_conditioned: bool = False,
-                 activation: str = "tanh", branch_scaling: str = "ode", branch_multiplier: float = 1.0) -> None:
+                 activation: str = "tanh", branch_scaling: str = "ode", branch_multiplier: float = 1.0,
+                 init_scale: float = 1.0) -> None:
         super().__init__()
         check_positive_int("dim", dim)
         check_positive_int("n_layers (depth L)", n_layers)
@@ -45,15 +46,17 @@ class ResidualStudent(Student):
         check_choice("branch_scaling", branch_scaling, BRANCH_SCALINGS)
         check_choice("activation", activation, list(ACTIVATIONS))
         check_positive("branch_multiplier", branch_multiplier)
+        check_nonneg("init_scale", init_scale)
         if not isinstance(tied, bool) or not isinstance(time_conditioned, bool):
             raise ConfigError("tied and time_conditioned must be booleans")
         self.dim, self.n_layers, self.horizon = dim, n_layers, float(horizon)
         self.width, self.hidden_layers, self.activation = width, hidden_layers, activation
         self.tied, self.time_conditioned = tied, time_conditioned
         self.branch_scaling, self.branch_multiplier = branch_scaling, float(branch_multiplier)
+        self.init_scale = float(init_scale)
         n_blocks = 1 if tied else n_layers
         self.blocks = nn.ModuleList(
-            FieldMLP(dim, width, hidden_layers, activation, time_conditioned) for _ in range(n_blocks)
+            FieldMLP(dim, width, hidden_layers, activation, time_conditioned, init_scale) for _ in range(n_blocks)
         )
 
     # ---------------------------------------------------------------- scales
@@ -93,5 +96,5 @@ class ResidualStudent(Student):
             "dim": self.dim, "n_layers": self.n_layers, "horizon": self.horizon, "width": self.width,
             "hidden_layers": self.hidden_layers, "tied": self.tied, "time_conditioned": self.time_conditioned,
             "activation": self.activation, "branch_scaling": self.branch_scaling,
-            "branch_multiplier": self.branch_multiplier,
+            "branch_multiplier": self.branch_multiplier, "init_scale": self.init_scale,
         }

@@ -1,0 +1,187 @@
+"""Command line: ``testbed list | run | plot | consistency``. Thin: parse, look up, call the library.
+
+Every error a user can cause (unknown system/experiment/key, bad value, NaN loss, missing file) is reported
+as one line ``testbed: error: …`` on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+import systems
+from testbed.config import ConfigError, apply_overrides, to_jsonable
+from testbed.experiments import get_experiment, list_experiments
+
+
+def _parse_int_list(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="testbed", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list systems and experiments")
+
+    r = sub.add_parser("run", help="run an experiment and write its results and figure")
+    r.add_argument("experiment", help="experiment name (see `testbed list`)")
+    r.add_argument("--quick", action="store_true", help="small settings: minutes on 2 CPU cores")
+    r.add_argument("--system", nargs="+", help="system name(s) to run on (overrides the config)")
+    r.add_argument("--seed", nargs="+", type=int, help="seed(s) (overrides the config)")
+    r.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
+    r.add_argument("--out", type=Path, default=None, help="output folder (default: runs/EXPERIMENT)")
+    r.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set steps=500 n_layers=64")
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+    pl = sub.add_parser("plot", help="redraw an experiment's figure from its results folder")
+    pl.add_argument("experiment")
+    pl.add_argument("--out", type=Path, required=True, help="the experiment's results folder")
+
+    c = sub.add_parser("consistency", help="solver consistency of a saved student")
+    c.add_argument("checkpoint", type=Path, help="checkpoint.pt (or the folder holding it)")
+    c.add_argument("--steps", type=_parse_int_list, default=None,
+                   help="comma-separated step counts L' (default: L/4,L/2,2L,4L)")
+    c.add_argument("--methods", default="euler", help="fixed-step solvers, comma-separated (euler,midpoint,rk4)")
+    c.add_argument("--adaptive", default="dopri5", help="adaptive solvers, comma-separated ('' for none)")
+    c.add_argument("--n", type=int, default=128, help="number of in-distribution initial states")
+    c.add_argument("--seed", type=int, default=0, help="seed for the initial states")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def cmd_list() -> int:
+    print("systems:")
+    for name in systems.list_systems():
+        s = systems.get_system(name)
+        kind = "closed form" if s.closed_form else "DOP853 reference"
+        auto = "" if s.autonomous else ", time-dependent"
+        print(f"  {name:<22} dim={s.dim}  T={s.horizon:g}  ({kind}{auto})")
+    print("experiments:")
+    for name in list_experiments():
+        doc = (get_experiment(name).__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:<22} {doc}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    exp = get_experiment(args.experiment)
+    cfg = exp.quick_config() if args.quick else exp.Config()
+    changes = {}
+    if args.system:
+        changes["systems"] = tuple(args.system)
+    if args.seed:
+        changes["seeds"] = tuple(args.seed)
+    if args.device:
+        changes["device"] = args.device
+    if args.no_progress:
+        changes["progress"] = False
+    cfg = dataclasses.replace(cfg, **changes)
+    cfg = apply_overrides(cfg, args.overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = args.out or Path("runs") / args.experiment
+    rows = exp.run(cfg, out)
+    print(f"wrote {len(rows)} rows to {out / 'results.csv'} and the figure to {out}/")
+    _print_table(rows, ["system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
+                        "consistency_error", "teacher_consistency_error", "path_sensitivity"])
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    exp = get_experiment(args.experiment)
+    if not (args.out / "results.csv").exists():
+        raise FileNotFoundError(f"{args.out / 'results.csv'} not found: run `testbed run {args.experiment}` first")
+    for p in exp.plot(args.out):
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_consistency(args: argparse.Namespace) -> int:
+    from testbed.field.consistency import solver_consistency
+    from testbed.train import load_student
+
+    student, ckpt = load_student(args.checkpoint)
+    student = student.double().eval()
+    extra = ckpt.get("extra", {})
+    if args.n <= 0:
+        raise ConfigError(f"--n must be a positive integer, got {args.n}")
+    gen = torch.Generator().manual_seed(args.seed)
+    methods = [m for m in args.methods.split(",") if m]
+    adaptive = [m for m in args.adaptive.split(",") if m]
+    out: dict = {"checkpoint": str(args.checkpoint), "n_layers": student.n_layers, "horizon": student.horizon}
+    if "system" in extra:
+        system = systems.get_system(extra["system"], **extra.get("system_params", {}))
+        x0 = system.sample_id(args.n, generator=gen)
+        target = system.flow(x0, [0.0, float(system.horizon)])[-1]
+        teacher = solver_consistency(system.vector_field, x0, student.horizon, student.n_layers, args.steps,
+                                     methods, adaptive, target=target)
+        out["system"] = extra["system"]
+        out["teacher"] = teacher.rows
+    else:
+        x0 = torch.randn(args.n, student.dim, generator=gen, dtype=torch.float64)
+        target = None
+    res = solver_consistency(student.vector_field, x0, student.horizon, student.n_layers, args.steps, methods,
+                             adaptive, target=target)
+    out["student"] = res.rows
+    out["consistency_error"] = res.summary
+    if args.json:
+        print(json.dumps(to_jsonable(out), indent=2))
+        return 0
+    print(f"{args.checkpoint}: L={student.n_layers}, T={student.horizon:g}, reference = euler at L steps")
+    cols = ["method", "n_steps", "endpoint_change", "trajectory_change", "target_error", "nfev"]
+    print("student f_θ:")
+    _print_table(res.rows, cols)
+    if "teacher" in out:
+        print(f"teacher f* ({out['system']}) — the discretisation floor:")
+        _print_table(out["teacher"], cols)
+    return 0
+
+
+def _print_table(rows: list[dict], cols: list[str]) -> None:
+    cols = [c for c in cols if any(c in r for r in rows)]
+    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3e}"
+    return "-" if v is None else str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return cmd_list()
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "plot":
+            return cmd_plot(args)
+        if args.command == "consistency":
+            return cmd_consistency(args)
+    except (ConfigError, systems.SystemSpecError, FileNotFoundError, FloatingPointError, ValueError) as err:
+        print(f"testbed: error: {err}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

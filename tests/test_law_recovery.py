@@ -1,0 +1,148 @@
+"""End-to-end tests of the law-recovery experiment and the CLI (tiny settings, CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from testbed import cli
+from testbed.config import ConfigError
+from testbed.experiments import get_experiment, law_recovery
+from testbed.results import read_csv
+
+TINY = dict(systems=("linear_spiral",), objectives=("endpoint", "field"), seeds=(0,), n_layers=8, n_obs=4,
+            width=16, hidden_layers=1, n_train=64, n_test=32, steps=150, batch_size=32, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("law")
+    rows = law_recovery.run(law_recovery.LawRecoveryConfig(**TINY), out)
+    return out, rows
+
+
+def test_tiny_run_writes_complete_results(tiny_run):
+    out, rows = tiny_run
+    for name in law_recovery.OUTPUT_FILES:
+        assert (out / name).stat().st_size > 0, name
+    table = read_csv(out / "results.csv")
+    assert len(table) == 2 == len(rows)
+    required = ["system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
+                "consistency_error", "path_sensitivity"]
+    assert list(table[0])[: len(required)] == required
+    for r in table:
+        for k in required[3:]:
+            assert math.isfinite(r[k]) and r[k] >= 0, (k, r[k])
+    # the CSV holds the numbers run() returned, to full precision
+    assert table[0]["law_error_id"] == rows[0]["law_error_id"]
+    curves = read_csv(out / "consistency.csv")
+    teacher = [c for c in curves if c["objective"] == "teacher"]
+    assert {c["n_steps"] for c in teacher if c["method"] == "euler"} == {8, 2, 4, 16, 32}
+    # the teacher's L-step Euler endpoint error is the floor: the dopri5 solve of f* hits the truth
+    dop = next(c for c in teacher if c["method"] == "dopri5")
+    assert dop["target_error"] < 1e-5
+    meta = json.loads((out / "results.json").read_text())
+    assert meta["experiment"] == "law-recovery" and meta["seeds"] == [0]
+    assert (out / "checkpoints" / "linear_spiral-field-s0" / "checkpoint.pt").exists()
+
+
+def test_field_objective_fits_the_trajectory_it_is_trained_on(tiny_run):
+    _, rows = tiny_run
+    by = {r["objective"]: r for r in rows}
+    # the field student is trained on the trajectory; the endpoint student never sees it
+    assert by["field"]["trajectory_error"] < by["endpoint"]["trajectory_error"]
+
+
+def test_same_seed_same_numbers(tiny_run, tmp_path):
+    _, rows = tiny_run
+    again = law_recovery.run(law_recovery.LawRecoveryConfig(**TINY), tmp_path)
+    for a, b in zip(rows, again):
+        for k in ("endpoint_error", "law_error_id", "consistency_error", "path_sensitivity"):
+            assert a[k] == b[k], k
+
+
+def test_failed_run_leaves_no_complete_looking_results(tmp_path, monkeypatch):
+    (tmp_path / "results.csv").write_text("stale\n")
+
+    def boom(*args, **kwargs):
+        raise FloatingPointError("simulated divergence")
+
+    monkeypatch.setattr(law_recovery, "train", boom)
+    with pytest.raises(FloatingPointError):
+        law_recovery.run(law_recovery.LawRecoveryConfig(**TINY), tmp_path)
+    assert not (tmp_path / "results.csv").exists()
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(systems=("no_such_system",)), "no_such_system"),
+    (dict(n_layers=0), "n_layers"),
+    (dict(n_layers=10, n_obs=4), "multiple"),
+    (dict(seeds=()), "seeds"),
+    (dict(objectives=("endpoint=-1",)), "endpoint"),
+    (dict(lr=float("nan")), "lr"),
+])
+def test_bad_config_is_rejected_naming_the_value(bad, match):
+    with pytest.raises(Exception, match=match):
+        law_recovery.LawRecoveryConfig(**{**TINY, **bad})
+
+
+def test_cli_bad_input_exits_nonzero_with_a_clear_message(capsys, tmp_path):
+    cases = [
+        (["run", "law-recovery", "--quick", "--system", "nope", "--out", str(tmp_path)], "unknown system 'nope'"),
+        (["run", "law-recovery", "--quick", "--set", "depth=3", "--out", str(tmp_path)], "unknown config key 'depth'"),
+        (["run", "law-recovery", "--quick", "--set", "n_layers=-4", "--out", str(tmp_path)], "n_layers"),
+        (["run", "no-such-experiment"], "unknown experiment"),
+        (["consistency", str(tmp_path / "missing.pt")], "no checkpoint"),
+    ]
+    for argv, msg in cases:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert msg in err, (argv, err)
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_cli_list_names_systems_and_experiments(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("van_der_pol", "lorenz63", "double_gyre", "law-recovery"):
+        assert name in out
+
+
+def test_cli_consistency_on_a_saved_student(tiny_run, capsys):
+    out, _ = tiny_run
+    ckpt = out / "checkpoints" / "linear_spiral-field-s0" / "checkpoint.pt"
+    assert cli.main(["consistency", str(ckpt), "--steps", "4,8,16,32", "--n", "16", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    euler = {r["n_steps"]: r for r in rep["student"] if r["method"] == "euler"}
+    assert set(euler) == {4, 8, 16, 32}
+    assert euler[8]["endpoint_change"] == 0.0  # L = 8: the reference is the network itself
+    assert rep["system"] == "linear_spiral" and len(rep["teacher"]) == len(rep["student"])
+    # the teacher's Euler error vs the exact flow falls with L' (first order)
+    t_err = {r["n_steps"]: r["target_error"] for r in rep["teacher"] if r["method"] == "euler"}
+    assert t_err[32] < t_err[16] < t_err[8] < t_err[4]
+    assert cli.main(["consistency", str(ckpt), "--steps", "0,8"]) != 0
+
+
+def test_registry_and_plot_command(tiny_run, capsys):
+    out, _ = tiny_run
+    assert get_experiment("law-recovery") is law_recovery
+    with pytest.raises(ConfigError, match="law-recovery"):
+        get_experiment("law_recovery")
+    (out / "law_recovery.png").unlink()
+    assert cli.main(["plot", "law-recovery", "--out", str(out)]) == 0
+    assert (out / "law_recovery.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_quick_main_job_runs_end_to_end(tmp_path):
+    """The README's main job (`testbed run law-recovery --quick`) on 2 CPU cores."""
+    torch.set_num_threads(1)
+    rc = cli.main(["run", "law-recovery", "--quick", "--no-progress", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = read_csv(tmp_path / "results.csv")
+    assert {r["system"] for r in rows} == {"van_der_pol", "linear_spiral", "lotka_volterra"}
+    assert {r["objective"] for r in rows} == {"endpoint", "field"}
+    assert (tmp_path / "law_recovery.pdf").exists()
