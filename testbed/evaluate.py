@@ -64,7 +64,8 @@ def evaluate_student(student: Student, ref: TeacherReference, step_counts: list[
     endpoint_error, endpoint_error_ood, trajectory_error, law_error_id, law_error_ood,
     consistency_error (endpoint change from the L-step network to the dopri5 solve of its own field),
     consistency_error_mean (mean endpoint change over all re-integrations L/4 … 4L, dopri5),
-    teacher_consistency_error (consistency_error for f*: the discretisation floor at this L), path_sensitivity (E‖∂h_L/∂h_0‖_2),
+    teacher_consistency_error (consistency_error for f*: the discretisation floor at this L),
+    path_sensitivity (E‖∂h_L/∂h_0‖_2),
     flow_jacobian_error (∂h_L/∂h_0 vs ∂φ_T/∂x_0).
     """
     dtype = next(student.parameters()).dtype

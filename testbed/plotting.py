@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+logging.getLogger("fontTools").setLevel(logging.ERROR)  # font-subsetting chatter when embedding PDF fonts
 import matplotlib.pyplot as plt  # noqa: E402
 
 # Okabe–Ito palette (colour-blind safe)

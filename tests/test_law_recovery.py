@@ -59,7 +59,7 @@ def test_field_objective_fits_the_trajectory_it_is_trained_on(tiny_run):
 def test_same_seed_same_numbers(tiny_run, tmp_path):
     _, rows = tiny_run
     again = law_recovery.run(law_recovery.LawRecoveryConfig(**TINY), tmp_path)
-    for a, b in zip(rows, again):
+    for a, b in zip(rows, again, strict=True):
         for k in ("endpoint_error", "law_error_id", "consistency_error", "path_sensitivity"):
             assert a[k] == b[k], k
 

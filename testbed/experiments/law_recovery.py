@@ -249,8 +249,9 @@ def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path
     # bar chart of the error table
     ax = fig.add_subplot(gs[n_rows, :])
     _bars(ax, rows if rows is not None else read_csv(out / "results.csv"), sys_names, objectives)
-    fig.suptitle("Law recovery: endpoint-only vs field objectives "
-                 "(streamlines coloured by $\\log_{10}|f|$; dashed box: training region)")
+    fig.suptitle("Law recovery: endpoint-only vs field objectives. Portraits: streamlines coloured by "
+                 "$\\log_{10}|f|$, dashed box = training region.\nCurves: grey line = trained depth $L$, "
+                 "dotted = dopri5 re-integration; teacher = true law $f^*$ (discretisation floor).")
     return save_figure(fig, out / "law_recovery")
 
 
@@ -280,7 +281,7 @@ def _curve_panel(ax, curves: list[dict[str, Any]], sname: str, objectives: list[
         ax.axvline(ref[0], color="0.6", lw=0.6, zorder=0)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("Euler steps $L'$ (grey: $L$; dotted: dopri5)")
+    ax.set_xlabel("Euler steps $L'$")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if legend:

@@ -19,8 +19,17 @@ Tensor = torch.Tensor
 
 
 def _jac(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """Batched Jacobian of a per-sample map; forward mode when it is no wider than reverse."""
-    return vmap(jacfwd(fn) if x.shape[-1] <= 8 else jacrev(fn))(x)
+    """Batched Jacobian of a per-sample map; forward mode when it is no wider than reverse.
+
+    Maps that cannot be vmapped (torchdiffeq's solvers write their solution in place, so a neural-ODE
+    ``step`` fails under ``vmap``) fall back to plain autograd, one sample at a time.
+    """
+    try:
+        return vmap(jacfwd(fn) if x.shape[-1] <= 8 else jacrev(fn))(x)
+    except RuntimeError as err:
+        if "vmap" not in str(err):
+            raise
+    return torch.stack([torch.autograd.functional.jacobian(fn, xi) for xi in x])
 
 
 def vector_field_jacobian(f: Callable[[float, Tensor], Tensor], t: float | Tensor, x: Tensor) -> Tensor:

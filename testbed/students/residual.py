@@ -11,7 +11,8 @@ With ``tied=True`` one branch ``g`` is shared by all layers (optionally time-con
 with ``tied=False`` layer ``l`` has its own branch ``g_l`` and the learned vector field is piecewise
 constant in time, ``f_θ(t, x) = (m/Δt)·g_{l(t)}(t, x)`` with ``l(t) = ⌊t/Δt⌋`` (clamped to ``[0, L-1]``).
 ``init_scale`` multiplies the initial weights of each branch's output layer (0 starts the network at the
-identity map, ``h_L = h_0``). Either way, forward Euler with ``L`` steps on ``f_θ`` reproduces the network's trajectory exactly.
+identity map, ``h_L = h_0``). Either way, forward Euler with ``L`` steps on ``f_θ`` reproduces the network's
+trajectory exactly.
 """
 
 from __future__ import annotations
