@@ -102,7 +102,7 @@ class Objective:
         for k, w in self.weights.items():
             if k not in TERMS:
                 raise ConfigError(f"unknown objective term {k!r}; known terms: {', '.join(TERMS)}")
-            if not (isinstance(w, (int, float)) and w >= 0 and w == w and w != float("inf")):
+            if isinstance(w, bool) or not (isinstance(w, (int, float)) and w >= 0 and w == w and w != float("inf")):
                 raise ConfigError(f"weight of objective term {k!r} must be a finite number ≥ 0, got {w!r}")
         if all(w == 0 for w in self.weights.values()):
             raise ConfigError("all objective weights are zero")
@@ -141,6 +141,8 @@ def make_objective(spec: str | Mapping[str, float] | Objective) -> Objective:
     weights: dict[str, float] = {}
     for part in spec.split(","):
         key, _, val = part.partition("=")
+        if key.strip() in weights:
+            raise ConfigError(f"objective term {key.strip()!r} is given twice in {spec!r}")
         try:
             weights[key.strip()] = float(val)
         except ValueError:

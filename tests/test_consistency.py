@@ -195,5 +195,17 @@ def test_reference_is_the_ode_scaled_residual_network(tied):
     row12 = next(r for r in res.rows if r["n_steps"] == 12)
     assert row12["endpoint_change"] > 1e-6 and row12["target_error"] == pytest.approx(row12["endpoint_change"],
                                                                                       rel=1e-9)
-    sol, _ = integrate(s.vector_field, x0, 0.7, "euler", 6, s.layer_times)
+    with torch.no_grad():
+        sol, _ = integrate(s.vector_field, x0, 0.7, "euler", 6, s.layer_times)
     assert float((sol - traj).abs().max()) <= 1e-12
+
+
+def test_float32_student_consistency_reference_is_the_network():
+    L, horizon = 40, 3.0
+    s = ResidualStudent(dim=2, n_layers=L, horizon=horizon, width=8, tied=False).float()
+    x0 = torch.randn(4, 2, dtype=torch.float32)
+    with torch.no_grad():
+        out = s(x0)
+    res = solver_consistency(s.vector_field, x0, horizon, L, step_counts=[20, 80], adaptive=(), target=out)
+    assert res.rows[0]["is_reference"] and res.rows[0]["target_error"] <= 1e-6
+    assert res.change("euler", 80) > 1e-4

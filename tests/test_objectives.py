@@ -137,8 +137,8 @@ def test_total_is_weighted_sum_and_zero_weights_are_skipped(student_data):
     cache = _Cache(s, bad)
     each = {k: float(TERMS[k](cache).detach()) for k in ("endpoint", "trajectory", "vector_field")}
     assert terms == pytest.approx(each, rel=1e-14)
-    assert float(total.detach()) == pytest.approx(2 * each["endpoint"] + 0.5 * each["trajectory"] + 3 * each["vector_field"],
-                                         rel=1e-14)
+    expected = 2 * each["endpoint"] + 0.5 * each["trajectory"] + 3 * each["vector_field"]
+    assert float(total.detach()) == pytest.approx(expected, rel=1e-14)
     assert all(v > 1e-3 for v in each.values())
     # a zero-weight jacobian term is not evaluated (the data have no Jacobians)
     total0, terms0 = make_objective("endpoint=1,jacobian=0")(s, bad)
@@ -146,6 +146,17 @@ def test_total_is_weighted_sum_and_zero_weights_are_skipped(student_data):
     assert float(total0.detach()) == pytest.approx(each["endpoint"], rel=1e-14)
     with pytest.raises(ConfigError, match="with_jacobians"):
         make_objective("endpoint=1,jacobian=1")(s, bad)
+
+
+def test_float32_data_select_the_right_untied_block(student_data):
+    # float32 observation times lie just below the grid times; the field term must use block l at t_l
+    s = ResidualStudent(dim=2, n_layers=40, horizon=3.0, width=6, tied=False).float()
+    data = student_data(s, torch.randn(5, 2, dtype=torch.float32), n_obs=10)
+    data32 = data.to(dtype=torch.float32)
+    assert data32.t.dtype == torch.float32
+    _, terms = make_objective("field")(s, data32)
+    assert terms["endpoint"] == 0.0 and terms["trajectory"] == 0.0
+    assert terms["vector_field"] <= 1e-12
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -239,14 +250,14 @@ def test_gradcheck_vector_field_and_jacobian_terms(student_data):
         obj = make_objective({term: 1.0})
 
         class Wrap(torch.nn.Module):
-            def __init__(self):
+            def __init__(self, objective):
                 super().__init__()
-                self.student = s
+                self.student, self.objective = s, objective
 
             def forward(self):
-                return obj(self.student, data)[0]
+                return self.objective(self.student, data)[0]
 
-        wrap = Wrap()
+        wrap = Wrap(obj)
 
         def fn(w, wrap=wrap):
             return functional_call(wrap, {f"student.{name}": w}, ())

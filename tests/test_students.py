@@ -295,3 +295,28 @@ def test_build_student_suggests_close_kind():
     with pytest.raises(ConfigError, match="did you mean 'residual'"):
         build_student("residul", dim=2)
     assert issubclass(ConfigError, ValueError)
+
+
+# ---------------------------------------------------------------------------------------------- float32 round-off
+def test_float32_untied_student_is_euler_on_its_field():
+    # float32 grid times sit up to ~L·eps/2 (index units) below l·Δt: block l must still be picked
+    L, T = 40, 3.0
+    s = ResidualStudent(dim=2, n_layers=L, horizon=T, width=8, tied=False, time_conditioned=True).float()
+    grid32 = s.layer_times.float()
+    assert [s.block_index(grid32[l]) for l in range(L)] == list(range(L))
+    assert s.block_index(grid32[-1]) == L - 1
+    x0 = torch.randn(4, 2, dtype=torch.float32)
+    with torch.no_grad():
+        traj = s.trajectory(x0)
+        euler = odeint(s.vector_field, x0, grid32, method="euler")
+    assert traj.dtype == euler.dtype == torch.float32
+    assert max_err(euler, traj) <= 1e-5
+    assert float((traj[-1] - x0).abs().max()) > 1e-2
+
+
+def test_time_indices_accept_float32_grid_times():
+    s = residual(True, False, "ode", L=64, T=0.3, dim=2)
+    t32 = torch.linspace(0.0, 0.3, 5, dtype=torch.float64).float()
+    assert s.time_indices(t32).tolist() == [0, 16, 32, 48, 64]
+    with pytest.raises(ValueError, match="layer grid"):
+        s.time_indices(torch.tensor([0.3 / 128], dtype=torch.float32))  # half a layer: still off the grid

@@ -27,6 +27,7 @@ shares its batch; pass ``per_sample=True`` to solve each sample alone (slower, e
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -62,6 +63,7 @@ def integrate(f: Field, x0: Tensor, horizon: float, method: str = "euler", n_ste
     """
     if times is None:
         times = torch.tensor([0.0, horizon], dtype=torch.float64)
+    times64 = torch.as_tensor(times, dtype=torch.float64).cpu()  # grid check before any cast to float32
     times = torch.as_tensor(times).to(dtype=x0.dtype, device=x0.device)
     counted = _Counted(f)
     if method in FIXED_STEP_METHODS:
@@ -69,7 +71,7 @@ def integrate(f: Field, x0: Tensor, horizon: float, method: str = "euler", n_ste
             raise ConfigError(f"step count must be a positive integer, got {n_steps!r}")
         grid = torch.linspace(0.0, horizon, int(n_steps) + 1, dtype=x0.dtype, device=x0.device)
         sol = odeint(counted, x0, grid, method=method)
-        pos = times.double().cpu() / horizon * n_steps
+        pos = times64 / horizon * n_steps
         idx = torch.round(pos)
         if (pos - idx).abs().max() > 1e-6:
             raise ConfigError(f"output times are not on the {n_steps}-step grid")
@@ -136,9 +138,10 @@ def solver_consistency(f: Field, x0: Tensor, horizon: float, n_layers: int,
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {v!r}")
     steps = list(default_step_counts(n_layers) if step_counts is None else step_counts)
-    for s in steps:
-        if isinstance(s, bool) or not isinstance(s, int) or s <= 0:
+    for i, s in enumerate(steps):
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s <= 0:
             raise ConfigError(f"step counts must be positive integers, got {s!r}")
+        steps[i] = int(s)
     g = n_layers
     for s in steps:
         g = math.gcd(g, s)

@@ -59,10 +59,13 @@ class Student(nn.Module):
 
     def time_indices(self, times: Tensor) -> Tensor:
         """Layer indices ``l`` with ``t_l == times[k]``; a clear error for times off the layer grid."""
+        # times stored in float32 are off the grid by their round-off (~eps·L in index units): tolerate it
+        eps = torch.finfo(times.dtype).eps if isinstance(times, Tensor) and times.is_floating_point() else 2.0**-52
         times = torch.as_tensor(times, dtype=torch.float64).cpu()
         pos = times / float(self.horizon) * self.n_layers
         idx = torch.round(pos)
-        if (pos - idx).abs().max() > 1e-6 or idx.min() < 0 or idx.max() > self.n_layers:
+        tol = max(1e-6, 4 * eps * self.n_layers)
+        if (pos - idx).abs().max() > tol or idx.min() < 0 or idx.max() > self.n_layers:
             raise ValueError(
                 f"observation times must lie on the student's layer grid t_l = l·{self.horizon}/{self.n_layers}; "
                 f"choose a depth L that is a multiple of the number of observation intervals"
