@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
@@ -51,7 +52,7 @@ def parse_value(text: str, annotation: Any) -> Any:
         annotation = eval(annotation, vars(typing) | {"tuple": tuple, "list": list})  # noqa: S307
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+    if origin is typing.Union or origin is types.UnionType:
         non_none = [a for a in args if a is not type(None)]
         if text.lower() in ("none", "null") and len(non_none) < len(args):
             return None
