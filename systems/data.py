@@ -72,18 +72,25 @@ class TrajectoryData:
         return self.states[-1]
 
     def subset(self, idx: Tensor) -> TrajectoryData:
-        """The trajectories ``idx`` (a 1-D index tensor into the batch axis)."""
-        return TrajectoryData(
-            self.t, self.states[:, idx], self.velocities[:, idx],
-            None if self.jacobians is None else self.jacobians[:, idx], dict(self.meta),
-        )
+        """The trajectories ``idx`` (a 1-D index tensor into the batch axis).
+
+        Not re-validated: rows of checked data are checked (this runs once per training step).
+        """
+        return self._unchecked(states=self.states[:, idx], velocities=self.velocities[:, idx],
+                               jacobians=None if self.jacobians is None else self.jacobians[:, idx])
+
+    def _unchecked(self, **fields: Any) -> TrajectoryData:
+        """A copy with ``fields`` replaced, skipping ``__post_init__`` (for already-validated data)."""
+        new = object.__new__(TrajectoryData)
+        new.__dict__.update(self.__dict__, meta=dict(self.meta), **fields)
+        return new
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> TrajectoryData:
         def mv(x: Tensor | None) -> Tensor | None:
             return None if x is None else x.to(device=device, dtype=dtype)
 
-        return TrajectoryData(mv(self.t), mv(self.states), mv(self.velocities), mv(self.jacobians),
-                              dict(self.meta))
+        return self._unchecked(t=mv(self.t), states=mv(self.states), velocities=mv(self.velocities),
+                               jacobians=mv(self.jacobians))
 
     # ---------------------------------------------------------------- caching
     def save(self, path: str | Path) -> Path:

@@ -22,6 +22,16 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid. The message names the field."""
 
 
+def lookup(registry: Mapping[str, T], name: str, what: str) -> T:
+    """``registry[name]``, or a :class:`ConfigError` naming ``name``, a close match and the known names."""
+    try:
+        return registry[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), list(registry), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown {what} {name!r}{hint}; known: {', '.join(registry)}") from None
+
+
 def field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init]
 

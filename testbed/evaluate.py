@@ -35,6 +35,11 @@ class TeacherReference:
     x0_jacobian: Tensor
     flow_jacobian: Tensor
 
+    @property
+    def path_sensitivity(self) -> float:
+        """``E_x ‖∂φ_T/∂x_0‖_2``, the teacher's counterpart of the students' path sensitivity."""
+        return float(torch.linalg.matrix_norm(self.flow_jacobian, ord=2).mean())
+
 
 def teacher_reference(system, test_id: TrajectoryData, test_ood: TrajectoryData, n_layers: int,
                       step_counts: list[int] | None = None, n_consistency: int = 128,
@@ -85,7 +90,7 @@ def evaluate_student(student: Student, ref: TeacherReference, step_counts: list[
         "consistency_error_mean": cons.mean_change(),
         "teacher_consistency_error": ref.consistency.summary,
         "path_sensitivity": ps.total,
-        "teacher_path_sensitivity": float(torch.linalg.matrix_norm(ref.flow_jacobian, ord=2).mean()),
+        "teacher_path_sensitivity": ref.path_sensitivity,
         "flow_jacobian_error": flow_jacobian_error(ps, ref.flow_jacobian),
     }
     return Evaluation(metrics, cons, {"path_sensitivity": ps})

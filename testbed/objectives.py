@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch.func import jacrev, vmap
 
 from systems.data import TrajectoryData
 from testbed.config import ConfigError
+from testbed.field.jacobians import vector_field_jacobian
 from testbed.students.base import Student
 
 Tensor = torch.Tensor
@@ -61,9 +61,8 @@ def vector_field_term(cache: _Cache) -> Tensor:
 
 
 def student_jacobian(student: Student, t: Tensor | float, x: Tensor) -> Tensor:
-    """``∂f_θ/∂x`` at each row of ``x`` (shape (B, d) → (B, d, d)) with ``vmap(jacrev)``."""
-    tf = float(t)
-    return vmap(jacrev(lambda xi: student.vector_field(tf, xi)))(x)
+    """``∂f_θ/∂x`` at each row of ``x`` (shape (B, d) → (B, d, d)), differentiable in θ."""
+    return vector_field_jacobian(student.vector_field, t, x)
 
 
 def jacobian_term(cache: _Cache) -> Tensor:

@@ -8,6 +8,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+from testbed.results import atomic_path  # noqa: E402
+
 logging.getLogger("fontTools").setLevel(logging.ERROR)  # font-subsetting chatter when embedding PDF fonts
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -47,9 +49,8 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         p = stem.with_suffix(f".{ext}")
-        tmp = p.with_name(f".{p.stem}.tmp.{ext}")
-        fig.savefig(tmp, format=ext)
-        tmp.replace(p)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=ext)
         paths.append(p)
     plt.close(fig)
     return paths

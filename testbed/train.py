@@ -17,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -37,6 +35,7 @@ from testbed.config import (
     check_positive_int,
 )
 from testbed.objectives import Objective, make_objective
+from testbed.results import atomic_path
 from testbed.students import Student, build_student
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -91,14 +90,8 @@ class TrainResult:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_checkpoint(path: str | Path, student: Student, extra: dict[str, Any] | None = None, **state: Any) -> None:

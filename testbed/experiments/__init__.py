@@ -6,10 +6,9 @@ An experiment module defines ``NAME``, a ``Config`` dataclass, ``quick_config(**
 
 from __future__ import annotations
 
-import difflib
 from types import ModuleType
 
-from testbed.config import ConfigError
+from testbed.config import lookup
 from testbed.experiments import law_recovery
 
 EXPERIMENTS: dict[str, ModuleType] = {
@@ -18,12 +17,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
 
 
 def get_experiment(name: str) -> ModuleType:
-    try:
-        return EXPERIMENTS[name]
-    except KeyError:
-        close = difflib.get_close_matches(str(name), list(EXPERIMENTS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown experiment {name!r}{hint}; known: {', '.join(EXPERIMENTS)}") from None
+    return lookup(EXPERIMENTS, name, "experiment")
 
 
 def list_experiments() -> list[str]:

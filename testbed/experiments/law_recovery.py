@@ -83,10 +83,8 @@ class LawRecoveryConfig:
         self.seeds = tuple(int(s) for s in self.seeds)
         if not self.systems:
             raise ConfigError("systems must name at least one system")
-        known = systems.list_systems()
         for s in self.systems:
-            if s not in known:
-                systems.system_class(s)  # raises the registry's clear error
+            systems.system_class(s)  # raises the registry's clear error for an unknown name
         if not self.objectives:
             raise ConfigError("objectives must name at least one objective")
         for o in self.objectives:
@@ -188,6 +186,7 @@ def _grid(system, n: int = 21) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
 def _portrait(ax, system, f, title: str, norm=None):
     """Streamlines of ``f(0, x)`` over the OOD box, coloured by ``log10 |f|`` (shared ``norm`` per system)."""
     from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
 
     gx, gy, pts = _grid(system)
     with torch.no_grad():
@@ -199,8 +198,7 @@ def _portrait(ax, system, f, title: str, norm=None):
     ax.streamplot(gx, gy, u, w, color=logspeed, cmap="viridis", norm=norm, density=0.8, linewidth=0.6,
                   arrowsize=0.6)
     lo, hi = system.id_low, system.id_high
-    ax.add_patch(__import__("matplotlib").patches.Rectangle((lo[0], lo[1]), hi[0] - lo[0], hi[1] - lo[1],
-                                                            fill=False, ls="--", lw=0.8, ec="0.3"))
+    ax.add_patch(Rectangle((lo[0], lo[1]), hi[0] - lo[0], hi[1] - lo[1], fill=False, ls="--", lw=0.8, ec="0.3"))
     ax.set_title(title)
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
@@ -218,13 +216,12 @@ def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path
     out = Path(out)
     use_style()
     curves = read_csv(out / "consistency.csv")
-    ckpts = sorted((out / "checkpoints").glob("*/checkpoint.pt"))
-    models: dict[tuple[str, str], Path] = {}
-    for p in ckpts:
-        _, ck = load_student(p)
-        key = (ck["extra"]["system"], ck["extra"]["objective"])
-        if key not in models or ck["extra"]["seed"] < 0:
-            models.setdefault(key, p)
+    models: dict[tuple[str, str], tuple[int, Any]] = {}  # (system, objective) -> (seed, student): lowest seed
+    for p in (out / "checkpoints").glob("*/checkpoint.pt"):
+        student, ck = load_student(p)
+        key, seed = (ck["extra"]["system"], ck["extra"]["objective"]), ck["extra"]["seed"]
+        if key not in models or seed < models[key][0]:
+            models[key] = (seed, student.double())
     sys_names = list(dict.fromkeys(r["system"] for r in curves))
     objectives = [o for o in dict.fromkeys(r["objective"] for r in curves) if o != "teacher"]
     n_rows = len(sys_names)
@@ -237,9 +234,7 @@ def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path
         for j, obj in enumerate(objectives):
             ax = fig.add_subplot(gs[i, 1 + j])
             if (sname, obj) in models:
-                student, _ = load_student(models[(sname, obj)])
-                student = student.double()
-                _portrait(ax, system, student.vector_field, f"{obj}-trained $f_\\theta$", norm)
+                _portrait(ax, system, models[(sname, obj)][1].vector_field, f"{obj}-trained $f_\\theta$", norm)
             else:
                 ax.set_axis_off()
         _curve_panel(fig.add_subplot(gs[i, -2]), curves, sname, objectives, "endpoint_change",

@@ -36,6 +36,7 @@ from torchdiffeq import odeint
 
 from testbed.config import ConfigError
 from testbed.field.metrics import relative_l2
+from testbed.grid import grid_indices
 
 Tensor = torch.Tensor
 Field = Callable[[Tensor, Tensor], Tensor]
@@ -63,19 +64,18 @@ def integrate(f: Field, x0: Tensor, horizon: float, method: str = "euler", n_ste
     """
     if times is None:
         times = torch.tensor([0.0, horizon], dtype=torch.float64)
-    times64 = torch.as_tensor(times, dtype=torch.float64).cpu()  # grid check before any cast to float32
-    times = torch.as_tensor(times).to(dtype=x0.dtype, device=x0.device)
     counted = _Counted(f)
     if method in FIXED_STEP_METHODS:
         if n_steps is None or isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps <= 0:
             raise ConfigError(f"step count must be a positive integer, got {n_steps!r}")
+        try:
+            idx = grid_indices(times, horizon, int(n_steps))  # on the original times, before any float32 cast
+        except ValueError as err:
+            raise ConfigError(f"output {err}") from None
         grid = torch.linspace(0.0, horizon, int(n_steps) + 1, dtype=x0.dtype, device=x0.device)
         sol = odeint(counted, x0, grid, method=method)
-        pos = times64 / horizon * n_steps
-        idx = torch.round(pos)
-        if (pos - idx).abs().max() > 1e-6:
-            raise ConfigError(f"output times are not on the {n_steps}-step grid")
-        return sol[idx.long()], counted.nfev
+        return sol[idx], counted.nfev
+    times = torch.as_tensor(times).to(dtype=x0.dtype, device=x0.device)
     if method in ADAPTIVE_METHODS:
         sol = odeint(counted, x0, times, method=method, rtol=rtol, atol=atol)
         return sol, counted.nfev
@@ -134,9 +134,8 @@ def solver_consistency(f: Field, x0: Tensor, horizon: float, n_layers: int,
     The reference is the ``n_layers``-step ``reference_method`` solve (the network itself for an ODE-scaled
     residual student).
     """
-    for name, v in (("n_layers", n_layers),):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers <= 0:
+        raise ConfigError(f"n_layers must be a positive integer, got {n_layers!r}")
     steps = list(default_step_counts(n_layers) if step_counts is None else step_counts)
     for i, s in enumerate(steps):
         if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s <= 0:

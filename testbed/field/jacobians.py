@@ -29,7 +29,8 @@ def _jac(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     except RuntimeError as err:
         if "vmap" not in str(err):
             raise
-    return torch.stack([torch.autograd.functional.jacobian(fn, xi) for xi in x])
+    create_graph = torch.is_grad_enabled()  # keep the Jacobian differentiable in θ when it is a loss term
+    return torch.stack([torch.autograd.functional.jacobian(fn, xi, create_graph=create_graph) for xi in x])
 
 
 def vector_field_jacobian(f: Callable[[float, Tensor], Tensor], t: float | Tensor, x: Tensor) -> Tensor:

@@ -5,11 +5,10 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any
 
-from testbed.config import ConfigError
+from testbed.config import ConfigError, lookup
 from testbed.students.base import Student
 from testbed.students.neural_ode import NeuralODEStudent
 from testbed.students.residual import BRANCH_SCALINGS, ResidualStudent
@@ -22,12 +21,7 @@ STUDENTS: dict[str, type[Student]] = {
 
 def build_student(kind: str, **kwargs: Any) -> Student:
     """Build the student registered as ``kind``; unknown kinds or arguments raise :class:`ConfigError`."""
-    try:
-        cls = STUDENTS[kind]
-    except KeyError:
-        close = difflib.get_close_matches(str(kind), list(STUDENTS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown student {kind!r}{hint}; known: {', '.join(STUDENTS)}") from None
+    cls = lookup(STUDENTS, kind, "student")
     valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:

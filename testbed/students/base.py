@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from testbed.grid import grid_indices
+
 Tensor = torch.Tensor
 
 
@@ -59,18 +61,13 @@ class Student(nn.Module):
 
     def time_indices(self, times: Tensor) -> Tensor:
         """Layer indices ``l`` with ``t_l == times[k]``; a clear error for times off the layer grid."""
-        # times stored in float32 are off the grid by their round-off (~eps·L in index units): tolerate it
-        eps = torch.finfo(times.dtype).eps if isinstance(times, Tensor) and times.is_floating_point() else 2.0**-52
-        times = torch.as_tensor(times, dtype=torch.float64).cpu()
-        pos = times / float(self.horizon) * self.n_layers
-        idx = torch.round(pos)
-        tol = max(1e-6, 4 * eps * self.n_layers)
-        if (pos - idx).abs().max() > tol or idx.min() < 0 or idx.max() > self.n_layers:
+        try:
+            return grid_indices(times, self.horizon, self.n_layers)
+        except ValueError:
             raise ValueError(
                 f"observation times must lie on the student's layer grid t_l = l·{self.horizon}/{self.n_layers}; "
                 f"choose a depth L that is a multiple of the number of observation intervals"
-            )
-        return idx.long()
+            ) from None
 
     @abstractmethod
     def spec(self) -> dict[str, Any]:

@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import nn
 
 from testbed.config import ConfigError, check_choice, check_nonneg, check_positive, check_positive_int
+from testbed.grid import index_tolerance
 from testbed.students.base import Student, Tensor
 from testbed.students.mlp import ACTIVATIONS, FieldMLP
 
@@ -80,10 +80,8 @@ class ResidualStudent(Student):
         """Which branch acts at time ``t``: ``⌊t/Δt⌋`` clamped to ``[0, L-1]`` (0 when tied)."""
         if self.tied:
             return 0
-        # a grid time t_l carries the round-off of its dtype (float32 when training in float32): tolerate it
-        eps = torch.finfo(t.dtype).eps if isinstance(t, torch.Tensor) and t.is_floating_point() else 2.0**-52
         pos = float(t) / self.dt
-        l = math.floor(pos + max(1e-6, 4 * eps * abs(pos)))
+        l = math.floor(pos + index_tolerance(t, pos))  # a grid time t_l may carry float32 round-off
         return min(max(l, 0), self.n_layers - 1)
 
     # ---------------------------------------------------------------- the field
