@@ -8,6 +8,20 @@ times / matrix entries it covers), so terms are scale-free and can be mixed acro
 * ``vector_field``  ``f_θ(t_k, x_k)`` vs ``f*(t_k, x_k)`` at the teacher's states along the data;
 * ``jacobian``      ``∂f_θ/∂x`` vs ``∂f*/∂x`` at the same states (torch.func ``vmap(jacrev)``).
 
+Regularisers of the student's own field (no teacher needed; scale-free, averaged over the batch):
+
+* ``kinetic``        ``T·Σ_{i,l} ‖h_{l+1,i} − h_{l,i}‖²/Δt / Σ_i ‖h_{0,i}‖²`` — the discrete kinetic energy
+                     ``∫‖ḣ‖² dt`` of the propagation field (RNODE, Finlay et al. 2020) relative to the input
+                     scale (the denominator is not differentiated);
+* ``jacobian_norm``  ``T²·mean_{i,l} ‖∂f_θ/∂x(t_l, h_{l,i})‖_F² / d`` — the squared Frobenius norm of the
+                     field's Jacobian along the student's own trajectory (exact, via torch.func).
+
+Classification (a :class:`~testbed.datasets.LabeledData` batch and a
+:class:`~testbed.students.ResidualClassifier`):
+
+* ``cross_entropy``  mean cross-entropy of the logits; ``kinetic`` and ``jacobian_norm`` then act on the
+                     classifier's hidden propagation field ``h_0 = embed(x)``.
+
 An :class:`Objective` is a weighted sum of named terms, built from a preset name (``"endpoint"``,
 ``"field"``, …) or a spec like ``"endpoint=1,trajectory=1,vector_field=0.5"``.
 """
@@ -19,7 +33,6 @@ from dataclasses import dataclass
 
 import torch
 
-from systems.data import TrajectoryData
 from testbed.config import ConfigError
 from testbed.field.jacobians import vector_field_jacobian
 from testbed.students.base import Student
@@ -33,17 +46,39 @@ def relative_mse(pred: Tensor, target: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 class _Cache:
-    """Per-batch cache so several terms share one forward pass."""
+    """Per-batch cache so several terms share one forward pass.
 
-    def __init__(self, student: Student, batch: TrajectoryData) -> None:
-        self.student, self.batch = student, batch
-        self._traj: Tensor | None = None
+    ``student`` is the propagation field (for a classifier: its ``flow``), ``x0`` the initial states,
+    ``full_trajectory`` all ``L+1`` layer states, ``trajectory`` the states at the data's observation times.
+    """
+
+    def __init__(self, model, batch) -> None:
+        self.model, self.batch = model, batch
+        self.student: Student = getattr(model, "flow", model)
+        self._full: Tensor | None = None
+        self._x0: Tensor | None = None
+        self._obs: Tensor | None = None
+
+    @property
+    def x0(self) -> Tensor:
+        if self._x0 is None:
+            init = getattr(self.model, "initial_state", None)
+            self._x0 = init(self.batch.x) if init is not None else self.batch.x0
+        return self._x0
+
+    @property
+    def full_trajectory(self) -> Tensor:
+        if self._full is None:
+            self._full = self.student.trajectory(self.x0)
+        return self._full
 
     @property
     def trajectory(self) -> Tensor:
-        if self._traj is None:
-            self._traj = self.student.trajectory(self.batch.x0, self.batch.t)
-        return self._traj
+        if self._full is not None:
+            return self._full[self.student.time_indices(self.batch.t)]
+        if self._obs is None:
+            self._obs = self.student.trajectory(self.x0, self.batch.t)
+        return self._obs
 
 
 def endpoint_term(cache: _Cache) -> Tensor:
@@ -73,11 +108,35 @@ def jacobian_term(cache: _Cache) -> Tensor:
     return relative_mse(pred, b.jacobians)
 
 
+def kinetic_term(cache: _Cache) -> Tensor:
+    traj, s = cache.full_trajectory, cache.student
+    inc = traj[1:] - traj[:-1]
+    dt = s.horizon / s.n_layers
+    return s.horizon * inc.pow(2).sum() / dt / (traj[0].detach().pow(2).sum() + 1e-12)
+
+
+def jacobian_norm_term(cache: _Cache) -> Tensor:
+    traj, s = cache.full_trajectory, cache.student
+    t = s.layer_times
+    jac = torch.stack([student_jacobian(s, t[l], traj[l]) for l in range(s.n_layers)])
+    return s.horizon ** 2 * jac.pow(2).sum(dim=(-2, -1)).mean() / s.dim
+
+
+def cross_entropy_term(cache: _Cache) -> Tensor:
+    if not hasattr(cache.batch, "y"):
+        raise ConfigError("the 'cross_entropy' objective term needs labelled data (LabeledData)")
+    logits = cache.model.head(cache.full_trajectory[-1])
+    return torch.nn.functional.cross_entropy(logits, cache.batch.y)
+
+
 TERMS: dict[str, Callable[[_Cache], Tensor]] = {
     "endpoint": endpoint_term,
     "trajectory": trajectory_term,
     "vector_field": vector_field_term,
     "jacobian": jacobian_term,
+    "kinetic": kinetic_term,
+    "jacobian_norm": jacobian_norm_term,
+    "cross_entropy": cross_entropy_term,
 }
 
 PRESETS: dict[str, dict[str, float]] = {
@@ -85,6 +144,7 @@ PRESETS: dict[str, dict[str, float]] = {
     "trajectory": {"endpoint": 1.0, "trajectory": 1.0},
     "field": {"endpoint": 1.0, "trajectory": 1.0, "vector_field": 1.0},
     "field+jacobian": {"endpoint": 1.0, "trajectory": 1.0, "vector_field": 1.0, "jacobian": 0.1},
+    "classify": {"cross_entropy": 1.0},
 }
 
 
@@ -110,7 +170,7 @@ class Objective:
     def needs_jacobians(self) -> bool:
         return self.weights.get("jacobian", 0.0) > 0
 
-    def __call__(self, student: Student, batch: TrajectoryData) -> tuple[Tensor, dict[str, float]]:
+    def __call__(self, student, batch) -> tuple[Tensor, dict[str, float]]:
         """Return the total loss and the value of each term (as floats, for logging)."""
         cache = _Cache(student, batch)
         total: Tensor | None = None

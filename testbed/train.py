@@ -1,7 +1,9 @@
 """One training loop for every student and objective.
 
 ``train(student, objective, data, config, out_dir)`` minimises ``objective(student, batch)`` with Adam over
-minibatches of trajectories drawn (with a seeded generator) from ``data``. It
+minibatches drawn (with a seeded generator) from ``data`` — teacher trajectories
+(:class:`~systems.data.TrajectoryData`) or labelled examples (:class:`~testbed.datasets.LabeledData`, for a
+:class:`~testbed.students.ResidualClassifier`). It
 
 * is deterministic on CPU for a given ``config.seed`` (the model should be built under the same seed);
 * shows a tqdm progress bar (``config.progress``);
@@ -19,6 +21,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from testbed.config import (
     check_positive,
     check_positive_int,
 )
+from testbed.datasets import LabeledData
 from testbed.objectives import Objective, make_objective
 from testbed.results import atomic_path
 from testbed.students import Student, build_student
@@ -129,13 +133,19 @@ def _lr_lambda(cfg: TrainConfig):
     return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
 
 
-def train(student: Student, objective: Objective | str, data: TrajectoryData, config: TrainConfig | None = None,
-          out_dir: str | Path | None = None, resume: bool = True, extra: dict[str, Any] | None = None,
-          device: str | torch.device | None = None) -> TrainResult:
-    """Fit ``student`` to ``data`` under ``objective``. See the module docstring for the guarantees."""
+def train(student: Student, objective: Objective | str, data: TrajectoryData | LabeledData,
+          config: TrainConfig | None = None, out_dir: str | Path | None = None, resume: bool = True,
+          extra: dict[str, Any] | None = None, device: str | torch.device | None = None,
+          stop_when: Callable[[int, Any], bool] | None = None) -> TrainResult:
+    """Fit ``student`` to ``data`` under ``objective``. See the module docstring for the guarantees.
+
+    ``stop_when(step, student)`` is called every ``log_every`` steps; when it returns True training stops
+    there (early stopping, e.g. "endpoint error below a target"), the checkpoint is written and
+    ``TrainResult.steps`` is the step reached.
+    """
     cfg = config or TrainConfig()
     objective = make_objective(objective)
-    if objective.needs_jacobians and data.jacobians is None:
+    if objective.needs_jacobians and getattr(data, "jacobians", None) is None:
         raise ConfigError("objective has a 'jacobian' term but the data carry no Jacobians")
     param = next(student.parameters())
     device = torch.device(device) if device is not None else param.device
@@ -210,9 +220,17 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData, co
                 with open(out / LOG_NAME, "a") as fh:
                     fh.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{loss_value:.3e}")
+            if stop_when is not None and done != cfg.steps:
+                student.eval()
+                stop = bool(stop_when(done, student))
+                student.train()
+                if stop:
+                    break
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != cfg.steps:
             checkpoint(done)
+    else:
+        done = cfg.steps
     bar.close()
     student.eval()
-    checkpoint(cfg.steps)
-    return TrainResult(history, loss_value, cfg.steps, time.perf_counter() - t0, resumed_from=start)
+    checkpoint(done)
+    return TrainResult(history, loss_value, done, time.perf_counter() - t0, resumed_from=start)

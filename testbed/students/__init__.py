@@ -1,4 +1,5 @@
-"""Students: residual networks (tied / untied, branch scalings) and neural ODEs, behind one interface.
+"""Students: residual networks (tied / untied, branch scalings, MLP or local-stencil branches) and neural
+ODEs behind one interface, plus a residual classifier (embedding → propagation field → read-out).
 
 ``build_student(kind, **kwargs)`` constructs by registry name; ``student.spec()`` gives back the kwargs.
 """
@@ -10,16 +11,18 @@ from typing import Any
 
 from testbed.config import ConfigError, lookup
 from testbed.students.base import Student
+from testbed.students.classifier import ResidualClassifier
 from testbed.students.neural_ode import NeuralODEStudent
 from testbed.students.residual import BRANCH_SCALINGS, ResidualStudent
 
-STUDENTS: dict[str, type[Student]] = {
+STUDENTS: dict[str, type] = {
     "residual": ResidualStudent,
     "neural_ode": NeuralODEStudent,
+    "residual_classifier": ResidualClassifier,
 }
 
 
-def build_student(kind: str, **kwargs: Any) -> Student:
+def build_student(kind: str, **kwargs: Any) -> Any:
     """Build the student registered as ``kind``; unknown kinds or arguments raise :class:`ConfigError`."""
     cls = lookup(STUDENTS, kind, "student")
     valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
@@ -29,4 +32,5 @@ def build_student(kind: str, **kwargs: Any) -> Student:
     return cls(**kwargs)
 
 
-__all__ = ["BRANCH_SCALINGS", "NeuralODEStudent", "ResidualStudent", "STUDENTS", "Student", "build_student"]
+__all__ = ["BRANCH_SCALINGS", "NeuralODEStudent", "ResidualClassifier", "ResidualStudent", "STUDENTS", "Student",
+           "build_student"]

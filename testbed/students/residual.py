@@ -11,7 +11,12 @@ With ``tied=True`` one branch ``g`` is shared by all layers (optionally time-con
 with ``tied=False`` layer ``l`` has its own branch ``g_l`` and the learned vector field is piecewise
 constant in time, ``f_θ(t, x) = (m/Δt)·g_{l(t)}(t, x)`` with ``l(t) = ⌊t/Δt⌋`` (clamped to ``[0, L-1]``).
 ``init_scale`` multiplies the initial weights of each branch's output layer (0 starts the network at the
-identity map, ``h_L = h_0``). Either way, forward Euler with ``L`` steps on ``f_θ`` reproduces the network's
+identity map, ``h_L = h_0``).
+
+``branch`` picks the branch network: ``"mlp"`` (:class:`FieldMLP`, a fully connected field, non-local in
+the state) or ``"conv"`` (:class:`~testbed.students.conv.StencilField`, a local translation-equivariant
+field for states on a periodic grid: learned stencil of width ``kernel_size`` plus a pointwise MLP).
+Either way, forward Euler with ``L`` steps on ``f_θ`` reproduces the network's
 trajectory exactly.
 """
 
@@ -25,9 +30,11 @@ from torch import nn
 from testbed.config import ConfigError, check_choice, check_nonneg, check_positive, check_positive_int
 from testbed.grid import index_tolerance
 from testbed.students.base import Student, Tensor
+from testbed.students.conv import StencilField
 from testbed.students.mlp import ACTIVATIONS, FieldMLP
 
 BRANCH_SCALINGS = ("ode", "depth_mup", "standard")
+BRANCHES = ("mlp", "conv")
 
 
 class ResidualStudent(Student):
@@ -38,17 +45,19 @@ class ResidualStudent(Student):
     def __init__(self, dim: int, n_layers: int = 16, horizon: float = 1.0, width: int = 64,
                  hidden_layers: int = 1, tied: bool = True, time_conditioned: bool = False,
                  activation: str = "tanh", branch_scaling: str = "ode", branch_multiplier: float = 1.0,
-                 init_scale: float = 1.0) -> None:
+                 init_scale: float = 1.0, branch: str = "mlp", kernel_size: int = 3) -> None:
         super().__init__()
         check_positive_int("dim", dim)
         check_positive_int("n_layers (depth L)", n_layers)
         check_positive("horizon", horizon)
-        check_positive_int("width", width)
+        if branch != "conv":  # a conv branch may be a pure linear stencil (width 0)
+            check_positive_int("width", width)
         check_positive_int("hidden_layers", hidden_layers)
         check_choice("branch_scaling", branch_scaling, BRANCH_SCALINGS)
         check_choice("activation", activation, list(ACTIVATIONS))
         check_positive("branch_multiplier", branch_multiplier)
         check_nonneg("init_scale", init_scale)
+        check_choice("branch", branch, BRANCHES)
         if not isinstance(tied, bool) or not isinstance(time_conditioned, bool):
             raise ConfigError("tied and time_conditioned must be booleans")
         self.dim, self.n_layers, self.horizon = dim, n_layers, float(horizon)
@@ -56,10 +65,15 @@ class ResidualStudent(Student):
         self.tied, self.time_conditioned = tied, time_conditioned
         self.branch_scaling, self.branch_multiplier = branch_scaling, float(branch_multiplier)
         self.init_scale = float(init_scale)
+        self.branch, self.kernel_size = branch, int(kernel_size)
         n_blocks = 1 if tied else n_layers
-        self.blocks = nn.ModuleList(
-            FieldMLP(dim, width, hidden_layers, activation, time_conditioned, init_scale) for _ in range(n_blocks)
-        )
+
+        def make_branch() -> nn.Module:
+            if branch == "conv":
+                return StencilField(dim, width, hidden_layers, kernel_size, activation, time_conditioned, init_scale)
+            return FieldMLP(dim, width, hidden_layers, activation, time_conditioned, init_scale)
+
+        self.blocks = nn.ModuleList(make_branch() for _ in range(n_blocks))
 
     # ---------------------------------------------------------------- scales
     @property
@@ -100,4 +114,5 @@ class ResidualStudent(Student):
             "hidden_layers": self.hidden_layers, "tied": self.tied, "time_conditioned": self.time_conditioned,
             "activation": self.activation, "branch_scaling": self.branch_scaling,
             "branch_multiplier": self.branch_multiplier, "init_scale": self.init_scale,
+            "branch": self.branch, "kernel_size": self.kernel_size,
         }
