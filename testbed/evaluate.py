@@ -8,12 +8,13 @@ from typing import Any
 import torch
 
 from systems.data import TrajectoryData
-from testbed.field.consistency import ConsistencyResult, solver_consistency
+from testbed.field.consistency import ConsistencyResult, integrate, solver_consistency
 from testbed.field.metrics import (
     endpoint_error,
     flow_jacobian_error,
     law_error,
     path_sensitivity,
+    relative_l2,
     trajectory_error,
 )
 from testbed.students.base import Student
@@ -94,3 +95,41 @@ def evaluate_student(student: Student, ref: TeacherReference, step_counts: list[
         "flow_jacobian_error": flow_jacobian_error(ps, ref.flow_jacobian),
     }
     return Evaluation(metrics, cons, {"path_sensitivity": ps})
+
+
+@dataclass
+class Rollout:
+    """Student vs teacher beyond the training horizon: ``errors[k]`` is the relative L2 error at ``times[k]``."""
+
+    times: Tensor
+    student: Tensor
+    teacher: Tensor
+    errors: list[float]
+
+    def error_at(self, t: float) -> float:
+        """The error at the grid time closest to ``t``."""
+        k = int(torch.argmin((self.times - t).abs()))
+        return self.errors[k]
+
+
+@torch.no_grad()
+def rollout(student: Student, system, x0: Tensor, factor: int = 4, points_per_horizon: int | None = None) -> Rollout:
+    """Continue the student past its horizon ``T`` to ``factor·T`` and compare with the teacher's flow.
+
+    The student is extended in depth with its own step: forward Euler on ``f_θ`` with ``Δt = T/L`` for
+    ``factor·L`` steps (for a tied ODE-scaled residual network this is the network applied ``factor``
+    times). Errors ``sqrt(Σ_i ‖x^θ_i(t) − φ_t(x_{0,i})‖² / Σ_i ‖φ_t(x_{0,i})‖²)`` on the grid
+    ``t_k = k·T/points_per_horizon`` (default: every layer), ``k = 0..factor·points_per_horizon``.
+    """
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"factor must be an integer ≥ 1, got {factor!r}")
+    ppt = points_per_horizon or student.n_layers
+    if student.n_layers % ppt:
+        raise ValueError(f"points_per_horizon ({ppt}) must divide the student's depth ({student.n_layers})")
+    T = float(student.horizon)
+    times = torch.linspace(0.0, factor * T, factor * ppt + 1, dtype=torch.float64)
+    dtype = next(student.parameters()).dtype
+    xs, _ = integrate(student.vector_field, x0.to(dtype), factor * T, "euler", factor * student.n_layers, times)
+    ref = system.flow(x0.to(torch.float64), times).to(dtype)
+    errors = [relative_l2(xs[k], ref[k]) for k in range(times.numel())]
+    return Rollout(times, xs, ref, errors)

@@ -10,7 +10,7 @@ import torch
 
 from testbed import cli
 from testbed.config import ConfigError
-from testbed.experiments import get_experiment, law_recovery
+from testbed.experiments import common, get_experiment, law_recovery
 from testbed.results import read_csv
 
 TINY = dict(systems=("linear_spiral",), objectives=("endpoint", "field"), seeds=(0,), n_layers=8, n_obs=4,
@@ -70,7 +70,7 @@ def test_failed_run_leaves_no_complete_looking_results(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise FloatingPointError("simulated divergence")
 
-    monkeypatch.setattr(law_recovery, "train", boom)
+    monkeypatch.setattr(common, "train", boom)
     with pytest.raises(FloatingPointError):
         law_recovery.run(law_recovery.LawRecoveryConfig(**TINY), tmp_path)
     assert not (tmp_path / "results.csv").exists()

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 import systems
-from systems.data import make_trajectories
 from testbed.config import (
     ConfigError,
     check_choice,
@@ -36,12 +35,12 @@ from testbed.config import (
     check_positive_int,
 )
 from testbed.evaluate import evaluate_student, teacher_reference
+from testbed.experiments.common import fit, make_splits
 from testbed.field.consistency import default_step_counts
 from testbed.objectives import make_objective
-from testbed.plotting import color_for, save_figure, use_style
+from testbed.plotting import color_for, consistency_panel, save_figure, use_style
 from testbed.results import read_csv, run_metadata, write_csv, write_json
 from testbed.students import build_student
-from testbed.train import TrainConfig, train
 
 NAME = "law-recovery"
 RESULT_COLUMNS = [
@@ -136,25 +135,18 @@ def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     t_start = time.perf_counter()
     for sname in cfg.systems:
         system = systems.get_system(sname)
-        gen = torch.Generator().manual_seed(10_000)  # the same data for every objective and seed
-        train_data = make_trajectories(system, cfg.n_train, cfg.n_obs, gen, "id", dtype=dtype)
-        test_id = make_trajectories(system, cfg.n_test, cfg.n_obs, gen, "id", dtype=dtype)
-        test_ood = make_trajectories(system, cfg.n_test, cfg.n_obs, gen, "ood", dtype=dtype)
+        train_data, test_id, test_ood = make_splits(system, cfg.n_train, cfg.n_test, cfg.n_obs, dtype)
         ref = teacher_reference(system, test_id, test_ood, cfg.n_layers, steps)
         curves += [{"system": sname, "objective": "teacher", "seed": -1, **r} for r in ref.consistency.rows]
         for obj_name in cfg.objectives:
-            objective = make_objective(obj_name)
             for seed in cfg.seeds:
                 torch.manual_seed(seed)
                 student = build_student(cfg.student, **_student_kwargs(cfg, system)).to(dtype)
-                tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
-                                   grad_clip=cfg.grad_clip,
-                                   progress=cfg.progress, checkpoint_every=max(cfg.steps // 4, 1))
                 run_dir = out / "checkpoints" / f"{sname}-{obj_name}-s{seed}"
-                result = train(student, objective, train_data, tcfg, run_dir, device=cfg.device,
-                               extra={"system": sname, "system_params": system.params(),
-                                      "objective": obj_name, "seed": seed})
-                student.to("cpu")
+                result = fit(student, obj_name, train_data, seed=seed, steps=cfg.steps, batch_size=cfg.batch_size,
+                             lr=cfg.lr, grad_clip=cfg.grad_clip, progress=cfg.progress, run_dir=run_dir,
+                             device=cfg.device, extra={"system": sname, "system_params": system.params(),
+                                                       "objective": obj_name, "seed": seed})
                 ev = evaluate_student(student, ref, steps)
                 rows.append({"system": sname, "objective": obj_name, "seed": seed, **ev.metrics,
                              "final_loss": result.final_loss, "train_seconds": result.wall_time,
@@ -237,10 +229,12 @@ def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path
                 _portrait(ax, system, models[(sname, obj)][1].vector_field, f"{obj}-trained $f_\\theta$", norm)
             else:
                 ax.set_axis_off()
-        _curve_panel(fig.add_subplot(gs[i, -2]), curves, sname, objectives, "endpoint_change",
-                     "rel. change vs $L$-step net", "solver consistency", legend=(i == 0))
-        _curve_panel(fig.add_subplot(gs[i, -1]), curves, sname, objectives, "target_error",
-                     "rel. error vs $\\varphi_T$", "re-integrated endpoint error", legend=False)
+        sys_curves = [r for r in curves if r["system"] == sname]
+        series = ["teacher"] + objectives
+        consistency_panel(fig.add_subplot(gs[i, -2]), sys_curves, series, "endpoint_change",
+                          "rel. change vs $L$-step net", "solver consistency", legend=(i == 0))
+        consistency_panel(fig.add_subplot(gs[i, -1]), sys_curves, series, "target_error",
+                          "rel. error vs $\\varphi_T$", "re-integrated endpoint error")
     # bar chart of the error table
     ax = fig.add_subplot(gs[n_rows, :])
     _bars(ax, rows if rows is not None else read_csv(out / "results.csv"), sys_names, objectives)
@@ -248,39 +242,6 @@ def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path
                  "$\\log_{10}|f|$, dashed box = training region.\nCurves: grey line = trained depth $L$, "
                  "dotted = dopri5 re-integration; teacher = true law $f^*$ (discretisation floor).")
     return save_figure(fig, out / "law_recovery")
-
-
-def _is_ref(r: dict[str, Any]) -> bool:
-    return r.get("is_reference") in (True, "True", 1)
-
-
-def _curve_panel(ax, curves: list[dict[str, Any]], sname: str, objectives: list[str], key: str, ylabel: str,
-                 title: str, legend: bool) -> None:
-    """Mean (± std over seeds) of ``key`` vs Euler step count; dotted line: the dopri5 value."""
-    for k, obj in enumerate(["teacher"] + objectives):
-        pts = [r for r in curves if r["system"] == sname and r["objective"] == obj and r["method"] == "euler"
-               and (key != "endpoint_change" or not _is_ref(r))]
-        if not pts:
-            continue
-        seeds = sorted({r["seed"] for r in pts})
-        ns = sorted({int(r["n_steps"]) for r in pts})
-        vals = np.array([[next(r[key] for r in pts if r["seed"] == sd and int(r["n_steps"]) == n) for n in ns]
-                         for sd in seeds])
-        ax.errorbar(ns, vals.mean(0), yerr=vals.std(0) if len(seeds) > 1 else None, marker="o", ms=3, lw=1,
-                    color=color_for(obj, k), label=obj, ls="--" if obj == "teacher" else "-")
-        dop = [r[key] for r in curves if r["system"] == sname and r["objective"] == obj and r["method"] == "dopri5"]
-        if dop and not (obj == "teacher" and key == "target_error"):  # the teacher's is just the tolerance
-            ax.axhline(float(np.mean(dop)), color=color_for(obj, k), lw=0.8, ls=":")
-    ref = [int(r["n_steps"]) for r in curves if r["system"] == sname and _is_ref(r)]
-    if ref:
-        ax.axvline(ref[0], color="0.6", lw=0.6, zorder=0)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("Euler steps $L'$")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    if legend:
-        ax.legend(frameon=False)
 
 
 def _bars(ax, rows: list[dict[str, Any]], sys_names: list[str], objectives: list[str]) -> None:

@@ -1,0 +1,40 @@
+"""Pieces every controlled-system experiment shares: data splits and one seeded fit of one student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from systems.data import TrajectoryData, make_trajectories
+from testbed.objectives import make_objective
+from testbed.train import TrainConfig, TrainResult, train
+
+DATA_SEED = 10_000  # one data set per system, shared by every objective / student / seed of a study
+
+
+def make_splits(system, n_train: int, n_test: int, n_obs: int, dtype: torch.dtype = torch.float64,
+                seed: int = DATA_SEED) -> tuple[TrajectoryData, TrajectoryData, TrajectoryData]:
+    """``(train, test_id, test_ood)`` teacher trajectories on ``n_obs`` intervals, drawn with one seeded stream."""
+    gen = torch.Generator().manual_seed(seed)
+    train_data = make_trajectories(system, n_train, n_obs, gen, "id", dtype=dtype)
+    test_id = make_trajectories(system, n_test, n_obs, gen, "id", dtype=dtype)
+    test_ood = make_trajectories(system, n_test, n_obs, gen, "ood", dtype=dtype)
+    return train_data, test_id, test_ood
+
+
+def fit(student, objective: str, data, *, seed: int, steps: int, batch_size: int, lr: float, grad_clip: float,
+        progress: bool, run_dir: str | Path | None, device: str = "cpu", extra: dict[str, Any] | None = None,
+        **train_kwargs: Any) -> TrainResult:
+    """Train ``student`` under ``objective`` with Adam (cosine schedule), checkpointing to ``run_dir``.
+
+    The student must have been built under ``torch.manual_seed(seed)``; the minibatch stream uses ``seed`` too.
+    It is moved back to the CPU afterwards (evaluation runs there).
+    """
+    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip, progress=progress,
+                       checkpoint_every=max(steps // 4, 1))
+    result = train(student, make_objective(objective), data, tcfg, run_dir, device=device, extra=extra,
+                   **train_kwargs)
+    student.to("cpu")
+    return result
