@@ -96,8 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / args.experiment
     rows = exp.run(cfg, out)
     print(f"wrote {len(rows)} rows to {out / 'results.csv'} and the figure to {out}/")
-    _print_table(rows, ["system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
-                        "consistency_error", "teacher_consistency_error", "path_sensitivity"])
+    default = ["system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
+               "consistency_error", "teacher_consistency_error", "path_sensitivity"]
+    _print_table(rows, getattr(exp, "SUMMARY_COLUMNS", default))
     return 0
 
 

@@ -113,23 +113,25 @@ class Rollout:
 
 
 @torch.no_grad()
-def rollout(student: Student, system, x0: Tensor, factor: int = 4, points_per_horizon: int | None = None) -> Rollout:
-    """Continue the student past its horizon ``T`` to ``factor·T`` and compare with the teacher's flow.
+def rollout(field, system, x0: Tensor, horizon: float, n_layers: int, factor: int = 4,
+            points_per_horizon: int | None = None) -> Rollout:
+    """Continue a depth-``L`` field past its horizon ``T`` to ``factor·T`` and compare with the teacher's flow.
 
-    The student is extended in depth with its own step: forward Euler on ``f_θ`` with ``Δt = T/L`` for
-    ``factor·L`` steps (for a tied ODE-scaled residual network this is the network applied ``factor``
-    times). Errors ``sqrt(Σ_i ‖x^θ_i(t) − φ_t(x_{0,i})‖² / Σ_i ‖φ_t(x_{0,i})‖²)`` on the grid
-    ``t_k = k·T/points_per_horizon`` (default: every layer), ``k = 0..factor·points_per_horizon``.
+    ``field`` is a student (its ``vector_field`` is used) or any ``f(t, x)``. The field is extended in depth
+    with its own step: forward Euler with ``Δt = T/L`` for ``factor·L`` steps (for a tied ODE-scaled residual
+    network this is the network applied ``factor`` times). Errors
+    ``sqrt(Σ_i ‖x^θ_i(t) − φ_t(x_{0,i})‖² / Σ_i ‖φ_t(x_{0,i})‖²)`` on the grid ``t_k = k·T/points_per_horizon``
+    (default: every layer), ``k = 0..factor·points_per_horizon``.
     """
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
         raise ValueError(f"factor must be an integer ≥ 1, got {factor!r}")
-    ppt = points_per_horizon or student.n_layers
-    if student.n_layers % ppt:
-        raise ValueError(f"points_per_horizon ({ppt}) must divide the student's depth ({student.n_layers})")
-    T = float(student.horizon)
+    f = getattr(field, "vector_field", field)
+    ppt = points_per_horizon or n_layers
+    if n_layers % ppt:
+        raise ValueError(f"points_per_horizon ({ppt}) must divide the depth ({n_layers})")
+    T = float(horizon)
     times = torch.linspace(0.0, factor * T, factor * ppt + 1, dtype=torch.float64)
-    dtype = next(student.parameters()).dtype
-    xs, _ = integrate(student.vector_field, x0.to(dtype), factor * T, "euler", factor * student.n_layers, times)
-    ref = system.flow(x0.to(torch.float64), times).to(dtype)
+    xs, _ = integrate(f, x0, factor * T, "euler", factor * n_layers, times)
+    ref = system.flow(x0.to(torch.float64), times).to(x0.dtype)
     errors = [relative_l2(xs[k], ref[k]) for k in range(times.numel())]
     return Rollout(times, xs, ref, errors)

@@ -62,7 +62,7 @@ def _is_reference_row(r: dict) -> bool:
 
 def consistency_panel(ax, curves: list[dict], series: list[str], key: str, ylabel: str, title: str,
                       legend: bool = False, series_key: str = "objective", method: str = "euler",
-                      labels: dict[str, str] | None = None) -> None:
+                      labels: dict[str, str] | None = None, colors: dict[str, str] | None = None) -> None:
     """A solver-consistency curve per series: mean (± std over seeds) of ``key`` vs step count ``L'``.
 
     ``curves`` are :class:`~testbed.field.consistency.ConsistencyResult` rows tagged with ``series_key`` and
@@ -72,7 +72,9 @@ def consistency_panel(ax, curves: list[dict], series: list[str], key: str, ylabe
     """
     import numpy as np
 
+    colors = colors or {}
     for k, name in enumerate(series):
+        color = colors.get(name) or color_for(name, k)
         pts = [r for r in curves if r[series_key] == name and r["method"] == method
                and (key != "endpoint_change" or not _is_reference_row(r))]
         if not pts:
@@ -82,12 +84,12 @@ def consistency_panel(ax, curves: list[dict], series: list[str], key: str, ylabe
         vals = np.array([[next((float(r[key]) for r in pts if r["seed"] == sd and int(r["n_steps"]) == n), np.nan)
                           for n in ns] for sd in seeds])
         ax.errorbar(ns, np.nanmean(vals, 0), yerr=np.nanstd(vals, 0) if len(seeds) > 1 else None, marker="o", ms=3,
-                    lw=1, color=color_for(name, k), label=(labels or {}).get(name, name),
+                    lw=1, color=color, label=(labels or {}).get(name, name),
                     ls="--" if name == "teacher" else "-")
         adaptive = [float(r[key]) for r in curves if r[series_key] == name and r["n_steps"] in (None, "", "None")
                     and key in r]
         if adaptive and not (name == "teacher" and key == "target_error"):  # the teacher's is just the tolerance
-            ax.axhline(float(np.mean(adaptive)), color=color_for(name, k), lw=0.8, ls=":")
+            ax.axhline(float(np.mean(adaptive)), color=color, lw=0.8, ls=":")
     ref = [int(r["n_steps"]) for r in curves if _is_reference_row(r)]
     if ref:
         ax.axvline(ref[0], color="0.6", lw=0.6, zorder=0)

@@ -1,10 +1,39 @@
-"""Field metrics: Jacobians along the propagation field, path sensitivity, law error, solver consistency."""
+"""Field metrics: Jacobians along the propagation field, path sensitivity, law error, solver consistency,
+field geometry (length, energy, curvature, layer conditioning) and endpoint-equivalent constructions."""
 
 from testbed.field.consistency import (
     ConsistencyResult,
     default_step_counts,
     integrate,
     solver_consistency,
+)
+from testbed.field.equivalence import (
+    Conjugated,
+    Detour,
+    ExactFlowStudent,
+    LinearConjugacy,
+    PowerWarp,
+    Reparameterized,
+    Shear,
+    SineBump,
+    SineWarp,
+    TimeMap,
+    TimeWarp,
+    Translation,
+)
+from testbed.field.geometry import (
+    SUMMARY_KEYS,
+    FieldGeometry,
+    endpoint_sensitivity,
+    field_geometry,
+    geometry_from_tensors,
+    jacobian_spectra,
+    kinetic_energy,
+    mean_curvature,
+    path_logdet,
+    total_curvature,
+    trajectory_length,
+    turning_angles,
 )
 from testbed.field.jacobians import layer_jacobians, path_jacobians, vector_field_jacobian
 from testbed.field.metrics import (
@@ -18,6 +47,10 @@ from testbed.field.metrics import (
 )
 
 __all__ = [
+    "SUMMARY_KEYS", "Conjugated", "Detour", "ExactFlowStudent", "FieldGeometry", "LinearConjugacy", "PowerWarp",
+    "Reparameterized", "Shear", "SineBump", "SineWarp", "TimeMap", "TimeWarp", "Translation", "endpoint_sensitivity",
+    "field_geometry", "geometry_from_tensors", "jacobian_spectra", "kinetic_energy", "mean_curvature", "path_logdet",
+    "total_curvature", "trajectory_length", "turning_angles",
     "ConsistencyResult", "PathSensitivity", "default_step_counts", "endpoint_error", "flow_jacobian_error",
     "integrate", "law_error", "layer_jacobians", "path_jacobians", "path_sensitivity", "relative_l2",
     "solver_consistency", "trajectory_error", "vector_field_jacobian",
