@@ -1,4 +1,6 @@
-"""Ground-truth propagation laws: analytic teacher flows (and, later, PDE method-of-lines laws).
+"""Ground-truth propagation laws: analytic teacher flows (``systems.flows``) and method-of-lines PDE laws on a
+periodic 1-D grid (``systems.pdes``: heat, advection, Burgers, Allen–Cahn, Kuramoto–Sivashinsky), all in one
+registry.
 
 >>> import systems
 >>> vdp = systems.get_system("van_der_pol", mu=1.0)
@@ -7,7 +9,7 @@
 """
 
 # importing the families registers them
-from systems import flows  # noqa: E402,F401  (registration side effect)
+from systems import flows, pdes  # noqa: E402,F401  (registration side effect)
 from systems.base import SystemSpecError, TeacherFlow, as_time_grid
 from systems.registry import get_system, list_systems, register, system_class, system_parameters
 

@@ -209,3 +209,29 @@ def test_float32_student_consistency_reference_is_the_network():
     res = solver_consistency(s.vector_field, x0, horizon, L, step_counts=[20, 80], adaptive=(), target=out)
     assert res.rows[0]["is_reference"] and res.rows[0]["target_error"] <= 1e-6
     assert res.change("euler", 80) > 1e-4
+
+
+def test_converged_error_and_observed_order_match_solver_orders():
+    """On dx/dt = A x (a damped rotation) the distance to the converged solve falls like L'^-p with p the
+    solver's order: 1 (Euler), 2 (midpoint), 4 (RK4)."""
+    from testbed.field.consistency import observed_order
+
+    A = torch.tensor([[-0.1, 1.0], [-1.0, -0.1]], dtype=torch.float64)
+    x0 = torch.tensor([[1.0, 0.5], [-0.3, 2.0]], dtype=torch.float64)
+    res = solver_consistency(lambda t, x: x @ A.T, x0, 2.0, 16, step_counts=[16, 32, 64, 128],
+                             methods=("euler", "midpoint", "rk4"), rtol=1e-12, atol=1e-14)
+    for r in res.rows:
+        assert "converged_error" in r
+    adaptive = [r for r in res.rows if r["n_steps"] is None]
+    assert adaptive[0]["converged_error"] == 0.0
+    # the converged solve is the exact flow expm(2A) x0 to the tolerance
+    exact = x0 @ torch.linalg.matrix_exp(2.0 * A).T
+    euler128 = next(r for r in res.rows if r["method"] == "euler" and r["n_steps"] == 128)
+    x128 = x0.clone()
+    for _ in range(128):
+        x128 = x128 + (2.0 / 128) * x128 @ A.T
+    assert euler128["converged_error"] == pytest.approx(float((x128 - exact).norm() / exact.norm()), rel=1e-6)
+    assert observed_order(res.rows, "euler") == pytest.approx(1.0, abs=0.08)
+    assert observed_order(res.rows, "midpoint") == pytest.approx(2.0, abs=0.08)
+    assert observed_order(res.rows, "rk4") == pytest.approx(4.0, abs=0.15)
+    assert math.isnan(observed_order(res.rows, "bosh3"))

@@ -9,11 +9,12 @@ from __future__ import annotations
 from types import ModuleType
 
 from testbed.config import lookup
-from testbed.experiments import law_recovery, pde_law_recovery
+from testbed.experiments import endpoint_equivalence, law_recovery, pde_law_recovery
 
 EXPERIMENTS: dict[str, ModuleType] = {
     law_recovery.NAME: law_recovery,
     pde_law_recovery.NAME: pde_law_recovery,
+    endpoint_equivalence.NAME: endpoint_equivalence,
 }
 
 

@@ -9,6 +9,9 @@ at tolerance ``rtol``/``atol``) we report
 * trajectory change  the same relative L2 over the common grid ``t_k = k·T/G`` (``k = 1..G``) where ``G``
   is the greatest common divisor of all fixed step counts,
 * ``nfev``           function evaluations the solve used,
+* ``converged_error`` (when an adaptive method is run) the relative L2 endpoint distance to the first
+  adaptive solve — the field's own converged flow ``Φ_T``. Against ``L'`` it falls like ``C·L'^{-p}`` with
+  ``p`` the solver's order for a smooth field (:func:`observed_order` fits ``p``);
 * ``target_error``   (when a ``target`` endpoint is given, e.g. the teacher's ``φ_T(x_0)``) the relative L2
   error of the re-integrated endpoint against it: a learned law approaches the target as ``L'`` grows,
   an endpoint fit is best at ``L' = L`` and drifts away elsewhere.
@@ -117,6 +120,25 @@ class ConsistencyResult:
         raise KeyError((method, n_steps))
 
 
+def observed_order(rows: Sequence[dict], method: str, key: str = "converged_error",
+                   floor: float = 1e-9) -> float:
+    """Least-squares slope ``p`` of ``log e = log C − p·log L'`` over the fixed-step rows of ``method``.
+
+    ``e`` is ``key`` (default: distance to the converged solve); points with ``e ≤ floor`` (at the adaptive
+    tolerance) are left out. NaN when fewer than two points remain.
+    """
+    pts = [(float(r["n_steps"]), float(r[key])) for r in rows
+           if r.get("method") == method and r.get("n_steps") not in (None, "") and key in r
+           and r[key] == r[key] and float(r[key]) > floor]
+    pts = sorted(set(pts))
+    if len(pts) < 2:
+        return float("nan")
+    x = torch.tensor([math.log(n) for n, _ in pts], dtype=torch.float64)
+    y = torch.tensor([math.log(e) for _, e in pts], dtype=torch.float64)
+    xc = x - x.mean()
+    return float(-(xc * (y - y.mean())).sum() / (xc * xc).sum())
+
+
 def default_step_counts(n_layers: int) -> list[int]:
     """``{L/4, L/2, 2L, 4L}`` (the fractional ones only where they are whole numbers ≥ 1)."""
     out = [n_layers // d for d in (4, 2) if n_layers % d == 0 and n_layers // d >= 1]
@@ -160,12 +182,11 @@ def solver_consistency(f: Field, x0: Tensor, horizon: float, n_layers: int,
             row["target_error"] = relative_l2(sol[-1], target.to(sol.dtype))
         result.rows.append(row)
 
-    add(reference_method, n_layers, ref, ref_nfev, is_reference=True)
-
+    solves: list[tuple[str, int | None, Tensor, int, bool]] = [(reference_method, n_layers, ref, ref_nfev, True)]
     for m in methods:
         for s in steps:
             sol, nfev = integrate(f, x0, horizon, m, s, common)
-            add(m, s, sol, nfev)
+            solves.append((m, s, sol, nfev, False))
     for m in adaptive:
         if per_sample:
             sols, nfev = [], 0
@@ -173,8 +194,13 @@ def solver_consistency(f: Field, x0: Tensor, horizon: float, n_layers: int,
                 si, ni = integrate(f, x0[i: i + 1], horizon, m, None, common, rtol, atol)
                 sols.append(si)
                 nfev += ni
-            add(m, None, torch.cat(sols, dim=1), nfev)
+            solves.append((m, None, torch.cat(sols, dim=1), nfev, False))
         else:
             sol, nfev = integrate(f, x0, horizon, m, None, common, rtol, atol)
-            add(m, None, sol, nfev)
+            solves.append((m, None, sol, nfev, False))
+    converged = next((sol for _, n, sol, _, _ in solves if n is None), None)
+    for m, n, sol, nfev, is_ref in solves:
+        add(m, n, sol, nfev, is_ref)
+        if converged is not None:
+            result.rows[-1]["converged_error"] = relative_l2(sol[-1], converged[-1])
     return result
