@@ -78,6 +78,11 @@ class TeacherFlow(ABC):
     def validate(self) -> None:  # noqa: B027  (optional hook)
         """Check parameter values; raise :class:`SystemSpecError` naming the bad parameter."""
 
+    @property
+    def flow_kind(self) -> str:
+        """How :meth:`flow` is computed (for listings)."""
+        return "closed form" if self.closed_form else "DOP853 reference"
+
     def params(self) -> dict:
         """The parameters as a plain dict (enough to rebuild the system with ``get_system``)."""
         return dataclasses.asdict(self)

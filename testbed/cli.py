@@ -67,7 +67,7 @@ def cmd_list() -> int:
     print("systems:")
     for name in systems.list_systems():
         s = systems.get_system(name)
-        kind = "closed form" if s.closed_form else "DOP853 reference"
+        kind = s.flow_kind
         auto = "" if s.autonomous else ", time-dependent"
         print(f"  {name:<22} dim={s.dim}  T={s.horizon:g}  ({kind}{auto})")
     print("experiments:")

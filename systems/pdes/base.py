@@ -162,6 +162,10 @@ class PDESystem(TeacherFlow):
         return int(self.n_grid)
 
     @property
+    def flow_kind(self) -> str:
+        return "exact semi-discrete flow" if self.linear else "ETDRK4"
+
+    @property
     def dx(self) -> float:
         """Grid spacing ``ℓ/N``."""
         return float(self.length) / int(self.n_grid)

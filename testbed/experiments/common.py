@@ -26,14 +26,15 @@ def make_splits(system, n_train: int, n_test: int, n_obs: int, dtype: torch.dtyp
 
 def fit(student, objective: str, data, *, seed: int, steps: int, batch_size: int, lr: float, grad_clip: float,
         progress: bool, run_dir: str | Path | None, device: str = "cpu", extra: dict[str, Any] | None = None,
-        **train_kwargs: Any) -> TrainResult:
+        log_every: int = 50, **train_kwargs: Any) -> TrainResult:
     """Train ``student`` under ``objective`` with Adam (cosine schedule), checkpointing to ``run_dir``.
 
     The student must have been built under ``torch.manual_seed(seed)``; the minibatch stream uses ``seed`` too.
-    It is moved back to the CPU afterwards (evaluation runs there).
+    It is moved back to the CPU afterwards (evaluation runs there). ``train_kwargs`` go to
+    :func:`testbed.train.train` (e.g. ``stop_when``, checked every ``log_every`` steps).
     """
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip, progress=progress,
-                       checkpoint_every=max(steps // 4, 1))
+                       checkpoint_every=max(steps // 4, 1), log_every=log_every)
     result = train(student, make_objective(objective), data, tcfg, run_dir, device=device, extra=extra,
                    **train_kwargs)
     student.to("cpu")

@@ -224,7 +224,8 @@ def run_flow_task(cfg: EndpointEquivalenceConfig, out: Path) -> tuple[list[dict]
 
         result = fit(student, _objective("endpoint", reg, cfg.reg_weight), train_data, seed=seed,
                      steps=cfg.max_steps, batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
-                     progress=cfg.progress, run_dir=None, device=cfg.device, stop_when=reached)
+                     progress=cfg.progress, run_dir=None, device=cfg.device, stop_when=reached,
+                     log_every=cfg.check_every)
         result_tags = {"model_id": mid, "source": "trained", "group": "trained", "how": f"endpoint fit, {reg}",
                        "tied": tied, "width": w, "init_scale": s, "regularizer": reg, "seed": seed,
                        "steps_trained": result.steps}
@@ -298,7 +299,8 @@ def run_digits_task(cfg: EndpointEquivalenceConfig, out: Path) -> tuple[list[dic
 
         result = fit(model, _objective("classify", reg, cfg.reg_weight), train, seed=seed,
                      steps=cfg.max_steps, batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
-                     progress=cfg.progress, run_dir=None, device=cfg.device, stop_when=reached)
+                     progress=cfg.progress, run_dir=None, device=cfg.device, stop_when=reached,
+                     log_every=cfg.check_every)
         add(model, model.flow, {"model_id": mid, "source": "trained", "group": "trained",
                                 "how": f"cross-entropy fit, {reg}", "tied": tied, "width": w, "init_scale": s,
                                 "regularizer": reg, "seed": seed, "steps_trained": result.steps})

@@ -1,0 +1,124 @@
+"""The PDE law-recovery experiment end to end (tiny settings) and its pieces against closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import systems
+from testbed.config import ConfigError
+from testbed.evaluate import rollout
+from testbed.experiments import get_experiment, pde_law_recovery
+from testbed.field.metrics import relative_l2
+from testbed.results import read_csv
+from testbed.students import build_student
+from testbed.train import TrainConfig, train
+
+TINY = dict(systems=("heat",), students=("conv", "mlp"), objectives=("endpoint", "field"), seeds=(0,),
+            n_grid=16, n_layers=8, n_obs=4, conv_width=4, kernel_size=3, mlp_width=16, hidden_layers=1,
+            n_train=32, n_test=16, steps=60, batch_size=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pde")
+    rows = pde_law_recovery.run(pde_law_recovery.PDELawRecoveryConfig(**TINY), out)
+    return out, rows
+
+
+def test_tiny_run_writes_every_output_with_the_issue_columns(tiny_run):
+    out, rows = tiny_run
+    for name in pde_law_recovery.OUTPUT_FILES:
+        assert (out / name).stat().st_size > 0, name
+    table = read_csv(out / "results.csv")
+    assert len(table) == 4 == len(rows)
+    required = ["system", "student", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
+                "consistency_error", "rollout_error_2T", "rollout_error_4T"]
+    assert list(table[0])[: len(required)] == required
+    for r in table:
+        for k in required[4:]:
+            assert math.isfinite(r[k]) and r[k] >= 0, (k, r[k])
+    assert get_experiment("pde-law-recovery") is pde_law_recovery
+
+
+def test_teacher_rollout_floor_is_the_euler_matrix_power(tiny_run):
+    """The teacher's roll-out error at 4T equals ‖(I + hA)^{4L} u0 − e^{4TA} u0‖ / ‖e^{4TA} u0‖ (heat is linear)."""
+    out, rows = tiny_run
+    heat = systems.get_system("heat", n_grid=16)
+    L, T = TINY["n_layers"], float(heat.horizon)
+    from testbed.experiments.common import make_splits
+
+    _, test_id, _ = make_splits(heat, TINY["n_train"], TINY["n_test"], TINY["n_obs"])
+    u0 = test_id.x0[:32]
+    A = heat.linear_matrix()
+    step = torch.eye(16, dtype=torch.float64) + (T / L) * A
+    euler = u0 @ torch.linalg.matrix_power(step, 4 * L).T
+    exact = u0 @ torch.linalg.matrix_exp(4 * T * A).T
+    expected = relative_l2(euler, exact)
+    assert rows[0]["teacher_rollout_error_4T"] == pytest.approx(expected, rel=1e-9)
+    assert expected > 1e-4  # a real floor, not round-off
+
+
+def test_heat_stencil_table_holds_the_true_fd_stencil(tiny_run):
+    out, rows = tiny_run
+    heat = systems.get_system("heat", n_grid=16)
+    c = heat.nu / heat.dx**2
+    st = read_csv(out / "stencils.csv")
+    conv_rows = [r for r in st if r["student"] == "conv" and r["objective"] == "field"]
+    assert [r["offset"] for r in conv_rows] == [-1, 0, 1]
+    assert [r["true"] for r in conv_rows] == pytest.approx([c, -2 * c, c], rel=1e-12)
+    learned = torch.tensor([r["learned"] for r in conv_rows])
+    row = next(r for r in rows if r["student"] == "conv" and r["objective"] == "field")
+    assert row["stencil_error"] == pytest.approx(relative_l2(learned, torch.tensor([c, -2 * c, c])), rel=1e-9)
+    mlp = next(r for r in rows if r["student"] == "mlp")
+    assert math.isnan(mlp["stencil_error"])
+
+
+def test_linear_stencil_student_recovers_the_heat_stencil():
+    """A width-0 (purely linear) 3-point stencil trained on the heat law converges to (ν/dx²)(1, −2, 1)."""
+    heat = systems.get_system("heat", n_grid=16)
+    from testbed.experiments.common import make_splits
+
+    data, _, _ = make_splits(heat, 64, 8, 4)
+    torch.manual_seed(0)
+    s = build_student("residual", dim=16, n_layers=8, horizon=1.0, width=0, branch="conv", kernel_size=3,
+                      init_scale=0.1).double()
+    train(s, "vector_field=1", data, TrainConfig(steps=400, batch_size=64, lr=0.05, progress=False))
+    c = heat.nu / heat.dx**2
+    learned = s.blocks[0].effective_stencil()
+    assert relative_l2(learned, torch.tensor([c, -2 * c, c], dtype=torch.float64)) < 0.02
+
+
+def test_rollout_matches_the_scalar_euler_closed_form():
+    """f(x) = λx, teacher φ_t = e^{λt}: error at t_k = |(1 + hλ)^k − e^{λ t_k}| / e^{λ t_k}."""
+
+    class Decay:
+        horizon = 1.0
+
+        def flow(self, x0, t):
+            return torch.exp(-0.7 * t)[:, None, None] * x0
+
+    x0 = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    r = rollout(lambda t, x: -0.7 * x, Decay(), x0, horizon=1.0, n_layers=4, factor=3)
+    assert r.times.tolist() == pytest.approx([k / 4 for k in range(13)])
+    for k in range(13):
+        exact = math.exp(-0.7 * k / 4)
+        assert r.errors[k] == pytest.approx(abs((1 - 0.7 / 4) ** k - exact) / exact, rel=1e-10, abs=1e-15)
+    assert r.error_at(2.0) == r.errors[8]
+    with pytest.raises(ValueError, match="factor"):
+        rollout(lambda t, x: x, Decay(), x0, 1.0, 4, factor=0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(systems=("van_der_pol",)), "not a PDE"),
+    (dict(systems=("no_such_pde",)), "no_such_pde"),
+    (dict(students=("transformer",)), "students"),
+    (dict(kernel_size=4), "kernel_size"),
+    (dict(n_layers=10, n_obs=4), "multiple of n_obs"),
+    (dict(seeds=()), "seeds"),
+])
+def test_config_rejects_bad_values(bad, match):
+    with pytest.raises((ConfigError, systems.SystemSpecError), match=match):
+        pde_law_recovery.PDELawRecoveryConfig(**{**TINY, **bad})
