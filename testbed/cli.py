@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true", help="small settings: minutes on 2 CPU cores")
     r.add_argument("--system", nargs="+", help="system name(s) to run on (overrides the config)")
     r.add_argument("--seed", nargs="+", type=int, help="seed(s) (overrides the config)")
+    r.add_argument("--study", nargs="+", help="sub-study/studies to run (experiments that have them, e.g. "
+                                              "depth-scaling: convergence lr_transfer features weight_reuse)")
     r.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
     r.add_argument("--out", type=Path, default=None, help="output folder (default: runs/EXPERIMENT)")
     r.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
@@ -80,9 +82,20 @@ def cmd_list() -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     exp = get_experiment(args.experiment)
     cfg = exp.quick_config() if args.quick else exp.Config()
-    changes = {}
+    changes: dict = {}
+    fields = {f.name for f in dataclasses.fields(cfg)}
     if args.system:
-        changes["systems"] = tuple(args.system)
+        if "systems" in fields:
+            changes["systems"] = tuple(args.system)
+        elif "system" in fields and len(args.system) == 1:
+            changes["system"] = args.system[0]
+        else:
+            raise ConfigError(f"--system: experiment {args.experiment!r} takes "
+                              f"{'one system' if 'system' in fields else 'no system option'}")
+    if args.study:
+        if "studies" not in fields:
+            raise ConfigError(f"--study: experiment {args.experiment!r} has no sub-studies")
+        changes["studies"] = tuple(args.study)
     if args.seed:
         changes["seeds"] = tuple(args.seed)
     if args.device:

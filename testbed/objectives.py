@@ -60,10 +60,15 @@ class _Cache:
         self._obs: Tensor | None = None
 
     @property
+    def embedded(self) -> bool:
+        """Whether the model maps inputs into a hidden stream (``initial_state``) and reads out with ``head``."""
+        return hasattr(self.model, "initial_state")
+
+    @property
     def x0(self) -> Tensor:
         if self._x0 is None:
-            init = getattr(self.model, "initial_state", None)
-            self._x0 = init(self.batch.x) if init is not None else self.batch.x0
+            inputs = self.batch.x if hasattr(self.batch, "x") else self.batch.x0
+            self._x0 = self.model.initial_state(inputs) if self.embedded else inputs
         return self._x0
 
     @property
@@ -82,14 +87,24 @@ class _Cache:
 
 
 def endpoint_term(cache: _Cache) -> Tensor:
+    if cache.embedded:  # a network with a read-out: its output against the target endpoint
+        return relative_mse(cache.model.head(cache.full_trajectory[-1]), cache.batch.endpoints)
     return relative_mse(cache.trajectory[-1], cache.batch.endpoints)
 
 
+def _state_space_only(cache: _Cache, term: str) -> None:
+    if cache.embedded:
+        raise ConfigError(f"the {term!r} term compares hidden states with teacher states; it needs a student "
+                          "that lives in the teacher's state space (not an embedded ResidualNet)")
+
+
 def trajectory_term(cache: _Cache) -> Tensor:
+    _state_space_only(cache, "trajectory")
     return relative_mse(cache.trajectory[1:], cache.batch.states[1:])
 
 
 def vector_field_term(cache: _Cache) -> Tensor:
+    _state_space_only(cache, "vector_field")
     b, f = cache.batch, cache.student.vector_field
     pred = torch.stack([f(b.t[k], b.states[k]) for k in range(b.t.numel())])
     return relative_mse(pred, b.velocities)

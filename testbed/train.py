@@ -64,6 +64,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
+    optimizer: str = "adam"
     grad_clip: float = 0.0
     seed: int = 0
     log_every: int = 50
@@ -76,6 +77,7 @@ class TrainConfig:
         check_positive("lr", self.lr)
         check_nonneg("weight_decay", self.weight_decay)
         check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        check_choice("optimizer", self.optimizer, ("adam", "sgd"))
         check_nonneg("grad_clip", self.grad_clip)
         check_nonneg_int("seed", self.seed)
         check_positive_int("log_every", self.log_every)
@@ -136,12 +138,14 @@ def _lr_lambda(cfg: TrainConfig):
 def train(student: Student, objective: Objective | str, data: TrajectoryData | LabeledData,
           config: TrainConfig | None = None, out_dir: str | Path | None = None, resume: bool = True,
           extra: dict[str, Any] | None = None, device: str | torch.device | None = None,
-          stop_when: Callable[[int, Any], bool] | None = None) -> TrainResult:
+          stop_when: Callable[[int, Any], bool] | None = None,
+          param_groups: list[dict[str, Any]] | None = None) -> TrainResult:
     """Fit ``student`` to ``data`` under ``objective``. See the module docstring for the guarantees.
 
     ``stop_when(step, student)`` is called every ``log_every`` steps; when it returns True training stops
     there (early stopping, e.g. "endpoint error below a target"), the checkpoint is written and
-    ``TrainResult.steps`` is the step reached.
+    ``TrainResult.steps`` is the step reached. ``param_groups`` (e.g. from
+    :func:`testbed.parameterization.param_groups`) sets per-group learning rates; the schedule scales each.
     """
     cfg = config or TrainConfig()
     objective = make_objective(objective)
@@ -151,7 +155,11 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
     device = torch.device(device) if device is not None else param.device
     student.to(device)
     data = data.to(device=device, dtype=param.dtype)
-    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = param_groups if param_groups is not None else student.parameters()
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0

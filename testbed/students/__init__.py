@@ -11,14 +11,17 @@ from typing import Any
 
 from testbed.config import ConfigError, lookup
 from testbed.students.base import Student
-from testbed.students.classifier import ResidualClassifier
+from testbed.students.classifier import ResidualClassifier, ResidualNet
 from testbed.students.neural_ode import NeuralODEStudent
 from testbed.students.residual import BRANCH_SCALINGS, ResidualStudent
+from testbed.students.smooth import SmoothResidualStudent
 
 STUDENTS: dict[str, type] = {
     "residual": ResidualStudent,
     "neural_ode": NeuralODEStudent,
     "residual_classifier": ResidualClassifier,
+    "residual_net": ResidualNet,
+    "smooth_residual": SmoothResidualStudent,
 }
 
 
@@ -32,5 +35,5 @@ def build_student(kind: str, **kwargs: Any) -> Any:
     return cls(**kwargs)
 
 
-__all__ = ["BRANCH_SCALINGS", "NeuralODEStudent", "ResidualClassifier", "ResidualStudent", "STUDENTS", "Student",
-           "build_student"]
+__all__ = ["BRANCH_SCALINGS", "NeuralODEStudent", "ResidualClassifier", "ResidualNet", "ResidualStudent", "STUDENTS",
+           "SmoothResidualStudent", "Student", "build_student"]

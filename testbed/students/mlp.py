@@ -20,7 +20,9 @@ def make_activation(name: str) -> nn.Module:
 class FieldMLP(nn.Module):
     """``g(t, x) = W_k σ(… σ(W_1 [x, t] + b_1) …) + b_k``: an MLP on the state, optionally time-conditioned.
 
-    ``hidden_layers`` is the number of hidden layers (block depth); with ``time_conditioned`` the time
+    ``hidden_layers`` is the number of hidden layers; ``hidden_layers = 0`` gives the one-matrix block
+    ``g(x) = W σ(x) + b`` (residual block depth 1 in Tensor Programs VI), ``hidden_layers = 1`` the two-matrix
+    block ``W_2 σ(W_1 x + b_1) + b_2`` (block depth 2). With ``time_conditioned`` the time
     ``t`` is appended to the input as one extra coordinate. Works on any leading batch shape, including a
     single unbatched state of shape ``(dim,)`` (as ``torch.func.vmap`` sees it).
     """
@@ -33,6 +35,8 @@ class FieldMLP(nn.Module):
         self.time_conditioned = time_conditioned
         layers: list[nn.Module] = []
         fan_in = dim + (1 if time_conditioned else 0)
+        if hidden_layers == 0:
+            layers.append(make_activation(activation))
         for _ in range(hidden_layers):
             layers += [nn.Linear(fan_in, width), make_activation(activation)]
             fan_in = width

@@ -27,7 +27,14 @@ from typing import Any
 
 from torch import nn
 
-from testbed.config import ConfigError, check_choice, check_nonneg, check_positive, check_positive_int
+from testbed.config import (
+    ConfigError,
+    check_choice,
+    check_nonneg,
+    check_nonneg_int,
+    check_positive,
+    check_positive_int,
+)
 from testbed.grid import index_tolerance
 from testbed.students.base import Student, Tensor
 from testbed.students.conv import StencilField
@@ -52,7 +59,7 @@ class ResidualStudent(Student):
         check_positive("horizon", horizon)
         if branch != "conv":  # a conv branch may be a pure linear stencil (width 0)
             check_positive_int("width", width)
-        check_positive_int("hidden_layers", hidden_layers)
+        check_nonneg_int("hidden_layers (0: one-matrix block W·σ(h))", hidden_layers)
         check_choice("branch_scaling", branch_scaling, BRANCH_SCALINGS)
         check_choice("activation", activation, list(ACTIVATIONS))
         check_positive("branch_multiplier", branch_multiplier)

@@ -1,0 +1,1 @@
+"""Sub-studies of the depth-scaling experiment (one module each)."""
