@@ -168,7 +168,7 @@ def test_cross_entropy_term_and_classifier_training(tmp_path):
     m = build_student("residual_classifier", input_dim=6, n_classes=3, dim=4, n_layers=4, width=8)
     assert isinstance(m, ResidualClassifier)
     loss, terms = make_objective("classify")(m, data)
-    assert float(loss.detach()) == pytest.approx(float(torch.nn.functional.cross_entropy(m(data.x), data.y)),
+    assert float(loss.detach()) == pytest.approx(float(torch.nn.functional.cross_entropy(m(data.x), data.y).detach()),
                                                  rel=1e-12)
     before = m.accuracy(data.x, data.y)
     res = train(m, "cross_entropy=1,kinetic=0.01", data,
