@@ -216,6 +216,17 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------- figure
+_LIGHT = {"endpoint": "#E69F00", "field": "#56B4E9"}  # non-local (mlp) students: lighter shade of the same hue
+
+
+def _series_color(series: str, i: int) -> str:
+    """Colour by objective (teacher black); the ``mlp`` student gets a lighter shade than the ``conv`` one."""
+    kind, _, obj = series.rpartition("/")
+    if kind == "mlp" and obj in _LIGHT:
+        return _LIGHT[obj]
+    return color_for(obj or series, i)
+
+
 def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path]:
     """Space-time plots (teacher vs the endpoint- and field-trained students of the first student kind),
     roll-out error vs time and consistency vs step count, one row per system."""
@@ -233,7 +244,7 @@ def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path
     objectives = list(dict.fromkeys(r["objective"] for r in rows))
     shown_kind = kinds[0]
     series = ["teacher"] + [f"{k}/{o}" for k in kinds for o in objectives]
-    colors = {s: color_for(s.split("/")[-1], i) for i, s in enumerate(series)}
+    colors = {s: _series_color(s, i) for i, s in enumerate(series)}
     n_cols = 1 + len(objectives) + 2
     fig, axes = plt.subplots(len(sys_names), n_cols, figsize=(2.1 * n_cols, 1.9 * len(sys_names) + 0.8),
                              layout="constrained", squeeze=False)
