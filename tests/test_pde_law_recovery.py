@@ -72,6 +72,8 @@ def test_heat_stencil_table_holds_the_true_fd_stencil(tiny_run):
     learned = torch.tensor([r["learned"] for r in conv_rows])
     row = next(r for r in rows if r["student"] == "conv" and r["objective"] == "field")
     assert row["stencil_error"] == pytest.approx(relative_l2(learned, torch.tensor([c, -2 * c, c])), rel=1e-9)
+    m2 = float(learned[0] + learned[2])  # Σ_o c_o o² over o = -1, 0, 1
+    assert row["stencil_moment_error"] == pytest.approx(abs(m2 - 2 * c) / (2 * c), rel=1e-6)
     mlp = next(r for r in rows if r["student"] == "mlp")
     assert math.isnan(mlp["stencil_error"])
 
