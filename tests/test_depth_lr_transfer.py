@@ -1,0 +1,184 @@
+"""Learning-rate transfer across depth (depth-scaling sub-study ``lr_transfer``): pure helpers against hand-computed
+numbers, the batched lane trainer against the library training loop, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from testbed.experiments.depth import lr_transfer as lt
+from testbed.experiments.depth_scaling import DepthScalingConfig
+from testbed.results import read_csv
+
+DIVERGING_LR = 1e20  # Adam moves every weight by ~η per step: float32 outputs overflow after one step
+TINY = dict(seeds=(0,), lr_depths=(2, 4), lr_grid=(1e-2, 1e-1, DIVERGING_LR), tasks=("flow", "digits"),
+            parameterizations=("standard", "depth_mup"), block_depths=(1, 2), width=8, steps=10, batch_size=16,
+            n_train=64, n_test=32, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lr_transfer")
+    cfg = DepthScalingConfig(**TINY)
+    return cfg, out, lt.run(cfg, out)
+
+
+# ----------------------------------------------------------------------------------------------- pure helpers
+def test_parabola_vertex_hand_numbers():
+    # y = (x − 1)²: points (0, 1), (1, 0), (3, 4) → vertex (1, 0); unequal spacing on purpose
+    assert lt.parabola_vertex([0, 1, 3], [1, 0, 4]) == pytest.approx((1.0, 0.0))
+    # y = 2(x + 1.5)² + 3 at x = −3, −2, −1: 7.5, 3.5, 3.5 → vertex (−1.5, 3)
+    assert lt.parabola_vertex([-3, -2, -1], [7.5, 3.5, 3.5]) == pytest.approx((-1.5, 3.0))
+    # no curvature: the middle point is kept
+    assert lt.parabola_vertex([0, 1, 2], [3, 2, 1]) == (1.0, 2.0)
+
+
+def test_refine_optimum_recovers_parabola_in_log_lr():
+    """ln loss = 0.5·(log₂η + 4.3)² − 2 on a grid of octaves: the refined optimum is η* = 2^−4.3 exactly."""
+    lrs = [2.0 ** k for k in range(-8, -1)]
+    losses = [math.exp(0.5 * (math.log2(lr) + 4.3) ** 2 - 2.0) for lr in lrs]
+    opt = lt.refine_optimum(lrs[::-1], losses[::-1])  # order of the table does not matter
+    assert opt["grid_lr"] == 2.0 ** -4
+    assert opt["optimal_lr"] == pytest.approx(2.0 ** -4.3, rel=1e-12)
+    assert opt["optimal_loss"] == pytest.approx(math.exp(-2.0), rel=1e-12)
+    assert opt["at_edge"] is False
+
+
+def test_refine_optimum_edges_and_divergence():
+    # minimum on the grid edge: kept on the grid, flagged
+    edge = lt.refine_optimum([1e-3, 1e-2, 1e-1], [0.3, 0.2, 0.1])
+    assert edge["optimal_lr"] == 1e-1 and edge["at_edge"] is True
+    # a diverged (inf / nan) lr is never the optimum, and its neighbour cannot be refined through it
+    div = lt.refine_optimum([1e-3, 1e-2, 1e-1, 1.0], [0.5, 0.3, 0.2, float("inf")])
+    assert div["grid_lr"] == 1e-1 and div["optimal_lr"] == 1e-1 and div["at_edge"] is True
+    nan = lt.refine_optimum([1e-3, 1e-2, 1e-1], [float("nan"), 0.4, 0.5])
+    assert nan["grid_lr"] == 1e-2 and nan["at_edge"] is True
+    # everything diverged: no optimum
+    none = lt.refine_optimum([1e-3, 1e-2], [float("inf"), float("inf")])
+    assert math.isnan(none["optimal_lr"]) and none["optimal_loss"] == math.inf
+
+
+def test_spread_and_drift_hand_numbers():
+    depths = [4, 16, 64]  # log₂L = 2, 4, 6
+    # η* = 2^−3, 2^−5, 2^−7: spread 4 octaves, η* ∝ L^−1
+    assert lt.octave_spread([2 ** -3, 2 ** -5, 2 ** -7]) == pytest.approx(4.0)
+    assert lt.drift_exponent(depths, [2 ** -3, 2 ** -5, 2 ** -7]) == pytest.approx(-1.0)
+    # v = −3, −3, −5: slope = Σ(u−ū)(v−v̄)/Σ(u−ū)² = (−2·⅔ + 0 + 2·(−4/3)) / 8 = −0.5
+    assert lt.octave_spread([2 ** -3, 2 ** -3, 2 ** -5]) == pytest.approx(2.0)
+    assert lt.drift_exponent(depths, [2 ** -3, 2 ** -3, 2 ** -5]) == pytest.approx(-0.5)
+    # perfect transfer; NaN optima (all runs diverged) are skipped
+    assert lt.drift_exponent(depths, [0.01, 0.01, float("nan")]) == pytest.approx(0.0)
+    assert lt.octave_spread([0.01, float("nan"), 0.04]) == pytest.approx(2.0)
+    assert math.isnan(lt.drift_exponent([8], [0.1]))
+
+
+def test_aggregate_loss_is_geometric_mean_and_inf_on_divergence():
+    assert lt.aggregate_loss([0.01, 1.0]) == pytest.approx(0.1)
+    assert lt.aggregate_loss([0.01, float("inf")]) == math.inf
+
+
+def test_transfer_on_hand_table():
+    """η tuned at L=4 (grid optimum 1e-2) used at L=16, where the best grid loss is 0.1 at 1e-3."""
+    base = {"task": "flow", "variant": "standard", "parameterization": "standard", "block_depth": 1,
+            "correction": 0.0, "diverged": False}
+    table = {4: {1e-3: 0.4, 1e-2: 0.1, 1e-1: 0.3}, 16: {1e-3: 0.1, 1e-2: 0.25, 1e-1: math.inf}}
+    rows = [{**base, "n_layers": L, "lr": lr, "seed": 0, "test_loss": v, "diverged": not math.isfinite(v)}
+            for L, t in table.items() for lr, v in t.items()]
+    opt = {r["n_layers"]: r for r in lt.optima(rows)}
+    assert opt[4]["grid_lr"] == 1e-2 and opt[4]["at_edge"] is False
+    assert opt[16]["grid_lr"] == 1e-3 and opt[16]["at_edge"] is True and opt[16]["n_diverged"] == 1
+    (t,) = lt.transfer(rows)
+    assert t["lr_tuned_at_min_depth"] == 1e-2 and (t["min_depth"], t["max_depth"]) == (4, 16)
+    assert t["loss_transferred"] == pytest.approx(0.25) and t["transfer_regret"] == pytest.approx(2.5)
+    # L=4 vertex in log₂η: x = log₂(1e-3..1e-1), y = ln(0.4, 0.1, 0.3); L=16 stays at 1e-3
+    x, _ = lt.parabola_vertex([math.log2(1e-3), math.log2(1e-2), math.log2(1e-1)],
+                              [math.log(0.4), math.log(0.1), math.log(0.3)])
+    assert t["spread_octaves"] == pytest.approx(x - math.log2(1e-3))
+    assert t["drift_exponent"] == pytest.approx((math.log2(1e-3) - x) / 2.0)  # two depths: slope over log₂16 − log₂4
+
+
+# ----------------------------------------------------------------------------------------------- lanes
+@pytest.mark.parametrize("task", ["flow", "digits"])
+def test_lanes_reproduce_the_library_training_loop(task):
+    """Each (seed, η) lane = testbed.train.train with param_groups(...) on the same network (float64); SP with
+    block depth 1 and Depth-μP block depth 2 + correction cover every learning-rate group (η, η/√L, η·L^γ/√L)."""
+    cfg = DepthScalingConfig(**{**TINY, "steps": 6})
+    data = lt.task_data(task, cfg)
+    for v in (lt.variants(cfg)[0], lt.variants(cfg)[-1]):
+        rows = lt.train_lanes(task, data, v, 3, (1e-2, 1e-1), (0, 1), cfg, dtype=torch.float64)
+        for r in rows:
+            _, ref = lt.train_reference(task, data, v, 3, r["lr"], r["seed"], cfg)
+            assert r["test_loss"] == pytest.approx(ref, rel=1e-9), (v, r["lr"], r["seed"])
+
+
+def test_variants_include_the_corrected_block_depth_2():
+    cfg = DepthScalingConfig(**TINY)
+    names = [(v["variant"], v["block_depth"]) for v in lt.variants(cfg)]
+    assert names == [("standard", 1), ("standard", 2), ("depth_mup", 1), ("depth_mup", 2), ("depth_mup+corr", 2)]
+    assert lt.variants(DepthScalingConfig(**{**TINY, "block_depths": (1,)}))[-1]["variant"] == "depth_mup"
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+def test_tiny_run_outputs(tiny_run):
+    cfg, out, rows = tiny_run
+    for name in ("results.csv", "optima.csv", "transfer.csv", "lr_curves.png", "lr_curves.pdf", "optimal_lr.png",
+                 "optimal_lr.pdf"):
+        assert (out / name).exists(), name
+    disk = read_csv(out / "results.csv")
+    assert list(disk[0]) == lt.RESULT_COLUMNS
+    assert list(read_csv(out / "optima.csv")[0]) == lt.OPTIMA_COLUMNS
+    assert list(read_csv(out / "transfer.csv")[0]) == lt.TRANSFER_COLUMNS
+    n_variants = 5
+    assert len(rows) == len(disk) == 2 * n_variants * 2 * 3  # tasks × variants × depths × lrs (one seed)
+    assert len(read_csv(out / "transfer.csv")) == 2 * n_variants
+    digits = [r for r in rows if r["task"] == "digits" and not r["diverged"]]
+    assert digits and all(0.0 <= r["test_accuracy"] <= 1.0 for r in digits)
+
+
+def test_diverging_lr_is_inf_and_never_optimal(tiny_run):
+    _, out, rows = tiny_run
+    bad = [r for r in rows if r["lr"] == DIVERGING_LR]
+    assert bad and all(r["diverged"] and r["test_loss"] == math.inf and r["diverged_step"] >= 1 for r in bad)
+    assert all(not r["diverged"] and math.isfinite(r["test_loss"]) for r in rows if r["lr"] == 1e-2)
+    assert all(r["diverged"] in (True, False) for r in rows)
+    for o in read_csv(out / "optima.csv"):
+        assert o["grid_lr"] < DIVERGING_LR and o["optimal_lr"] < DIVERGING_LR
+        assert o["n_diverged"] == 1
+    assert all(r["test_loss"] == math.inf for r in read_csv(out / "results.csv") if r["lr"] == DIVERGING_LR)
+
+
+def test_deterministic_given_seed(tiny_run):
+    cfg, _, rows = tiny_run
+    data = lt.task_data("flow", cfg)
+    v = lt.variants(cfg)[3]
+    again = lt.train_lanes("flow", data, v, 4, cfg.lr_grid, cfg.seeds, cfg)
+    first = [r for r in rows if r["task"] == "flow" and r["variant"] == v["variant"] and r["block_depth"] == 2
+             and r["n_layers"] == 4]
+    key = ("lr", "seed", "diverged", "train_loss", "test_loss")
+    assert [[r[k] for k in key] for r in again] == [[r[k] for k in key] for r in first]
+
+
+def test_plot_redraws_from_csv(tiny_run):
+    _, out, _ = tiny_run
+    for p in out.glob("*.p*"):
+        p.unlink()
+    paths = lt.plot(out)
+    assert {p.name for p in paths} == {"lr_curves.png", "lr_curves.pdf", "optimal_lr.png", "optimal_lr.pdf"}
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+
+
+def test_summary_rows(tiny_run):
+    _, out, rows = tiny_run
+    summ = lt.summary(rows)
+    assert summ and all(set(r) == {"key", "value", "claim"} for r in summ)
+    keys = [r["key"] for r in summ]
+    assert "flow Depth-μP, b=1: spread of log2 η* across L [octaves]" in keys
+    assert "digits: Depth-μP b=2 uncorrected − corrected: spread [octaves]" in keys
+    assert "flow: SP − Depth-μP (b=1): |drift exponent α|" in keys
+    assert sum(k.endswith("drift exponent α (η* ∝ L^α)") for k in keys) == 10  # one per task × variant
+    # the same summary from the CSV on disk
+    again = lt.summary(read_csv(out / "results.csv"))
+    assert [r["key"] for r in again] == keys
+    assert [r["value"] for r in again] == pytest.approx([r["value"] for r in summ], nan_ok=True)
