@@ -1,0 +1,120 @@
+"""Depth-scaling sub-study ``convergence``: smooth weights converge at O(1/L); i.i.d. weights converge in law only."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from testbed.config import ConfigError
+from testbed.experiments.depth import convergence as conv
+from testbed.experiments.depth_scaling import DepthScalingConfig
+from testbed.results import read_csv
+from testbed.students.smooth import SmoothResidualStudent
+
+TINY = dict(studies=("convergence",), seeds=(0,), conv_depths=(4, 8, 16, 32), conv_width=8, conv_hidden=8,
+            conv_anchors=3, conv_n_inputs=16, conv_n_draws=8, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("conv")
+    rows = conv.run(DepthScalingConfig(**TINY), out)
+    return out, rows
+
+
+def _series(rows, case, quantity, bd=1):
+    sel = sorted((int(r["L"]), float(r["value"])) for r in rows
+                 if r["case"] == case and r["quantity"] == quantity and int(r["block_depth"]) == bd)
+    return [L for L, _ in sel], [v for _, v in sel]
+
+
+def test_loglog_slope_recovers_a_power_law():
+    Ls = [4, 8, 16, 32]
+    assert conv.loglog_slope(Ls, [3.0 / L for L in Ls]) == pytest.approx(-1.0)
+    assert conv.loglog_slope(Ls, [2.0 * L**0.5 for L in Ls]) == pytest.approx(0.5)
+    assert math.isnan(conv.loglog_slope([4], [1.0]))
+
+
+def test_brownian_coarsening_is_the_pairwise_sum_over_sqrt2():
+    W = torch.randn(8, 3, 3, dtype=torch.float64)
+    W4 = conv.brownian_coarsen(W, 4)
+    torch.testing.assert_close(W4[1], (W[2] + W[3]) / math.sqrt(2))
+    # coarsening in two halvings is the same as coarsening at once, and keeps the variance
+    torch.testing.assert_close(conv.brownian_coarsen(W4, 2), conv.brownian_coarsen(W, 2))
+    big = torch.randn(64, 200, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert float(conv.brownian_coarsen(big, 4).var()) == pytest.approx(1.0, rel=0.02)
+
+
+def test_grid_states_are_the_trajectory_at_the_coarse_grid(float64_default):
+    s = SmoothResidualStudent(3, n_layers=8, width=5, hidden_layers=1, n_anchors=2)
+    x0 = torch.randn(4, 3)
+    g = conv.grid_states(s, x0, 4)
+    with torch.no_grad():
+        full = s.trajectory(x0)
+    torch.testing.assert_close(g, full[2::2])
+    with pytest.raises(ConfigError):
+        conv.grid_states(s, x0, 3)
+
+
+def test_depths_must_share_a_coarse_grid(tmp_path):
+    with pytest.raises(ConfigError, match="multiples"):
+        conv.run(DepthScalingConfig(**{**TINY, "conv_depths": (4, 6, 8)}), tmp_path)
+
+
+def test_smooth_weights_converge_at_order_one(tiny_run):
+    _, rows = tiny_run
+    summ = {r["key"]: r["value"] for r in conv.summary(rows)}
+    for bd in (1, 2):
+        for q in ("dist_traj", "dist_end"):
+            Ls, d = _series(rows, "smooth", q, bd)
+            assert Ls == [4, 8, 16, 32]
+            assert all(np.isfinite(d)) and all(v > 0 for v in d)
+            assert all(a > b for a, b in zip(d, d[1:], strict=False)), f"{q} bd{bd} not decreasing: {d}"
+        assert summ[f"order_smooth_weights_bd{bd}"] == pytest.approx(1.0, abs=0.15)
+        assert summ[f"order_smooth_weights_bd{bd}_endpoint"] == pytest.approx(1.0, abs=0.15)
+
+
+def test_iid_paths_do_not_converge_but_the_statistic_does(tiny_run):
+    _, rows = tiny_run
+    Ls, indep = _series(rows, "iid", "path_dist_independent")
+    assert Ls == [4, 8, 16]
+    assert min(indep) > 0.2 and indep[-1] > 0.8 * indep[0]  # O(1), not shrinking
+    _, coupled = _series(rows, "iid", "path_dist_coupled")
+    assert all(a > b for a, b in zip(coupled, coupled[1:], strict=False))
+    assert coupled[-1] < 0.5 * indep[-1]
+    _, err = _series(rows, "iid", "stat_mean_err")
+    _, stat = _series(rows, "iid", "stat_mean")
+    assert err[-1] < err[0] and err[-1] < 0.02 * stat[-1]
+    summ = {r["key"]: r["value"] for r in conv.summary(rows)}
+    assert abs(summ["slope_iid_path_independent"]) < 0.1
+    assert summ["order_iid_path_coupled"] == pytest.approx(0.5, abs=0.15)
+    assert summ["order_iid_stat_mean"] > 0.3
+
+
+def test_outputs_summary_keys_and_replot(tiny_run):
+    out, rows = tiny_run
+    disk = read_csv(out / "results.csv")
+    assert len(disk) == len(rows)
+    assert list(disk[0]) == conv.COLUMNS
+    assert {r["case"] for r in disk} == {"smooth", "iid"}
+    assert all(math.isfinite(float(r["value"])) for r in disk)
+    keys = {r["key"] for r in conv.summary(disk)}
+    assert {"order_smooth_weights_bd1", "order_smooth_weights_bd2", "order_smooth_weights_bd1_endpoint",
+            "order_iid_stat_mean", "order_iid_stat_std", "slope_iid_path_independent",
+            "iid_path_independent_at_max_depth", "order_iid_path_coupled"} <= keys
+    assert all({"key", "value", "claim"} <= set(r) for r in conv.summary(disk))
+    for ext in ("png", "pdf"):
+        (out / f"convergence.{ext}").unlink()
+    paths = conv.plot(out)
+    assert {p.name for p in paths} == {"convergence.png", "convergence.pdf"}
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+
+
+def test_deterministic_given_seed(tmp_path):
+    cfg = DepthScalingConfig(**{**TINY, "conv_depths": (4, 8), "conv_n_draws": 3, "conv_n_inputs": 4})
+    a = conv.smooth_case(cfg, 1, 2, [4, 8]) + conv.iid_case(cfg, 1, [4, 8])
+    b = conv.smooth_case(cfg, 1, 2, [4, 8]) + conv.iid_case(cfg, 1, [4, 8])
+    assert a == b

@@ -1,0 +1,153 @@
+"""Depth-scaling sub-study ``features``: per-layer feature/weight changes after training, across depth."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from testbed.experiments.depth import features as feat
+from testbed.experiments.depth_scaling import DepthScalingConfig
+from testbed.results import read_csv
+from testbed.students.classifier import ResidualNet
+
+TINY = dict(studies=("features",), seeds=(0,), feat_depths=(2, 4), width=8, steps=12, batch_size=16, n_train=32,
+            n_test=16, parameterizations=("standard", "depth_mup"), block_depths=(1, 2), feat_lr=1e-2,
+            progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("feat")
+    rows = feat.run(DepthScalingConfig(**TINY), out)
+    return out, rows
+
+
+def _hand_net(block_depth: int, a: float) -> ResidualNet:
+    """dim 2, one block, identity embedding, ReLU branch with weights ``a·I`` and zero biases (SP: m = 1)."""
+    net = ResidualNet(2, 2, dim=2, n_layers=1, width=2, hidden_layers=block_depth - 1, branch_scaling="standard",
+                      activation="relu").double()
+    with torch.no_grad():
+        net.embed.weight.copy_(torch.eye(2))
+        net.embed.bias.zero_()
+        for lin in feat.linears(net.flow.blocks[0]):
+            lin.weight.copy_(a * torch.eye(2))
+            lin.bias.zero_()
+    return net
+
+
+def _get(rows, quantity, layer):
+    return next(r["value"] for r in rows if r["quantity"] == quantity and r["layer"] == layer)
+
+
+def test_rms_relative_change_formula():
+    old = torch.tensor([[[3.0, 4.0], [0.0, 0.0]]], dtype=torch.float64)  # (layers=1, inputs=2, dim=2)
+    new = old + torch.tensor([[[0.0, 0.0], [0.0, 5.0]]], dtype=torch.float64)
+    # sqrt(Σ_i ‖Δ‖²) / sqrt(Σ_i ‖old‖²) = 5 / 5
+    assert float(feat.rms_relative_change(new, old)[0]) == pytest.approx(1.0)
+    assert feat.weight_change(torch.ones(2, 2) * 3, torch.ones(2, 2) * 2) == pytest.approx(0.5)
+
+
+def test_changes_of_a_model_against_itself_are_zero():
+    torch.manual_seed(0)
+    net = ResidualNet(2, 2, dim=6, n_layers=3, width=5, hidden_layers=1, branch_scaling="depth_mup")
+    x = torch.randn(7, 2)
+    rows = feat.layer_changes(net, copy.deepcopy(net), x)
+    assert {r["quantity"] for r in rows} == set(feat.LAYER_QUANTITIES)
+    assert all(r["value"] == 0.0 for r in rows)
+    assert sorted({r["layer"] for r in rows if r["quantity"] == "feature_change"}) == [0, 1, 2, 3]
+
+
+def test_hand_checkable_one_layer_linear_block():
+    """ReLU on positive inputs is linear: h_1 = (1 + a) x, and W → W + εI moves it by ε x."""
+    a, eps = 0.5, 0.1
+    x = torch.tensor([[1.0, 2.0], [0.5, 3.0], [2.0, 0.25]], dtype=torch.float64)
+    net0, net = _hand_net(1, a), _hand_net(1, a)
+    with torch.no_grad():
+        net.flow.blocks[0].net[-1].weight.add_(eps * torch.eye(2))
+    rows = feat.layer_changes(net, net0, x)
+    assert _get(rows, "feature_change", 0) == pytest.approx(0.0)
+    assert _get(rows, "feature_change", 1) == pytest.approx(eps / (1 + a))
+    assert _get(rows, "weight_change_last", 1) == pytest.approx(eps / a)  # ‖εI‖_F / ‖aI‖_F
+    assert not any(r["quantity"] == "weight_change_first" for r in rows)
+    # block depth 2: change only W₁ (a → a + ε): pre-activations z = W₁ h_0 move by ε h_0 (input h_0 unchanged),
+    # h_1 = h_0 + a·(a + ε)·h_0 moves by a·ε·h_0 against (1 + a²)·h_0
+    net0, net = _hand_net(2, a), _hand_net(2, a)
+    with torch.no_grad():
+        net.flow.blocks[0].net[0].weight.add_(eps * torch.eye(2))
+    rows = feat.layer_changes(net, net0, x)
+    assert _get(rows, "weight_change_first", 1) == pytest.approx(eps / a)
+    assert _get(rows, "weight_change_last", 1) == pytest.approx(0.0)
+    assert _get(rows, "preact_own_change", 1) == pytest.approx(eps / a)
+    assert _get(rows, "preact_change", 1) == pytest.approx(eps / a)
+    assert _get(rows, "feature_change", 1) == pytest.approx(a * eps / (1 + a * a))
+
+
+def test_variants_add_the_corrected_family_only_for_depth_mup_block_depth_2():
+    cfg = DepthScalingConfig(**TINY)
+    names = [v[0] for v in feat.variants(cfg)]
+    assert names == ["standard", "standard", "depth_mup", "depth_mup", "depth_mup+corr"]
+    assert feat.variants(cfg)[-1] == ("depth_mup+corr", "depth_mup", 2, 0.5)
+    assert [v[0] for v in feat.variants(DepthScalingConfig(**{**TINY, "block_depths": (1,)}))] == \
+        ["standard", "depth_mup"]
+
+
+def test_vanishing_flag_and_exponent_on_synthetic_rows():
+    rows = []
+    for L, scale in ((4, 1.0), (16, 0.5), (64, 0.25)):  # ∝ L^{-1/2}: falls 4× from L = 4 to 64
+        for l in range(1, L + 1):
+            for q, v in (("preact_own_change", scale), ("feature_change", 0.7)):
+                rows.append({"variant": "v", "block_depth": 2, "L": L, "seed": 0, "layer": l, "quantity": q,
+                             "value": v})
+    van = {(r["quantity"], r["l_over_L"]): r for r in feat.vanishing_table(rows)}
+    assert van[("preact_own_change", "all")]["vanishing"] is True
+    assert van[("preact_own_change", "all")]["ratio"] == pytest.approx(4.0)
+    assert van[("feature_change", "all")]["vanishing"] is False
+    assert van[("preact_own_change", 0.5)]["value_L_max"] == pytest.approx(0.25)
+    exps = {r["quantity"]: r["exponent"] for r in feat.exponent_table(rows)}
+    assert exps["preact_own_change"] == pytest.approx(-0.5)
+    assert exps["feature_change"] == pytest.approx(0.0)
+
+
+def test_tiny_run_outputs(tiny_run):
+    out, rows = tiny_run
+    for name in ("results.csv", "vanishing.csv", "exponents.csv", "feature_change_per_layer.png",
+                 "feature_change_per_layer.pdf", "update_vs_depth.png", "update_vs_depth.pdf"):
+        assert (out / name).exists(), name
+    disk = read_csv(out / "results.csv")
+    assert list(disk[0]) == feat.COLUMNS and len(disk) == len(rows)
+    assert {r["variant"] for r in disk} == {"standard", "depth_mup", "depth_mup+corr"}
+    assert all(float(r["value"]) == 0.0 for r in disk if r["quantity"] == "diverged")
+    vals = [float(r["value"]) for r in disk if r["quantity"] in feat.LAYER_QUANTITIES]
+    assert vals and all(math.isfinite(v) and v >= 0 for v in vals)
+    trained = [float(r["value"]) for r in disk if r["quantity"] == "weight_change_last"]
+    assert min(trained) > 0  # every block moved
+    bd2 = {r["quantity"] for r in disk if r["block_depth"] == 2}
+    assert {"weight_change_first", "preact_change", "preact_own_change"} <= bd2
+    assert not {"weight_change_first", "preact_own_change"} & {r["quantity"] for r in disk if r["block_depth"] == 1}
+    assert {r["vanishing"] for r in disk if r["quantity"] == "preact_own_change"} <= {True, False, "True", "False"}
+    # with the L^{1/2} correction the first internal layer takes bigger steps than under plain Depth-μP
+    mean_first = {v: sum(vs) / len(vs) for v in ("depth_mup", "depth_mup+corr")
+                  for vs in [[float(r["value"]) for r in disk if r["variant"] == v and r["L"] == 4
+                              and r["quantity"] == "weight_change_first"]]}
+    assert mean_first["depth_mup+corr"] > 1.5 * mean_first["depth_mup"]
+
+
+def test_summary_keys_and_replot(tiny_run):
+    out, rows = tiny_run
+    summ = {r["key"]: r for r in feat.summary(read_csv(out / "results.csv"))}
+    for key in ("exponent_weight_change_first_depth_mup_bd2", "exponent_weight_change_first_depth_mup+corr_bd2",
+                "exponent_preact_own_change_depth_mup_bd2", "exponent_feature_change_standard_bd1",
+                "exponent_weight_change_last_depth_mup_bd1", "vanishing_preact_own_change_depth_mup_bd2",
+                "vanishing_feature_change_depth_mup_bd1"):
+        assert key in summ, key
+        assert math.isfinite(summ[key]["value"]) and summ[key]["claim"]
+    assert all(summ[k]["value"] in (0.0, 1.0) for k in summ if k.startswith("vanishing_"))
+    for p in out.glob("*.png"):
+        p.unlink()
+    paths = feat.plot(out)
+    assert {p.name for p in paths} == {"feature_change_per_layer.png", "feature_change_per_layer.pdf",
+                                       "update_vs_depth.png", "update_vs_depth.pdf"}
+    assert all(p.exists() for p in paths)
