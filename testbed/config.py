@@ -69,6 +69,9 @@ def parse_value(text: str, annotation: Any) -> Any:
         return parse_value(text, non_none[0])
     if origin in (tuple, list):
         inner = args[0] if args else str
+        text = text.strip()
+        if text[:1] in "[(" and text[-1:] in ")]":  # accept "[4, 8]" and "(4, 8)" as well as "4,8"
+            text = text[1:-1]
         items = [s for s in (p.strip() for p in text.split(",")) if s]
         vals = [parse_value(s, inner) for s in items]
         return tuple(vals) if origin is tuple else vals

@@ -52,3 +52,12 @@ def test_consistency_accepts_numpy_integer_step_counts():
     # Euler on x' = -x: (1 - 1/4)^4 vs (1 - 1/8)^8, relative to the latter
     expected = abs(0.75**4 - 0.875**8) / 0.875**8
     assert res.rows[1]["endpoint_change"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_sequence_overrides_accept_brackets():
+    from testbed.config import parse_value
+
+    assert parse_value("[4, 8]", tuple[int, ...]) == (4, 8)
+    assert parse_value("(true,false)", tuple[bool, ...]) == (True, False)
+    assert parse_value("4,8", tuple[int, ...]) == (4, 8)
+    assert parse_value("[]", tuple[int, ...]) == ()
