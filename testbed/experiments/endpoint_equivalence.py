@@ -390,9 +390,15 @@ def _style(r: dict[str, Any]) -> tuple[str, str, str]:
     return color, ("o" if tied else "s"), f"trained, {reg}, {'tied' if tied else 'untied'}"
 
 
+def _minor_label(v: float, _pos: int) -> str:
+    """Label the 2× and 5× minor ticks of a log axis (enough to read an axis that spans less than a decade)."""
+    lead = round(v / 10 ** math.floor(math.log10(v)), 6) if v > 0 else 0
+    return f"{v:.0e}".replace("e-0", "e-") if lead in (2.0, 5.0) else ""
+
+
 def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path]:
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     out = Path(out)
     use_style()
@@ -420,7 +426,11 @@ def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path
             if band:
                 ax.axvspan(min(band), max(band), color="0.9", zorder=0)
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
+            lo, hi = ax.get_xlim()
+            if hi / lo < 15:  # less than about a decade: label the 2× and 5× ticks so the axis can be read
+                ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
+            else:
+                ax.xaxis.set_minor_formatter(NullFormatter())
             if key not in ("logdet", "path_sensitivity"):  # endpoint-map quantities: invariant, linear scale
                 ax.set_yscale("log")
             ax.set_xlabel(xname)
