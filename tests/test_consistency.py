@@ -235,3 +235,20 @@ def test_converged_error_and_observed_order_match_solver_orders():
     assert observed_order(res.rows, "midpoint") == pytest.approx(2.0, abs=0.08)
     assert observed_order(res.rows, "rk4") == pytest.approx(4.0, abs=0.15)
     assert math.isnan(observed_order(res.rows, "bosh3"))
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+def test_fixed_step_solve_is_torchdiffeq_arithmetic(method):
+    """The plain loop reproduces torchdiffeq's fixed-grid solvers bit for bit (rk4 = its 3/8 rule), also for an
+    untied, time-conditioned student whose field jumps between layers."""
+    from torchdiffeq import odeint
+
+    from testbed.field.consistency import fixed_step_solve
+
+    torch.manual_seed(0)
+    s = ResidualStudent(3, n_layers=8, width=8, tied=False, time_conditioned=True)
+    x0 = torch.randn(5, 3)
+    grid = torch.linspace(0.0, 1.0, 13)
+    with torch.no_grad():
+        assert torch.equal(fixed_step_solve(s.vector_field, x0, grid, method),
+                           odeint(s.vector_field, x0, grid, method=method))

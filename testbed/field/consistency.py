@@ -48,14 +48,48 @@ FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun")
 
 
-class _Counted(torch.nn.Module):
+class _Counted:
+    """``f`` with a call counter (a plain callable: an ``nn.Module`` wrapper costs ~10 µs per evaluation)."""
+
     def __init__(self, f: Field) -> None:
-        super().__init__()
         self.f, self.nfev = f, 0
 
-    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+    def __call__(self, t: Tensor, x: Tensor) -> Tensor:
         self.nfev += 1
         return self.f(t, x)
+
+
+_ONE_THIRD, _TWO_THIRDS = 1 / 3, 2 / 3
+
+
+def fixed_step_solve(f: Field, x0: Tensor, grid: Tensor, method: str) -> Tensor:
+    """States on ``grid`` by a fixed-step explicit method, step by step in a plain loop.
+
+    The same arithmetic as ``torchdiffeq.odeint`` with ``method`` (euler; explicit midpoint; ``rk4`` = the
+    3/8-rule Runge–Kutta that torchdiffeq's ``rk4`` uses), without its per-step bookkeeping (~45–100 µs per
+    step), so re-integrations are at least as fast as torchdiffeq's. Returns shape ``(len(grid), *x0.shape)``.
+    """
+    xs = [x0]
+    x = x0
+    for k in range(grid.numel() - 1):
+        t0, t1 = grid[k], grid[k + 1]
+        dt = t1 - t0
+        if method == "euler":
+            dx = dt * f(t0, x)
+        elif method == "midpoint":
+            half_dt = 0.5 * dt
+            dx = dt * f(t0 + half_dt, x + f(t0, x) * half_dt)
+        elif method == "rk4":
+            k1 = f(t0, x)
+            k2 = f(t0 + dt * _ONE_THIRD, x + dt * k1 * _ONE_THIRD)
+            k3 = f(t0 + dt * _TWO_THIRDS, x + dt * (k2 - k1 * _ONE_THIRD))
+            k4 = f(t1, x + dt * (k1 - k2 + k3))
+            dx = (k1 + 3 * (k2 + k3) + k4) * dt * 0.125
+        else:
+            raise ConfigError(f"unknown fixed-step method {method!r}; use one of {', '.join(FIXED_STEP_METHODS)}")
+        x = x + dx
+        xs.append(x)
+    return torch.stack(xs)
 
 
 def integrate(f: Field, x0: Tensor, horizon: float, method: str = "euler", n_steps: int | None = None,
@@ -76,7 +110,7 @@ def integrate(f: Field, x0: Tensor, horizon: float, method: str = "euler", n_ste
         except ValueError as err:
             raise ConfigError(f"output {err}") from None
         grid = torch.linspace(0.0, horizon, int(n_steps) + 1, dtype=x0.dtype, device=x0.device)
-        sol = odeint(counted, x0, grid, method=method)
+        sol = fixed_step_solve(counted, x0, grid, method)
         return sol[idx], counted.nfev
     times = torch.as_tensor(times).to(dtype=x0.dtype, device=x0.device)
     if method in ADAPTIVE_METHODS:
