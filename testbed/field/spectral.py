@@ -1,0 +1,725 @@
+"""Matrix-free spectral norms of the propagation field's Jacobians (no dense Jacobian, no SVD).
+
+For a student ``h_{l+1} = step(l, h_l)`` with layer Jacobians ``J_l(x) = ∂h_{l+1}/∂h_l`` (at the input ``x``'s
+trajectory) and path Jacobians ``P_l(x) = ∂h_L/∂h_l = J_{L-1} ⋯ J_l`` (``P_L = I``):
+
+* :func:`layer_spectral_norms` — ``‖J_l(x)‖₂`` (and, optionally, ``σ_max/σ_min``) for every layer and input;
+* :func:`path_spectral_norms` — ``‖P_l(x)‖₂`` for every depth ``l = 0..L`` (or the depths asked for) and input;
+  the input mean at ``l = 0`` is the path sensitivity ``E_x‖∂h_L/∂h_0‖₂``
+  (:attr:`testbed.field.metrics.PathSensitivity.total`).
+
+**The estimator.** ``‖A‖₂² = λ_max(AᵀA)``, and ``λ_max`` of the symmetric PSD operator ``M = AᵀA`` is found by
+Lanczos iteration, batched over all independent problems (layers × inputs, or depths × inputs) at once. Only
+products ``v ↦ A v`` and ``u ↦ Aᵀ u`` are needed. After ``j`` steps the Lanczos vectors ``q_1..q_j`` and the
+three-term recurrence ``M q_i = β_{i-1} q_{i-1} + α_i q_i + β_i q_{i+1}`` give a tridiagonal ``T_j``; its largest
+eigenvalue (the top Ritz value ``θ_j``) increases monotonically to ``λ_max(M)`` and never exceeds it (so
+``sqrt(θ_j)`` is a lower bound on ``‖A‖₂``); its smallest eigenvalue decreases to ``λ_min(M)``. Convergence to the
+top of the spectrum is much faster than power iteration's (Chebyshev-like, in ``sqrt`` of the relative gap). No
+re-orthogonalisation is done: in floating point, lost orthogonality only produces duplicate ("ghost") copies of
+converged Ritz values, never values outside the spectrum, so the extreme Ritz values stay valid.
+
+**Stopping rule.** ``σ = sqrt(θ)`` per problem. Each problem keeps a reference ``θ_ref ≤ θ_j``: its exact top
+Ritz value at its last refresh. After every step a Sturm-sequence count on ``T_j`` (``O(j)`` per problem, no
+eigen-solve) finds the problems with a Ritz value above ``θ_ref·(1 + tol)²``, i.e. whose ``σ`` estimate has moved by
+more than ``tol`` (relative) since the reference; at steps ``min_iter``, ``refresh``, ``2·refresh``, … (and
+``max_iter``) the references of those moving problems are re-evaluated exactly (``eigvalsh`` of their ``T_j``). The
+iteration stops at the first step ``j ≥ min_iter`` where no problem of the batch has moved by more than ``tol``
+(with ``condition=True``: neither ``σ_max`` nor ``σ_min``), or at ``max_iter``. The final values are the top
+(bottom) Ritz values of the last ``T_j``, located by Sturm bisection inside ``[θ_ref, θ_ref(1 + tol)²]`` to
+``1e-3·tol``. :class:`SpectralInfo` reports the steps used, the largest relative change of any problem's estimate
+over its last window and whether the rule was met. The matrix-vector products run in the student's dtype, the
+recurrence in float64; ``tol`` should stay above the products' rounding level (``tol ≳ 1e-6`` for float32
+students; below it the change test may never settle and the run goes to ``max_iter``).
+
+The rule is a relative-*change* test, and Krylov methods can stagnate: a problem whose start vector is almost
+orthogonal to the top singular vector, with a tiny gap to the next singular value, can sit on a plateau below
+``σ_max`` for a few steps before jumping. Stopping only when the *whole batch* is quiet (hundreds to thousands of
+independent random starts) makes a premature stop unlikely in practice; the estimate is always a lower bound, and
+for a ``d``-dimensional state ``d`` steps of exact arithmetic span the whole space. For single problems, raise
+``min_iter`` or lower ``tol``.
+
+**The products.** For a :class:`~testbed.students.ResidualStudent` (or
+:class:`~testbed.students.SmoothResidualStudent`) with :class:`~testbed.students.mlp.FieldMLP` branches,
+``g(h) = W_k σ(… σ(W_1 [h, t] + b_1) …) + b_k``, the layer Jacobian has the closed form
+
+    J_l = I + m · W_k D_{k-1} W_{k-1} ⋯ D_1 W_1[:, :d],      D_i = diag(σ'(z_i)),  z_i the pre-activations,
+
+(``hidden_layers = 0``: ``J_l = I + m W D``, ``D = diag(σ'(h_l))``), applied matrix-free: the ``D_i`` are taken once
+along the trajectory, ``J_l v`` costs ``k`` matrix-vector products with the weights and ``J_lᵀ u`` the transposed
+ones, batched over layers (one GEMM per weight for tied branches). Any other student falls back to
+:func:`torch.func.jvp` / :func:`torch.func.vjp` of ``student.step(l, ·)`` along the stored trajectory.
+
+**Path norms** are computed one of two ways (``method``):
+
+* ``"accumulate"`` — the adjoint recursion ``P_l = P_{l+1} J_l`` from ``P_L = I``: the ``d`` rows of ``P_{l+1}`` are
+  pulled back through layer ``l`` as one block of cotangents (``d`` vector-Jacobian products; no ``J_l`` is formed),
+  so one backward sweep yields every ``P_l``, held one depth at a time (``B·d²`` numbers), and ``‖P_l‖₂`` is found
+  by Lanczos on that ``B × d × d`` block. Cost ``O(L·d)`` products plus the per-depth Lanczos, whatever the depths.
+* ``"chain"`` — fully matrix-free: ``P_l v`` by forward tangents (``jvp``) through layers ``l..L-1`` and ``P_lᵀ u`` by
+  adjoints (``vjp``) back, all asked-for depths batched, on one stored trajectory. Memory ``O(L·B·d)``; cost per
+  Lanczos step ``Σ_l (L − l)`` products, so it pays for a few depths (e.g. only ``l = 0``, the summary).
+
+``"auto"`` picks ``"chain"`` when ``40·Σ_l (L − l) ≤ L·d`` (about 20 Lanczos steps of two products each against
+``d`` cotangents per layer), else ``"accumulate"``.
+
+**Condition numbers** (``condition=True`` in :func:`layer_spectral_norms`) come from the same Lanczos run: the
+bottom Ritz value converges to ``λ_min(JᵀJ) = σ_min²`` (from above, so ``σ_max/σ_min`` is a lower bound); the
+stopping rule then also waits for ``σ_min``. It costs no extra products but typically more steps, and since
+``JᵀJ`` is applied in the working precision, ``σ_min`` is only resolved to about ``eps·σ_max²/σ_min²`` (relative):
+for ill-conditioned layers (``cond ≳ 1e3`` in float32) use the dense :func:`testbed.field.geometry.jacobian_spectra`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import jvp, vjp, vmap
+
+from testbed.students.base import Student
+from testbed.students.mlp import ACTIVATIONS, FieldMLP
+from testbed.students.residual import ResidualStudent
+from testbed.students.smooth import SmoothResidualStudent
+
+Tensor = torch.Tensor
+Op = tuple[str, Tensor]
+
+_ELEMENTWISE = tuple(ACTIVATIONS.values())
+
+
+# ------------------------------------------------------------------------------------------ diagnostics / results
+@dataclass
+class SpectralInfo:
+    """Diagnostics of one batched Lanczos run.
+
+    Attributes:
+        iterations: Lanczos steps taken (each: one ``A v`` and one ``Aᵀ u`` per problem).
+        rel_change: largest relative change of any problem's ``σ`` estimate over its last window (see the module
+            docstring); ``≤ tol`` when ``converged``.
+        converged:  whether the stopping rule was met before ``max_iter``.
+        tol:        the tolerance asked for.
+        max_iter:   the iteration cap.
+        problems:   number of independent problems solved together.
+    """
+
+    iterations: int
+    rel_change: float
+    converged: bool
+    tol: float
+    max_iter: int
+    problems: int
+
+
+@dataclass
+class LayerSpectra:
+    """``‖J_l(x)‖₂`` per layer and input (float64).
+
+    Attributes:
+        spectral:  (L, B) ``σ_max(J_l)``.
+        condition: (L, B) ``σ_max/σ_min`` (``None`` unless asked for; ``inf`` where singular).
+        info:      :class:`SpectralInfo`; with the two-stage warm start (anchor layers, then the rest) its
+            ``iterations`` and ``problems`` are summed over the two runs.
+        structured: whether the closed-form residual-MLP Jacobian was used (else ``torch.func`` jvp/vjp).
+    """
+
+    spectral: Tensor
+    condition: Tensor | None
+    info: SpectralInfo
+    structured: bool
+
+    @property
+    def mean(self) -> Tensor:
+        """(L,) input mean of ``‖J_l‖₂`` — :attr:`testbed.field.geometry.FieldGeometry.jac_spectral`."""
+        return self.spectral.mean(1)
+
+
+@dataclass
+class PathSpectra:
+    """``‖P_l(x)‖₂ = ‖∂h_L/∂h_l‖₂`` per depth and input (float64).
+
+    Attributes:
+        depths:    the depths ``l`` (ascending).
+        spectral:  (len(depths), B) ``σ_max(P_l)``.
+        frobenius: (len(depths), B) ``‖P_l‖_F`` (exact, free with ``"accumulate"``; ``None`` with ``"chain"``).
+        info:      :class:`SpectralInfo`; with ``"accumulate"`` (one Lanczos run per depth) ``iterations`` and
+            ``problems`` are summed over depths, ``rel_change`` is the worst and ``converged`` requires all.
+        method:    ``"accumulate"`` or ``"chain"``.
+        structured: whether the closed-form residual-MLP Jacobian was used.
+    """
+
+    depths: list[int]
+    spectral: Tensor
+    frobenius: Tensor | None
+    info: SpectralInfo
+    method: str
+    structured: bool
+
+    @property
+    def curve(self) -> Tensor:
+        """(len(depths),) input mean of ``‖P_l‖₂`` — :attr:`~testbed.field.metrics.PathSensitivity.spectral`."""
+        return self.spectral.mean(1)
+
+    @property
+    def total(self) -> float:
+        """``E_x ‖∂h_L/∂h_0‖₂`` (= :attr:`testbed.field.metrics.PathSensitivity.total`); needs depth 0."""
+        if 0 not in self.depths:
+            raise ValueError("depth 0 was not computed; pass depths including 0")
+        return float(self.spectral[self.depths.index(0)].mean())
+
+
+# ------------------------------------------------------------------------------------------ layer maps
+class LayerMaps:
+    """Jacobian-vector products of every layer map along one stored trajectory.
+
+    ``jvp(v, layer)`` returns ``J_l v`` and ``vjp(u, layer)`` returns ``J_lᵀ u`` for a single ``layer = l`` with
+    ``v`` of shape ``(..., B, d)`` (any leading dims, e.g. a block of vectors), or for ``layer=None`` all layers at
+    once with ``v`` of shape ``(L, B, d)`` (``v[l]`` goes through layer ``l``). Build with :func:`layer_maps`.
+    """
+
+    structured: bool = False
+
+    def __init__(self, student: Student, trajectory: Tensor) -> None:
+        self.student = student
+        self.trajectory = trajectory
+        self.n_layers = trajectory.shape[0] - 1
+        self.batch, self.dim = trajectory.shape[-2], trajectory.shape[-1]
+        # neighbouring layers share (or smoothly vary) their weights: their Jacobians are close
+        self.layers_similar = not (isinstance(student, ResidualStudent) and not student.tied)
+
+    def jvp(self, v: Tensor, layer: int | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def vjp(self, u: Tensor, layer: int | None = None) -> Tensor:
+        raise NotImplementedError
+
+
+class _StructuredMaps(LayerMaps):
+    """Closed-form ``J_l = I + m·W_k D_{k-1} ⋯ D_1 W_1`` applied factor by factor.
+
+    ``ops`` lists the factors of the branch Jacobian in the order they act on a tangent: ``("lin", W)`` with ``W``
+    of shape (out, in) (shared by all layers) or (L, out, in), and ``("diag", D)`` with ``D`` of shape (L, B, n).
+    """
+
+    structured = True
+
+    def __init__(self, student: Student, trajectory: Tensor, multiplier: float, ops: list[Op]) -> None:
+        super().__init__(student, trajectory)
+        self.multiplier, self.ops = float(multiplier), ops
+
+    @staticmethod
+    def _factor(op: Op, layer: int | None) -> Tensor:
+        kind, a = op
+        if layer is None:
+            return a
+        return a[layer] if (kind == "diag" or a.ndim == 3) else a
+
+    def _apply(self, v: Tensor, layer: int | None, transpose: bool) -> Tensor:
+        ops = list(reversed(self.ops) if transpose else self.ops)
+        x = v
+        for k, op in enumerate(ops):
+            a = self._factor(op, layer)
+            if op[0] == "diag":
+                x = x * a if x is v else x.mul_(a)
+                continue
+            mat = a if transpose else a.mT
+            if k == len(ops) - 1 and mat.ndim == 2:  # v + m·x W, fused into one GEMM
+                out = torch.addmm(v.reshape(-1, v.shape[-1]), x.reshape(-1, x.shape[-1]), mat, alpha=self.multiplier)
+                return out.reshape(v.shape)
+            x = x @ mat
+        return torch.add(v, x, alpha=self.multiplier)
+
+    def jvp(self, v: Tensor, layer: int | None = None) -> Tensor:
+        return self._apply(v, layer, False)
+
+    def vjp(self, u: Tensor, layer: int | None = None) -> Tensor:
+        return self._apply(u, layer, True)
+
+
+class _AutogradMaps(LayerMaps):
+    """``torch.func.jvp`` / ``torch.func.vjp`` of ``student.step(l, ·)`` at the stored states (any student)."""
+
+    def __init__(self, student: Student, trajectory: Tensor) -> None:
+        super().__init__(student, trajectory)
+        self._vjp_fns: dict[int, Callable] = {}
+
+    def _step(self, l: int) -> Callable[[Tensor], Tensor]:
+        return lambda h: self.student.step(l, h)
+
+    @staticmethod
+    def _batched(fn: Callable[[Tensor], Tensor], v: Tensor, b: int, d: int) -> Tensor:
+        lead = v.shape[:-2]
+        flat = v.reshape(-1, b, d)
+        if flat.shape[0] == 1:
+            out = fn(flat[0])[None]
+        else:
+            try:
+                out = vmap(fn)(flat)
+            except RuntimeError as err:  # e.g. torchdiffeq writes its solution in place: no vmap
+                if "vmap" not in str(err) and "batch" not in str(err):
+                    raise
+                out = torch.stack([fn(x) for x in flat])
+        return out.reshape(*lead, b, d)
+
+    def _one(self, v: Tensor, l: int, transpose: bool) -> Tensor:
+        h = self.trajectory[l]
+        if transpose:
+            if l not in self._vjp_fns:
+                self._vjp_fns[l] = vjp(self._step(l), h)[1]
+            fn = self._vjp_fns[l]
+            return self._batched(lambda u: fn(u)[0], v, self.batch, self.dim)
+        step = self._step(l)
+        return self._batched(lambda t: jvp(step, (h,), (t,))[1], v, self.batch, self.dim)
+
+    def _apply(self, v: Tensor, layer: int | None, transpose: bool) -> Tensor:
+        if layer is not None:
+            return self._one(v, layer, transpose)
+        return torch.stack([self._one(v[l], l, transpose) for l in range(self.n_layers)])
+
+    def jvp(self, v: Tensor, layer: int | None = None) -> Tensor:
+        return self._apply(v, layer, False)
+
+    def vjp(self, u: Tensor, layer: int | None = None) -> Tensor:
+        return self._apply(u, layer, True)
+
+
+def _branch_ops(block: FieldMLP, params: Mapping[str, Tensor], t: float, h: Tensor) -> list[Op] | None:
+    """Factors of ``∂g(t, h)/∂h`` for a :class:`FieldMLP` with parameters ``params``; ``None`` if not an MLP of
+    ``nn.Linear`` layers and elementwise activations."""
+    d = h.shape[-1]
+    x = h
+    if block.time_conditioned:
+        x = torch.cat([h, torch.full_like(h[..., :1], float(t))], dim=-1)
+    restrict = block.time_conditioned  # the state is the first d input coordinates until a Linear consumes them
+    ops: list[Op] = []
+    for i, mod in enumerate(block.net):
+        if isinstance(mod, nn.Linear):
+            w, b = params[f"net.{i}.weight"], params.get(f"net.{i}.bias")
+            ops.append(("lin", w[:, :d] if restrict else w))
+            x = nn.functional.linear(x, w, b)
+            restrict = False
+        elif isinstance(mod, _ELEMENTWISE):
+            deriv = jvp(mod, (x,), (torch.ones_like(x),))[1]  # σ'(x), elementwise
+            x = mod(x)
+            ops.append(("diag", deriv[..., :d] if restrict else deriv))
+        else:
+            return None
+    return ops
+
+
+def _structured_ops(student: Student, trajectory: Tensor) -> tuple[float, list[Op]] | None:
+    """``(m, factors stacked over layers)`` for residual students with FieldMLP branches, else ``None``."""
+    n_layers = trajectory.shape[0] - 1
+    if isinstance(student, ResidualStudent) and type(student).step is ResidualStudent.step:
+        blocks = [student.blocks[0 if student.tied else l] for l in range(n_layers)]
+        if not all(type(b) is FieldMLP for b in blocks):
+            return None
+        per_layer = [(b, dict(b.named_parameters())) for b in blocks]
+    elif isinstance(student, SmoothResidualStudent) and type(student).step is SmoothResidualStudent.step:
+        if not all(type(a) is FieldMLP for a in student.anchors):
+            return None
+        per_layer = [(student.anchors[0], student.weights_at(l * student.dt)) for l in range(n_layers)]
+    else:
+        return None
+    dt = student.dt
+    layer_ops = []
+    for l, (block, params) in enumerate(per_layer):
+        ops = _branch_ops(block, params, l * dt, trajectory[l])
+        if ops is None:
+            return None
+        layer_ops.append(ops)
+    stacked: list[Op] = []
+    for k, (kind, _) in enumerate(layer_ops[0]):
+        mats = [ops[k][1] for ops in layer_ops]
+        if kind == "lin" and all(m is mats[0] for m in mats):
+            stacked.append((kind, mats[0].detach()))  # tied: one weight for every layer
+        else:
+            stacked.append((kind, torch.stack(mats).detach()))
+    return float(student.multiplier), stacked
+
+
+@torch.no_grad()
+def layer_maps(student: Student, x0: Tensor, structured: bool | None = None) -> LayerMaps:
+    """:class:`LayerMaps` of ``student`` along the trajectory of ``x0`` (B, d).
+
+    ``structured=None`` uses the closed-form residual-MLP Jacobian when the student allows it, else
+    ``torch.func``; ``True`` requires the closed form (``ValueError`` otherwise); ``False`` forces ``torch.func``.
+    """
+    traj = student.trajectory(x0).detach()
+    if structured is not False:
+        found = _structured_ops(student, traj)
+        if found is not None:
+            return _StructuredMaps(student, traj, *found)
+        if structured:
+            raise ValueError(f"no closed-form layer Jacobian for {type(student).__name__} with this branch")
+    return _AutogradMaps(student, traj)
+
+
+# ------------------------------------------------------------------------------------------ batched Lanczos
+def _count_above(alpha: Tensor, beta2: Tensor, x: Tensor) -> Tensor:
+    """Number of eigenvalues ``> x`` of each tridiagonal ``T`` (diagonal ``alpha`` (j, N), squared off-diagonal
+    ``beta2`` (j-1, N)): the positive pivots of ``T − xI = LDLᵀ`` (Sylvester's law of inertia). A zero pivot
+    becomes ``±inf`` in the next one (LAPACK's ``-pivmin`` up to the sign convention: a miscount only at ``x``
+    exactly equal to an eigenvalue of a leading block)."""
+    piv = alpha - x
+    for i in range(1, alpha.shape[0]):
+        torch.sub(piv[i], beta2[i - 1] / piv[i - 1], out=piv[i])
+    return (piv > 0).sum(0)
+
+
+def _bisect(alpha: Tensor, beta2: Tensor, lo: Tensor, hi: Tensor, top: bool, rtol: float,
+            max_steps: int = 60) -> Tensor:
+    """Sturm bisection for the top (bottom) eigenvalue of each tridiagonal, known to lie in ``[lo, hi]``, until
+    ``hi − lo ≤ rtol·|end|`` (``end`` = ``lo`` for the top, ``hi`` for the bottom); returns that end, a bound on the
+    safe side (below the top eigenvalue, above the bottom one)."""
+    j = alpha.shape[0]
+    end = lo if top else hi
+    width = float(((hi - lo) / end.abs().clamp_min(torch.finfo(end.dtype).tiny)).max()) if lo.numel() else 0.0
+    steps = min(max_steps, max(0, math.ceil(math.log2(width / rtol)))) if width > rtol else 0
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        above = _count_above(alpha, beta2, mid)
+        inside = above > 0 if top else above == j  # top: an eigenvalue above mid; bottom: all of them
+        lo, hi = torch.where(inside, mid, lo), torch.where(inside, hi, mid)
+    return lo if top else hi
+
+
+def _refresh(alpha: Tensor, beta: Tensor, old_max: Tensor, old_min: Tensor, up: Tensor, down: Tensor | None,
+             grow: float, rtol: float) -> tuple[Tensor, Tensor | None]:
+    """New references for moving problems (tridiagonals ``alpha`` (j, n), ``beta`` (j-1, n)): the top Ritz value
+    where ``up`` (it exceeds ``old_max·grow``), the bottom one where ``down`` (below ``old_min/grow``; ``None``: not
+    tracked); the old reference elsewhere.
+
+    Exact (``eigvalsh`` of the dense ``T``) when that is cheaper than Sturm bisection (few problems, short ``T``: its
+    cost is per matrix), else bisection to ``rtol`` inside the Gershgorin bounds, returning the safe end (below the
+    top, above the bottom)."""
+    j, n = alpha.shape
+    if n * (1.2 + 0.035 * j * j) <= 40 * j * (4 + 0.001 * n):  # rough µs per call of each route
+        t = torch.diag_embed(alpha.T)
+        if j > 1:
+            t = t + torch.diag_embed(beta.T, 1) + torch.diag_embed(beta.T, -1)
+        ritz = torch.linalg.eigvalsh(t)
+        return ritz[:, -1], (None if down is None else ritz[:, 0])
+    beta2 = beta**2
+    radius = torch.zeros_like(alpha)
+    radius[:-1] += beta
+    radius[1:] += beta
+    new_max, new_min = old_max, None
+    if bool(up.any()):
+        hi = (alpha + radius).amax(0).clamp_min(old_max * grow)
+        new_max = torch.where(up, _bisect(alpha, beta2, old_max * grow, hi, True, rtol), old_max)
+    if down is not None:
+        new_min = old_min
+        if bool(down.any()):
+            lo = (alpha - radius).amin(0).clamp(min=0).minimum(old_min / grow)
+            new_min = torch.where(down, _bisect(alpha, beta2, lo, old_min / grow, False, rtol), old_min)
+    return new_max, new_min
+
+
+def _top_eigenvector(alpha: Tensor, beta: Tensor, shift: Tensor, steps: int = 2) -> Tensor:
+    """Top eigenvector (j, n) of each tridiagonal by inverse iteration with ``shift`` just above its top eigenvalue:
+    ``shift·I − T`` is then positive definite, so its ``LDLᵀ`` solve (``O(j)``, vectorised over problems) is stable,
+    and the iteration converges at the rate ``(shift − θ_1)/(shift − θ_2)``."""
+    j = alpha.shape[0]
+    tiny = torch.finfo(alpha.dtype).tiny
+    piv = torch.empty_like(alpha)  # D of shift·I − T = L D Lᵀ
+    piv[0] = shift - alpha[0]
+    for i in range(1, j):
+        piv[i] = shift - alpha[i] - beta[i - 1] ** 2 / piv[i - 1]
+    piv = piv.clamp_min(tiny)
+    x = torch.ones_like(alpha)
+    for _ in range(steps):
+        y = x.clone()
+        for i in range(1, j):
+            y[i] += beta[i - 1] / piv[i - 1] * y[i - 1]
+        x = y / piv
+        for i in range(j - 2, -1, -1):
+            x[i] += beta[i] / piv[i] * x[i + 1]
+        x = x / x.abs().amax(0).clamp_min(tiny)
+    return x / torch.linalg.vector_norm(x, dim=0)
+
+
+def lanczos_extremes(matvec: Callable[[Tensor], Tensor], v0: Tensor, tol: float = 1e-6, max_iter: int = 100,
+                     min_iter: int = 2, want_min: bool = False, refresh: int = 4,
+                     return_vector: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None, SpectralInfo]:
+    """Extreme eigenvalues of independent symmetric PSD operators by batched Lanczos.
+
+    ``matvec`` maps ``(*P, d) → (*P, d)`` in ``v0``'s dtype, acting independently on each of the problems indexed
+    by ``*P`` (the leading dims of ``v0``); the recurrence itself runs in float64. Returns
+    ``(λ_max, λ_min or None, top Ritz vector or None, info)`` with the eigenvalues (float64) of shape ``P``; the
+    stopping rule is the module docstring's (``tol`` is relative in ``sqrt(λ)``). The references of moving problems
+    are refreshed (Sturm bisection to ``tol/4``) at step ``min_iter``, every ``refresh`` steps, at ``max_iter``, and
+    at every step while that is cheap (few moving problems × short ``T_j``). ``return_vector`` keeps the Lanczos
+    basis (``j·|P|·d`` numbers) to form the (unit) top Ritz vector.
+    """
+    shape = v0.shape[:-1]
+    n = math.prod(shape)
+    f64, work = torch.float64, v0.dtype
+    dev = v0.device
+    eps, tiny = torch.finfo(f64).eps, torch.finfo(f64).tiny
+    alpha = torch.zeros(max_iter, n, dtype=f64, device=dev)
+    beta = torch.zeros(max_iter, n, dtype=f64, device=dev)
+    grow = (1.0 + tol) ** 2  # σ moves by more than tol  ⟺  θ = σ² moves by more than a factor grow
+    q = v0.to(f64)
+    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(tiny)
+    q_prev = torch.zeros_like(q)
+    b_prev = torch.zeros(shape, dtype=f64, device=dev)
+    done = torch.zeros(n, dtype=torch.bool, device=dev)  # Krylov space invariant: T is exact there
+    basis = [q] if return_vector else []
+    ref_max = ref_min = torch.zeros(n, dtype=f64, device=dev)
+    change = math.inf
+    converged = False
+    j = 0
+    for j in range(1, max_iter + 1):
+        w = matvec(q.to(work))
+        w = w.to(f64) if w.dtype != f64 else w.clone()  # updated in place below
+        a = torch.linalg.vecdot(w, q)
+        w.addcmul_(a[..., None], q, value=-1).addcmul_(b_prev[..., None], q_prev, value=-1)
+        b = torch.linalg.vector_norm(w, dim=-1)
+        alpha[j - 1], beta[j - 1] = a.reshape(n), b.reshape(n)
+        if bool(done.any()):  # a broken-down problem keeps a decoupled diagonal inside its spectrum
+            alpha[j - 1] = torch.where(done, alpha[0], alpha[j - 1])
+            beta[j - 1] = torch.where(done, 0.0, beta[j - 1])
+        broke = b <= eps * (a.abs() + b_prev)
+        q_prev = q
+        if bool(broke.any()):
+            done = done | broke.reshape(n)
+            q = torch.where(broke[..., None], 0.0, w / torch.where(broke, 1.0, b)[..., None])
+        else:
+            q = w.div_(b[..., None])
+        b_prev = b
+        if return_vector:
+            basis.append(q)
+        if j == 1:
+            ref_max, ref_min = alpha[0].clone(), alpha[0].clone()
+            continue
+        al, b2 = alpha[:j], beta[: j - 1] ** 2
+        up = _count_above(al, b2, ref_max * grow) > 0
+        down = (_count_above(al, b2, ref_min / grow) < j) if want_min else torch.zeros_like(up)
+        moving = up | down
+        n_moving = int(moving.sum())
+        if n_moving == 0:
+            if j >= min_iter:
+                converged = True
+                break
+            continue
+        if j % refresh and j != min_iter and j != max_iter and n_moving * j > 4096:
+            continue
+        # refresh the references of the moving problems to their current extreme Ritz values
+        idx = moving.nonzero().squeeze(1)
+        old_max, old_min = ref_max[idx], ref_min[idx]
+        new_max, new_min = _refresh(al[:, idx], beta[: j - 1, idx], old_max, old_min, up[idx],
+                                    down[idx] if want_min else None, grow, tol / 4)
+        ref_max[idx] = new_max
+        ch = (new_max / old_max).sqrt() - 1
+        if new_min is not None:
+            ref_min[idx] = new_min
+            ch = torch.maximum(ch, 1 - (new_min / old_min.clamp_min(tiny)).sqrt())
+        change = float(ch.max())
+    # final values: within [ref, ref·grow] (resp. [ref/grow, ref]) for the quiet problems
+    al, b2 = alpha[:j], beta[: j - 1] ** 2
+    lam_max, lam_min = ref_max, (ref_min if want_min else None)
+    if j > 1:
+        lam_max = _bisect(al, b2, ref_max, ref_max * grow, True, tol * 1e-2)
+        if want_min:
+            lam_min = _bisect(al, b2, ref_min / grow, ref_min, False, tol * 1e-2)
+    if converged:
+        change = max(0.0, float(((lam_max / ref_max).sqrt() - 1).max()))
+        if lam_min is not None:
+            change = max(change, float((1 - (lam_min / ref_min.clamp_min(tiny)).sqrt()).max()))
+    vec = None
+    if return_vector:
+        s = _top_eigenvector(al, beta[: j - 1], lam_max * (1 + tol * 1e-2) ** 2 * (1 + 1e-12))  # (j, n)
+        vec = sum(basis[i] * s[i].reshape(shape)[..., None] for i in range(j))
+        vec = (vec / torch.linalg.vector_norm(vec, dim=-1, keepdim=True).clamp_min(tiny)).to(work)
+    info = SpectralInfo(j, change, converged, tol, max_iter, n)
+    out_min = None if lam_min is None else lam_min.reshape(shape)
+    return lam_max.reshape(shape), out_min, vec, info
+
+
+def _start(shape: tuple[int, ...], like: Tensor, seed: int) -> Tensor:
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(shape, generator=gen, dtype=like.dtype).to(like.device)
+
+
+def _default_max_iter(d: int) -> int:
+    return max(20, 2 * d)
+
+
+# ------------------------------------------------------------------------------------------ per-layer norms
+def _layer_gram(maps: LayerMaps, layers: list[int]) -> Callable[[Tensor], Tensor]:
+    """``v ↦ J_lᵀ J_l v[i]`` for ``l = layers[i]``, batched: v of shape (len(layers), B, d)."""
+    if layers == list(range(maps.n_layers)):
+        return lambda v: maps.vjp(maps.jvp(v))
+    if isinstance(maps, _StructuredMaps):
+        ops = [(k, a[layers] if (k == "diag" or a.ndim == 3) else a) for k, a in maps.ops]
+        sub = _StructuredMaps(maps.student, maps.trajectory, maps.multiplier, ops)
+        return lambda v: sub.vjp(sub.jvp(v))
+    return lambda v: torch.stack([maps.vjp(maps.jvp(v[i], l), l) for i, l in enumerate(layers)])
+
+
+@torch.no_grad()
+def layer_spectral_norms(student: Student, x0: Tensor, tol: float = 1e-5, max_iter: int | None = None,
+                         min_iter: int = 2, condition: bool = False, structured: bool | None = None,
+                         warm_start: float | None = 1e-3, anchor_every: int = 4, seed: int = 0,
+                         maps: LayerMaps | None = None) -> LayerSpectra:
+    """``‖J_l(x)‖₂`` for every layer ``l`` and input ``x`` of ``x0`` (B, d), by batched Lanczos on ``J_lᵀJ_l``.
+
+    All problems run together; each step applies ``J_l`` and ``J_lᵀ`` once (closed form for residual-MLP students,
+    else ``torch.func``). ``tol``: relative change of every estimate at which to stop; ``max_iter`` (default
+    ``max(20, 2d)``) caps the steps; ``condition=True`` also returns ``σ_max/σ_min`` (see the module docstring for
+    its cost and accuracy). ``maps`` reuses prebuilt :func:`layer_maps`.
+
+    Warm start: when neighbouring layers have close Jacobians (tied or smoothly varying weights) and ``L ≥
+    2·anchor_every``, the anchor layers ``anchor_every//2, +anchor_every, …`` are solved first from random starts,
+    then every other layer starts from its nearest anchor's top Ritz vector plus ``warm_start`` times a random unit
+    vector, which cuts the steps the rest needs. ``warm_start=None`` (or ``condition=True``, where the bottom of the
+    spectrum gains nothing from it) solves all layers at once from random starts.
+    """
+    maps = layer_maps(student, x0, structured) if maps is None else maps
+    n_layers, b, d = maps.n_layers, maps.batch, maps.dim
+    cap = max_iter or _default_max_iter(d)
+    _check(tol, cap, min_iter)
+    v0 = _start((n_layers, b, d), maps.trajectory, seed)
+    two_stage = (warm_start is not None and not condition and maps.layers_similar and anchor_every >= 2
+                 and n_layers >= 2 * anchor_every)
+    if not two_stage:
+        everything = list(range(n_layers))
+        lam_max, lam_min, _, info = lanczos_extremes(_layer_gram(maps, everything), v0, tol, cap, min_iter,
+                                                     want_min=condition)
+    else:
+        anchors = list(range(anchor_every // 2, n_layers, anchor_every))
+        rest = [l for l in range(n_layers) if l not in set(anchors)]
+        lam_a, _, vec, info_a = lanczos_extremes(_layer_gram(maps, anchors), v0[anchors], tol, cap, min_iter,
+                                                 return_vector=True)
+        nearest = [min(range(len(anchors)), key=lambda i, l=l: abs(anchors[i] - l)) for l in rest]
+        rand = v0[rest]
+        unit = torch.linalg.vector_norm
+        start = vec[nearest] + warm_start * rand / unit(rand, dim=-1, keepdim=True)
+        lam_r, _, _, info_r = lanczos_extremes(_layer_gram(maps, rest), start, tol, cap, min_iter)
+        lam_max = torch.empty(n_layers, b, dtype=torch.float64, device=lam_a.device)
+        lam_max[anchors], lam_max[rest] = lam_a, lam_r
+        lam_min, info = None, _merge([info_a, info_r], tol, cap)
+    smax = lam_max.clamp_min(0).sqrt()
+    cond = None
+    if lam_min is not None:
+        smin = lam_min.clamp_min(0).sqrt()
+        cond = torch.where(smin > 0, smax / torch.where(smin > 0, smin, torch.ones_like(smin)),
+                           torch.full_like(smax, math.inf))
+    return LayerSpectra(smax, cond, info, maps.structured)
+
+
+# ------------------------------------------------------------------------------------------ path norms
+def _merge(infos: Sequence[SpectralInfo], tol: float, max_iter: int) -> SpectralInfo:
+    return SpectralInfo(sum(i.iterations for i in infos), max(i.rel_change for i in infos),
+                        all(i.converged for i in infos), tol, max_iter, sum(i.problems for i in infos))
+
+
+def _path_chain(maps: LayerMaps, depths: list[int], tol: float, max_iter: int, min_iter: int,
+                seed: int) -> tuple[Tensor, SpectralInfo]:
+    n_layers = maps.n_layers
+    inner = [l for l in depths if l < n_layers]  # P_L = I
+    out = torch.ones(len(depths), maps.batch, dtype=torch.float64, device=maps.trajectory.device)
+    if not inner:
+        return out, SpectralInfo(0, 0.0, True, tol, max_iter, 0)
+    first = inner[0]
+
+    def gram(v: Tensor) -> Tensor:  # v (n_inner, B, d): chain k starts at depth inner[k]
+        x = v
+        for layer in range(first, n_layers):  # forward tangents: depths ≤ layer are active
+            a = sum(1 for l in inner if l <= layer)
+            x = torch.cat([maps.jvp(x[:a], layer), x[a:]]) if a < len(inner) else maps.jvp(x, layer)
+        for layer in range(n_layers - 1, first - 1, -1):  # adjoints back to each chain's start
+            a = sum(1 for l in inner if l <= layer)
+            x = torch.cat([maps.vjp(x[:a], layer), x[a:]]) if a < len(inner) else maps.vjp(x, layer)
+        return x
+
+    v0 = _start((len(inner), maps.batch, maps.dim), maps.trajectory, seed)
+    lam, _, _, info = lanczos_extremes(gram, v0, tol, max_iter, min_iter)
+    out[: len(inner)] = lam.clamp_min(0).sqrt()
+    return out, info
+
+
+def _path_accumulate(maps: LayerMaps, depths: list[int], tol: float, max_iter: int, min_iter: int, seed: int,
+                     warm_start: float | None) -> tuple[Tensor, Tensor, SpectralInfo]:
+    n_layers, b, d = maps.n_layers, maps.batch, maps.dim
+    traj = maps.trajectory
+    want = set(depths)
+    out = torch.ones(len(depths), b, dtype=torch.float64, device=traj.device)
+    frob = torch.full_like(out, math.sqrt(d))  # ‖I‖_F at depth L
+    rows = torch.eye(d, dtype=traj.dtype, device=traj.device)[:, None, :].expand(d, b, d).contiguous()
+    infos: list[SpectralInfo] = []
+    guess: Tensor | None = None  # top right singular direction of the last depth solved, pulled back to depth l
+    work = torch.empty_like(rows)
+    for l in range(n_layers - 1, depths[0] - 1, -1):
+        rows = maps.vjp(rows, l)  # rows[r, i] = row r of P_l(x_i) = J_lᵀ (row r of P_{l+1}(x_i))
+        if guess is not None:
+            guess = maps.vjp(guess, l)
+        if l not in want:
+            continue
+        frob[depths.index(l)] = torch.linalg.vecdot(rows, rows).sum(0).to(torch.float64).sqrt()
+
+        def gram(v: Tensor, p: Tensor = rows) -> Tensor:  # P_lᵀ P_l v per input, P_l held as its rows
+            pv = torch.mul(p, v, out=work).sum(-1, keepdim=True)  # one reused (d, B, d) buffer: no page faults
+            return torch.mul(p, pv, out=work).sum(0)
+
+        v0 = _start((b, d), traj, seed + l)
+        if guess is not None and warm_start is not None:
+            # the last solved depth k's top right singular vector y, pulled back: J_lᵀ⋯J_{k-1}ᵀ y ∝ P_lᵀ u_k
+            unit = torch.linalg.vector_norm
+            v0 = guess / unit(guess, dim=-1, keepdim=True).clamp_min(1e-30) + warm_start * v0 / unit(v0, dim=-1,
+                                                                                                  keepdim=True)
+        lam, _, guess, info = lanczos_extremes(gram, v0, tol, max_iter, min_iter, return_vector=warm_start is not None)
+        out[depths.index(l)] = lam.clamp_min(0).sqrt()
+        infos.append(info)
+    info = _merge(infos, tol, max_iter) if infos else SpectralInfo(0, 0.0, True, tol, max_iter, 0)
+    return out, frob, info
+
+
+def _check(tol: float, max_iter: int, min_iter: int) -> None:
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    if max_iter < 1 or min_iter < 1:
+        raise ValueError(f"max_iter and min_iter must be ≥ 1, got {max_iter}, {min_iter}")
+
+
+@torch.no_grad()
+def path_spectral_norms(student: Student, x0: Tensor, depths: Sequence[int] | None = None, tol: float = 1e-5,
+                        max_iter: int | None = None, min_iter: int = 2, method: str = "auto",
+                        structured: bool | None = None, warm_start: float | None = 1e-3, seed: int = 0,
+                        maps: LayerMaps | None = None) -> PathSpectra:
+    """``‖∂h_L/∂h_l‖₂`` for depths ``l`` (default ``0..L``) and every input of ``x0`` (B, d), matrix-free.
+
+    ``method``: ``"accumulate"`` (adjoint sweep of ``d`` cotangents, all depths in one pass; also gives the exact
+    ``‖P_l‖_F``), ``"chain"`` (jvp/vjp chains, only the asked-for depths) or ``"auto"`` (see the module docstring).
+    With ``"accumulate"`` the depths are solved from ``L − 1`` down, and ``warm_start = η`` starts depth ``l``'s
+    Lanczos from the previous depth's top singular direction, ``P_lᵀ u_{l+1}`` (normalised), plus ``η`` times a
+    random unit vector so that no direction is excluded from the Krylov space (``None``: random starts only).
+    ``tol``, ``max_iter`` (default ``max(20, 2d)``), ``min_iter`` as in :func:`layer_spectral_norms`. ``.total``
+    of the result is the path sensitivity ``E_x‖∂h_L/∂h_0‖₂`` and ``.curve`` the per-depth input means, as in
+    :func:`testbed.field.metrics.path_sensitivity`. ``log|det P_l|`` is not computed here (see
+    :func:`testbed.field.geometry.path_logdet`).
+    """
+    maps = layer_maps(student, x0, structured) if maps is None else maps
+    n_layers, d = maps.n_layers, maps.dim
+    ds = sorted({int(l) for l in (range(n_layers + 1) if depths is None else depths)})
+    if not ds or ds[0] < 0 or ds[-1] > n_layers:
+        raise ValueError(f"depths must lie in 0..{n_layers}, got {None if depths is None else list(depths)}")
+    if method == "auto":
+        method = "chain" if 40 * sum(n_layers - l for l in ds) <= n_layers * d else "accumulate"
+    if method not in ("chain", "accumulate"):
+        raise ValueError(f"method must be 'auto', 'chain' or 'accumulate', got {method!r}")
+    cap = max_iter or _default_max_iter(d)
+    _check(tol, cap, min_iter)
+    if method == "chain":
+        norms, info = _path_chain(maps, ds, tol, cap, min_iter, seed)
+        frob = None
+    else:
+        norms, frob, info = _path_accumulate(maps, ds, tol, cap, min_iter, seed, warm_start)
+    return PathSpectra(ds, norms, frob, info, method, maps.structured)
+
+
+__all__ = ["LayerMaps", "LayerSpectra", "PathSpectra", "SpectralInfo", "lanczos_extremes", "layer_maps",
+           "layer_spectral_norms", "path_spectral_norms"]
