@@ -176,7 +176,8 @@ class LayerMaps:
 
     ``jvp(v, layer)`` returns ``J_l v`` and ``vjp(u, layer)`` returns ``J_lᵀ u`` for a single ``layer = l`` with
     ``v`` of shape ``(..., B, d)`` (any leading dims, e.g. a block of vectors), or for ``layer=None`` all layers at
-    once with ``v`` of shape ``(L, B, d)`` (``v[l]`` goes through layer ``l``). Build with :func:`layer_maps`.
+    once with ``v`` of shape ``(L, B, d)`` (``v[l]`` goes through layer ``l``); ``out`` (same shape, not ``v``) receives
+    the result when given. Build with :func:`layer_maps`.
     """
 
     structured: bool = False
@@ -189,10 +190,10 @@ class LayerMaps:
         # neighbouring layers share (or smoothly vary) their weights: their Jacobians are close
         self.layers_similar = not (isinstance(student, ResidualStudent) and not student.tied)
 
-    def jvp(self, v: Tensor, layer: int | None = None) -> Tensor:
+    def jvp(self, v: Tensor, layer: int | None = None, out: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
-    def vjp(self, u: Tensor, layer: int | None = None) -> Tensor:
+    def vjp(self, u: Tensor, layer: int | None = None, out: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
 
@@ -201,6 +202,7 @@ class _StructuredMaps(LayerMaps):
 
     ``ops`` lists the factors of the branch Jacobian in the order they act on a tangent: ``("lin", W)`` with ``W``
     of shape (out, in) (shared by all layers) or (L, out, in), and ``("diag", D)`` with ``D`` of shape (L, B, n).
+    Intermediate products go to scratch buffers kept between calls (fresh multi-MB allocations page-fault).
     """
 
     structured = True
@@ -208,6 +210,7 @@ class _StructuredMaps(LayerMaps):
     def __init__(self, student: Student, trajectory: Tensor, multiplier: float, ops: list[Op]) -> None:
         super().__init__(student, trajectory)
         self.multiplier, self.ops = float(multiplier), ops
+        self._scratch: dict[tuple, Tensor] = {}
 
     @staticmethod
     def _factor(op: Op, layer: int | None) -> Tensor:
@@ -216,26 +219,36 @@ class _StructuredMaps(LayerMaps):
             return a
         return a[layer] if (kind == "diag" or a.ndim == 3) else a
 
-    def _apply(self, v: Tensor, layer: int | None, transpose: bool) -> Tensor:
+    def _buffer(self, slot: int, shape: torch.Size, like: Tensor) -> Tensor:
+        key = (slot, tuple(shape), like.dtype, like.device)
+        if key not in self._scratch:
+            self._scratch[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return self._scratch[key]
+
+    def _apply(self, v: Tensor, layer: int | None, transpose: bool, out: Tensor | None) -> Tensor:
         ops = list(reversed(self.ops) if transpose else self.ops)
         x = v
         for k, op in enumerate(ops):
             a = self._factor(op, layer)
             if op[0] == "diag":
-                x = x * a if x is v else x.mul_(a)
+                x = torch.mul(x, a, out=self._buffer(k, torch.broadcast_shapes(x.shape, a.shape), v)) if x is v \
+                    else x.mul_(a)
                 continue
             mat = a if transpose else a.mT
-            if k == len(ops) - 1 and mat.ndim == 2:  # v + m·x W, fused into one GEMM
-                out = torch.addmm(v.reshape(-1, v.shape[-1]), x.reshape(-1, x.shape[-1]), mat, alpha=self.multiplier)
-                return out.reshape(v.shape)
-            x = x @ mat
-        return torch.add(v, x, alpha=self.multiplier)
+            if k == len(ops) - 1 and mat.ndim == 2 and v.is_contiguous():  # v + m·x W, fused into one GEMM
+                flat = v.reshape(-1, v.shape[-1])
+                res = torch.addmm(flat, x.reshape(-1, x.shape[-1]), mat, alpha=self.multiplier,
+                                  out=None if out is None else out.view(flat.shape))
+                return res.view(v.shape) if out is None else out
+            shape = (*torch.broadcast_shapes(x.shape[:-2], mat.shape[:-2]), x.shape[-2], mat.shape[-1])
+            x = torch.matmul(x, mat, out=self._buffer(k, torch.Size(shape), v))
+        return torch.add(v, x, alpha=self.multiplier, out=out)
 
-    def jvp(self, v: Tensor, layer: int | None = None) -> Tensor:
-        return self._apply(v, layer, False)
+    def jvp(self, v: Tensor, layer: int | None = None, out: Tensor | None = None) -> Tensor:
+        return self._apply(v, layer, False, out)
 
-    def vjp(self, u: Tensor, layer: int | None = None) -> Tensor:
-        return self._apply(u, layer, True)
+    def vjp(self, u: Tensor, layer: int | None = None, out: Tensor | None = None) -> Tensor:
+        return self._apply(u, layer, True, out)
 
 
 class _AutogradMaps(LayerMaps):
@@ -278,11 +291,13 @@ class _AutogradMaps(LayerMaps):
             return self._one(v, layer, transpose)
         return torch.stack([self._one(v[l], l, transpose) for l in range(self.n_layers)])
 
-    def jvp(self, v: Tensor, layer: int | None = None) -> Tensor:
-        return self._apply(v, layer, False)
+    def jvp(self, v: Tensor, layer: int | None = None, out: Tensor | None = None) -> Tensor:
+        res = self._apply(v, layer, False)
+        return res if out is None else out.copy_(res)
 
-    def vjp(self, u: Tensor, layer: int | None = None) -> Tensor:
-        return self._apply(u, layer, True)
+    def vjp(self, u: Tensor, layer: int | None = None, out: Tensor | None = None) -> Tensor:
+        res = self._apply(u, layer, True)
+        return res if out is None else out.copy_(res)
 
 
 def _branch_ops(block: FieldMLP, params: Mapping[str, Tensor], t: float, h: Tensor) -> list[Op] | None:
@@ -652,9 +667,10 @@ def _path_accumulate(maps: LayerMaps, depths: list[int], tol: float, max_iter: i
     rows = torch.eye(d, dtype=traj.dtype, device=traj.device)[:, None, :].expand(d, b, d).contiguous()
     infos: list[SpectralInfo] = []
     guess: Tensor | None = None  # top right singular direction of the last depth solved, pulled back to depth l
-    work = torch.empty_like(rows)
+    work, spare = torch.empty_like(rows), torch.empty_like(rows)  # reused buffers: no page faults
     for l in range(n_layers - 1, depths[0] - 1, -1):
-        rows = maps.vjp(rows, l)  # rows[r, i] = row r of P_l(x_i) = J_lᵀ (row r of P_{l+1}(x_i))
+        # rows[r, i] = row r of P_l(x_i) = J_lᵀ (row r of P_{l+1}(x_i))
+        rows, spare = maps.vjp(rows, l, out=spare), rows
         if guess is not None:
             guess = maps.vjp(guess, l)
         if l not in want:
