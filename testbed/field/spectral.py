@@ -467,7 +467,8 @@ def lanczos_extremes(matvec: Callable[[Tensor], Tensor], v0: Tensor, tol: float 
     stopping rule is the module docstring's (``tol`` is relative in ``sqrt(λ)``). The references of moving problems
     are refreshed (Sturm bisection to ``tol/4``) at step ``min_iter``, every ``refresh`` steps, at ``max_iter``, and
     at every step while that is cheap (few moving problems × short ``T_j``). ``return_vector`` keeps the Lanczos
-    basis (``j·|P|·d`` numbers) to form the (unit) top Ritz vector.
+    basis (``j·|P|·d`` numbers) to form the (unit) top Ritz vector — plus the (unit) bottom one with ``want_min``:
+    a start vector for a nearby problem that holds both ends of the spectrum.
     """
     shape = v0.shape[:-1]
     n = math.prod(shape)
@@ -546,9 +547,14 @@ def lanczos_extremes(matvec: Callable[[Tensor], Tensor], v0: Tensor, tol: float 
             change = max(change, float((1 - (lam_min / ref_min.clamp_min(tiny)).sqrt()).max()))
     vec = None
     if return_vector:
-        s = _top_eigenvector(al, beta[: j - 1], lam_max * (1 + tol * 1e-2) ** 2 * (1 + 1e-12))  # (j, n)
-        vec = sum(basis[i] * s[i].reshape(shape)[..., None] for i in range(j))
-        vec = (vec / torch.linalg.vector_norm(vec, dim=-1, keepdim=True).clamp_min(tiny)).to(work)
+        def ritz_vector(s: Tensor) -> Tensor:  # Σ_i s_i q_i, normalised
+            y = sum(basis[i] * s[i].reshape(shape)[..., None] for i in range(j))
+            return (y / torch.linalg.vector_norm(y, dim=-1, keepdim=True).clamp_min(tiny)).to(work)
+
+        bump = (1 + tol * 1e-2) ** 2 * (1 + 1e-12)  # just beyond the located Ritz value
+        vec = ritz_vector(_top_eigenvector(al, beta[: j - 1], lam_max * bump))
+        if lam_min is not None:  # the bottom one: top eigenvector of −T
+            vec = vec + ritz_vector(_top_eigenvector(-al, -beta[: j - 1], -lam_min / bump))
     info = SpectralInfo(j, change, converged, tol, max_iter, n)
     out_min = None if lam_min is None else lam_min.reshape(shape)
     return lam_max.reshape(shape), out_min, vec, info
@@ -589,16 +595,16 @@ def layer_spectral_norms(student: Student, x0: Tensor, tol: float = 1e-5, max_it
 
     Warm start: when neighbouring layers have close Jacobians (tied or smoothly varying weights) and ``L ≥
     2·anchor_every``, the anchor layers ``anchor_every//2, +anchor_every, …`` are solved first from random starts,
-    then every other layer starts from its nearest anchor's top Ritz vector plus ``warm_start`` times a random unit
-    vector, which cuts the steps the rest needs. ``warm_start=None`` (or ``condition=True``, where the bottom of the
-    spectrum gains nothing from it) solves all layers at once from random starts.
+    then every other layer starts from its nearest anchor's top Ritz vector (plus its bottom one with
+    ``condition=True``) plus ``warm_start`` times a random unit vector, which cuts the steps the rest needs.
+    ``warm_start=None`` solves all layers at once from random starts.
     """
     maps = layer_maps(student, x0, structured) if maps is None else maps
     n_layers, b, d = maps.n_layers, maps.batch, maps.dim
     cap = max_iter or _default_max_iter(d)
     _check(tol, cap, min_iter)
     v0 = _start((n_layers, b, d), maps.trajectory, seed)
-    two_stage = (warm_start is not None and not condition and maps.layers_similar and anchor_every >= 2
+    two_stage = (warm_start is not None and maps.layers_similar and anchor_every >= 2
                  and n_layers >= 2 * anchor_every)
     if not two_stage:
         everything = list(range(n_layers))
@@ -607,16 +613,21 @@ def layer_spectral_norms(student: Student, x0: Tensor, tol: float = 1e-5, max_it
     else:
         anchors = list(range(anchor_every // 2, n_layers, anchor_every))
         rest = [l for l in range(n_layers) if l not in set(anchors)]
-        lam_a, _, vec, info_a = lanczos_extremes(_layer_gram(maps, anchors), v0[anchors], tol, cap, min_iter,
-                                                 return_vector=True)
+        lam_a, min_a, vec, info_a = lanczos_extremes(_layer_gram(maps, anchors), v0[anchors], tol, cap, min_iter,
+                                                     want_min=condition, return_vector=True)
         nearest = [min(range(len(anchors)), key=lambda i, l=l: abs(anchors[i] - l)) for l in rest]
         rand = v0[rest]
         unit = torch.linalg.vector_norm
         start = vec[nearest] + warm_start * rand / unit(rand, dim=-1, keepdim=True)
-        lam_r, _, _, info_r = lanczos_extremes(_layer_gram(maps, rest), start, tol, cap, min_iter)
+        lam_r, min_r, _, info_r = lanczos_extremes(_layer_gram(maps, rest), start, tol, cap, min_iter,
+                                                   want_min=condition)
         lam_max = torch.empty(n_layers, b, dtype=torch.float64, device=lam_a.device)
         lam_max[anchors], lam_max[rest] = lam_a, lam_r
-        lam_min, info = None, _merge([info_a, info_r], tol, cap)
+        lam_min = None
+        if condition:
+            lam_min = torch.empty_like(lam_max)
+            lam_min[anchors], lam_min[rest] = min_a, min_r
+        info = _merge([info_a, info_r], tol, cap)
     smax = lam_max.clamp_min(0).sqrt()
     cond = None
     if lam_min is not None:
