@@ -174,7 +174,7 @@ def _rel(a: Tensor, b: Tensor) -> float:
     return float(((a - b) / b).abs().max())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--dim", type=int, default=64, help="state (residual-stream) dimension d")
@@ -189,11 +189,11 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the subprocess memory measurements")
     ap.add_argument("--json", default=None)
     ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.measure:
         _measure_child(args)
-        return
+        return {}
     s, x0 = _setup(args)
     routes = _routes(s, x0, args.tol)
     times: dict[str, float] = {}
@@ -238,7 +238,8 @@ def main() -> None:
     print(f"Lanczos steps: layer {lay.info.iterations} (cond {layc.info.iterations}), path {path.info.iterations} "
           f"over {len(path.depths)} depths ({path.method}), total {total.info.iterations} ({total.method}); "
           f"converged: {lay.info.converged and layc.info.converged and path.info.converged and total.info.converged}")
-    rec: dict[str, Any] = {"layers": args.layers, "dim": args.dim, "width": args.width, "batch": args.batch,
+    rec: dict[str, Any] = {"benchmark": "bench_field_metrics", "layers": args.layers, "dim": args.dim,
+                           "width": args.width, "batch": args.batch,
                            "hidden_layers": args.hidden_layers, "tol": args.tol, "device": args.device,
                            "threads": torch.get_num_threads(), "repeats": [args.repeats, args.repeats_fast],
                            "times_s": times, "errors": errors, "iterations": iters, "memory_estimate_bytes": est,
@@ -259,6 +260,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rec, fh, indent=2)
+    return rec
 
 
 if __name__ == "__main__":
