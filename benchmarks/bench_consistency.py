@@ -35,14 +35,15 @@ import json
 import math
 import platform
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 import systems
+from testbed.config import parse_int_list as int_list
 from testbed.experiments.common import make_splits
 from testbed.field.consistency import ConsistencyResult, integrate, solver_consistency
+from testbed.fitting import loglog_slope
 from testbed.students import build_student
 from testbed.students.residual import ResidualStudent
 from testbed.train import TrainConfig, train
@@ -50,12 +51,6 @@ from testbed.train import TrainConfig, train
 MODES = ("fixed", "batched", "per_sample")
 
 
-def int_list(text: str) -> list[int]:
-    """``"8,16"`` → ``[8, 16]``."""
-    vals = [int(v) for v in text.replace(" ", "").split(",") if v]
-    if not vals or any(v <= 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return vals
 
 
 def six_step_counts(n_layers: int) -> list[int]:
@@ -63,15 +58,6 @@ def six_step_counts(n_layers: int) -> list[int]:
     return [n_layers * 2**k // 8 for k in (0, 1, 2, 4, 5, 6) if (n_layers * 2**k) % 8 == 0]
 
 
-def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` (NaN with fewer than two usable points)."""
-    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if x > 0 and y > 0]
-    if len(pts) < 2:
-        return float("nan")
-    mx = sum(p[0] for p in pts) / len(pts)
-    my = sum(p[1] for p in pts) / len(pts)
-    sxx = sum((p[0] - mx) ** 2 for p in pts)
-    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx > 0 else float("nan")
 
 
 def trained_student(system, train_data, n_layers: int, width: int, train_steps: int,

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torchdiffeq import odeint
 
+from testbed.config import parse_int_list as int_list
 from testbed.field.consistency import integrate
 from testbed.students import build_student
 from testbed.students.residual import ResidualStudent
@@ -44,12 +45,6 @@ TARGET_RATIO = 1.0  # issue target: ours ≤ 1.0 × torchdiffeq's time (judged o
 LIBRARY_IMPLS = ("student", "integrate")  # the library's own paths; "loop" is a reference, not judged
 
 
-def int_list(text: str) -> list[int]:
-    """``"16,64"`` → ``[16, 64]``."""
-    vals = [int(v) for v in text.replace(" ", "").split(",") if v]
-    if not vals or any(v <= 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return vals
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:

@@ -19,38 +19,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from systems.data import TrajectoryData
+from testbed.config import parse_int_list as int_list
+from testbed.fitting import loglog_slope
 from testbed.objectives import make_objective
 from testbed.students import build_student
 
 DEFAULT_LAYERS = [4, 8, 16, 32, 64, 128, 256, 512]
 
 
-def int_list(text: str) -> list[int]:
-    """``"4,8"`` → ``[4, 8]``."""
-    vals = [int(v) for v in text.replace(" ", "").split(",") if v]
-    if not vals or any(v <= 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return vals
 
 
-def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` (NaN with fewer than two usable points)."""
-    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if x > 0 and y > 0]
-    if len(pts) < 2:
-        return float("nan")
-    mx = sum(p[0] for p in pts) / len(pts)
-    my = sum(p[1] for p in pts) / len(pts)
-    sxx = sum((p[0] - mx) ** 2 for p in pts)
-    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx > 0 else float("nan")
 
 
 def step_time(layers: int, batch: int, *, width: int = 64, tied: bool = True, dim: int = 2,

@@ -15,18 +15,12 @@ from pathlib import Path
 import torch
 
 import systems
-from testbed.config import ConfigError, apply_overrides, to_jsonable
+from testbed.config import ConfigError, apply_overrides, parse_int_list, to_jsonable
 from testbed.experiments import get_experiment, list_experiments
 
 
 def _parse_int_list(text: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return vals
+    return parse_int_list(text, positive=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -153,3 +153,18 @@ def to_jsonable(obj: Any) -> Any:
         except (ValueError, RuntimeError):
             pass
     return obj
+
+
+def parse_int_list(text: str, positive: bool = True) -> list[int]:
+    """``"8,16"`` → ``[8, 16]`` (for command-line flags); a clear error for non-integers or an empty list, and
+    for values ≤ 0 when ``positive``."""
+    import argparse
+
+    try:
+        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or (positive and any(v <= 0 for v in vals)):
+        kind = "positive integers" if positive else "integers"
+        raise argparse.ArgumentTypeError(f"expected comma-separated {kind}, got {text!r}")
+    return vals

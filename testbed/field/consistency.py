@@ -39,6 +39,7 @@ from torchdiffeq import odeint
 
 from testbed.config import ConfigError
 from testbed.field.metrics import relative_l2
+from testbed.fitting import loglog_slope
 from testbed.grid import grid_indices
 
 Tensor = torch.Tensor
@@ -164,13 +165,10 @@ def observed_order(rows: Sequence[dict], method: str, key: str = "converged_erro
     pts = [(float(r["n_steps"]), float(r[key])) for r in rows
            if r.get("method") == method and r.get("n_steps") not in (None, "") and key in r
            and r[key] == r[key] and float(r[key]) > floor]
-    pts = sorted(set(pts))
+    pts = sorted(set(pts))  # the reference row repeats the L-step solve
     if len(pts) < 2:
         return float("nan")
-    x = torch.tensor([math.log(n) for n, _ in pts], dtype=torch.float64)
-    y = torch.tensor([math.log(e) for _, e in pts], dtype=torch.float64)
-    xc = x - x.mean()
-    return float(-(xc * (y - y.mean())).sum() / (xc * xc).sum())
+    return -loglog_slope([n for n, _ in pts], [e for _, e in pts])
 
 
 def default_step_counts(n_layers: int) -> list[int]:

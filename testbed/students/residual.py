@@ -44,6 +44,15 @@ BRANCH_SCALINGS = ("ode", "depth_mup", "standard")
 BRANCHES = ("mlp", "conv")
 
 
+def branch_multiplier(scaling: str, n_layers: int, horizon: float, a: float = 1.0) -> float:
+    """``m`` of ``h_{l+1} = h_l + m·g``: ``T/L`` (``ode``), ``a/√L`` (``depth_mup``) or 1 (``standard``)."""
+    if scaling == "ode":
+        return horizon / n_layers
+    if scaling == "depth_mup":
+        return a / math.sqrt(n_layers)
+    return 1.0
+
+
 class ResidualStudent(Student):
     """A depth-``L`` ResNet ``h_{l+1} = h_l + m·g_l(t_l, h_l)`` viewed as an ODE discretisation."""
 
@@ -91,11 +100,7 @@ class ResidualStudent(Student):
     @property
     def multiplier(self) -> float:
         """Branch multiplier ``m`` (see module docstring)."""
-        if self.branch_scaling == "ode":
-            return self.dt
-        if self.branch_scaling == "depth_mup":
-            return self.branch_multiplier / math.sqrt(self.n_layers)
-        return 1.0
+        return branch_multiplier(self.branch_scaling, self.n_layers, self.horizon, self.branch_multiplier)
 
     def block_index(self, t: Tensor | float) -> int:
         """Which branch acts at time ``t``: ``⌊t/Δt⌋`` clamped to ``[0, L-1]`` (0 when tied)."""

@@ -20,6 +20,7 @@ from torch.func import functional_call
 from testbed.config import check_choice, check_nonneg, check_nonneg_int, check_positive, check_positive_int
 from testbed.students.base import Student, Tensor
 from testbed.students.mlp import ACTIVATIONS, FieldMLP
+from testbed.students.residual import branch_multiplier
 
 
 class SmoothResidualStudent(Student):
@@ -53,11 +54,7 @@ class SmoothResidualStudent(Student):
 
     @property
     def multiplier(self) -> float:
-        if self.branch_scaling == "ode":
-            return self.dt
-        if self.branch_scaling == "depth_mup":
-            return self.branch_multiplier / math.sqrt(self.n_layers)
-        return 1.0
+        return branch_multiplier(self.branch_scaling, self.n_layers, self.horizon, self.branch_multiplier)
 
     def hat_weights(self, t: float) -> list[float]:
         """``λ_k(t)``: piecewise-linear interpolation weights on the anchors (sum to 1)."""

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from testbed.config import ConfigError
+from testbed.fitting import loglog_slope
 from testbed.plotting import color_for, save_figure, use_style
 from testbed.results import read_csv, write_csv
 from testbed.students.residual import ResidualStudent
@@ -60,20 +61,6 @@ Tensor = torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def loglog_slope(xs: Sequence[float], ys: Sequence[float], floor: float = 0.0) -> float:
-    """Least-squares slope ``s`` of ``log y = c + s·log x`` over the finite points with ``y > floor``.
-
-    An observed convergence order is ``−s``. NaN when fewer than two points remain.
-    """
-    pts = [(float(x), float(y)) for x, y in zip(xs, ys, strict=True)
-           if x > 0 and math.isfinite(float(y)) and float(y) > floor]
-    if len(pts) < 2:
-        return float("nan")
-    lx = np.log([p[0] for p in pts])
-    ly = np.log([p[1] for p in pts])
-    lxc = lx - lx.mean()
-    den = float((lxc * lxc).sum())
-    return float((lxc * (ly - ly.mean())).sum() / den) if den > 0 else float("nan")
 
 
 def grid_states(student, x0: Tensor, n_grid: int) -> Tensor:

@@ -103,6 +103,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from testbed.fitting import loglog_slope
 from testbed.parameterization import param_groups
 from testbed.plotting import color_for, save_figure, use_style
 from testbed.results import read_csv, write_csv
@@ -407,19 +408,6 @@ def dynamics_rows(width: int, depth: int, data: tuple[Tensor, Tensor, Tensor, Te
 
 
 # -------------------------------------------------------------------------------------------------- helpers
-def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Least-squares slope ``s`` of ``log y = c + s·log x`` over the finite points with ``x, y > 0``.
-
-    ``y ∝ x^s`` returns ``s``; NaN when fewer than two usable points remain.
-    """
-    pts = [(float(a), float(b)) for a, b in zip(xs, ys, strict=True)
-           if math.isfinite(float(a)) and math.isfinite(float(b)) and float(a) > 0 and float(b) > 0]
-    if len(pts) < 2:
-        return float("nan")
-    lx, ly = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
-    lxc = lx - lx.mean()
-    den = float((lxc * lxc).sum())
-    return float((lxc * (ly - ly.mean())).sum() / den) if den > 0 else float("nan")
 
 
 def width_depth(cfg) -> tuple[int, int]:
