@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", nargs="+", type=int, help="seed(s) (overrides the config)")
     r.add_argument("--study", nargs="+", help="sub-study/studies to run (experiments that have them, e.g. "
                                               "depth-scaling: convergence lr_transfer features weight_reuse)")
+    r.add_argument("--benchmark", nargs="+", help="benchmark(s)/task(s) to run, for experiments that have them "
+                                                  "(e.g. continual: split_digits split_mnist split_cifar100)")
+    r.add_argument("--data-dir", type=Path, default=None, help="local data folder (experiments on real data)")
     r.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
     r.add_argument("--out", type=Path, default=None, help="output folder (default: runs/EXPERIMENT)")
     r.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
@@ -90,6 +93,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if "studies" not in fields:
             raise ConfigError(f"--study: experiment {args.experiment!r} has no sub-studies")
         changes["studies"] = tuple(args.study)
+    for flag, value, plural, singular in (("--benchmark", args.benchmark, "benchmarks", "benchmark"),):
+        if value:
+            if plural in fields:
+                changes[plural] = tuple(value)
+            elif singular in fields and len(value) == 1:
+                changes[singular] = value[0]
+            else:
+                raise ConfigError(f"{flag}: experiment {args.experiment!r} has no {singular} option")
+    if args.data_dir is not None:
+        if "data_dir" not in fields:
+            raise ConfigError(f"--data-dir: experiment {args.experiment!r} reads no local data")
+        changes["data_dir"] = str(args.data_dir)
     if args.seed:
         changes["seeds"] = tuple(args.seed)
     if args.device:
