@@ -1,4 +1,4 @@
-"""Command line: ``testbed list | run | plot | consistency``. Thin: parse, look up, call the library.
+"""Command line: ``testbed list | run | plot | consistency | sweep | figures``. Thin: parse, look up, call the library.
 
 Every error a user can cause (unknown system/experiment/key, bad value, NaN loss, missing file) is reported
 as one line ``testbed: error: …`` on stderr with exit status 2.
@@ -59,6 +59,40 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n", type=int, default=128, help="number of in-distribution initial states")
     c.add_argument("--seed", type=int, default=0, help="seed for the initial states")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sw = sub.add_parser("sweep", help="run a sweep spec (grid × seeds) on Dask; resumable; one tidy table",
+                        description="Run every unfinished cell of a sweep spec (TOML) as a task on a Dask cluster "
+                                    "and write SWEEP_DIR/results.csv, summary.csv (mean ± std over seeds) and "
+                                    "cells.csv. Re-running the same command skips finished cells.")
+    sw.add_argument("spec", type=Path, help="sweep spec (TOML): experiment, quick, seeds, [fixed], [grid], [[cells]]")
+    sw.add_argument("--out", type=Path, default=None, help="sweep folder (default: runs/sweeps/SPEC_STEM)")
+    sw.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                    help="address of a running Dask scheduler (default: a LocalCluster on this machine)")
+    sw.add_argument("--workers", type=int, default=None,
+                    help="LocalCluster worker processes (default: one per core)")
+    sw.add_argument("--threads", type=int, default=None,
+                    help="torch threads per cell (default: cores // workers, at least 1)")
+    sw.add_argument("--sequential", action="store_true",
+                    help="run the cells one after another in this process (no Dask)")
+    sw.add_argument("--keep-failed", action="store_true", help="do not re-run cells that failed before")
+    sw.add_argument("--dry-run", action="store_true", help="list the cells and their status; run nothing")
+    sw.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    fg = sub.add_parser("figures", help="regenerate experiments' figures with captions and an index",
+                        description="Redraw every (or each named) experiment's figures from OUT/EXPERIMENT/ "
+                                    "(running it first when its results are missing), with a caption file beside "
+                                    "each figure and the index OUT/README.md; or, with --from, draw a sweep.")
+    fg.add_argument("experiments", nargs="*", metavar="EXPERIMENT", help="experiment name(s) (default: all)")
+    fg.add_argument("--quick", action="store_true", help="quick settings for experiments that must be run")
+    fg.add_argument("--out", type=Path, default=None,
+                    help="figures folder (default: figures/; with --from: SWEEP_DIR/figures)")
+    fg.add_argument("--rerun", action="store_true", help="run every experiment again even if it has results")
+    fg.add_argument("--from", dest="sweep_dir", type=Path, default=None, metavar="SWEEP_DIR",
+                    help="draw a sweep's metrics vs its swept options with mean ± std error bars over seeds")
+    fg.add_argument("--metric", nargs="+", default=None, help="with --from: the metric column(s) to draw")
+    fg.add_argument("--device", default=None, help="torch device for experiments that must be run")
+    fg.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    fg.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return p
 
 
@@ -174,6 +208,49 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from testbed.sweep import cell_status, format_report, load_spec, run_sweep
+
+    spec = load_spec(args.spec)
+    if args.dry_run:
+        out = (args.out or Path("runs") / "sweeps" / args.spec.stem).resolve()
+        print(f"{args.spec}: experiment {spec.experiment} ({'quick' if spec.quick else 'full'}), "
+              f"{len(spec.cells)} cells, swept: {', '.join(spec.swept)}; folder {out}")
+        rows = [{"cell_id": c.cell_id, **{k: _short(v) for k, v in c.options.items()},
+                 "status": cell_status(out, c.cell_id)} for c in spec.cells]
+        _print_table(rows, list(rows[0]))
+        return 0
+    res = run_sweep(spec, args.out, workers=args.workers, threads=args.threads, scheduler=args.scheduler,
+                    sequential=args.sequential, rerun_failed=not args.keep_failed, progress=not args.no_progress)
+    print(format_report(res))
+    return 1 if res.failed or res.missing else 0
+
+
+def _short(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v))
+    return str(v)
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from testbed import figures
+
+    if args.threads:
+        if args.threads <= 0:
+            raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.sweep_dir is not None:
+        if args.experiments:
+            raise ConfigError("--from SWEEP_DIR draws the sweep's own experiment: give no EXPERIMENT names")
+        figures.from_sweep(args.sweep_dir, args.out, metrics=args.metric)
+        return 0
+    if args.metric:
+        raise ConfigError("--metric only applies with --from SWEEP_DIR")
+    figures.regenerate(args.experiments or None, quick=args.quick, out=args.out or Path("figures"),
+                       rerun=args.rerun, progress=not args.no_progress, device=args.device)
+    return 0
+
+
 def _print_table(rows: list[dict], cols: list[str]) -> None:
     cols = [c for c in cols if any(c in r for r in rows)]
     cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
@@ -200,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plot(args)
         if args.command == "consistency":
             return cmd_consistency(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
+        if args.command == "figures":
+            return cmd_figures(args)
     except (ConfigError, systems.SystemSpecError, FileNotFoundError, FloatingPointError, ValueError) as err:
         print(f"testbed: error: {err}", file=sys.stderr)
         return 2

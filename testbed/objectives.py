@@ -22,6 +22,11 @@ Classification (a :class:`~testbed.datasets.LabeledData` batch and a
 * ``cross_entropy``  mean cross-entropy of the logits; ``kinetic`` and ``jacobian_norm`` then act on the
                      classifier's hidden propagation field ``h_0 = embed(x)``.
 
+Partially observed paths (a :class:`~testbed.path_data.PathData` batch):
+
+* ``observed_path``  ``Σ m_nk ‖obs(h_{l_k}(x_n)) − s_nk‖² / Σ m_nk ‖s_nk‖²`` over the observed (input, depth)
+                     pairs only (mask ``m``); ``obs`` is the model's ``observe`` read-out (identity if none).
+
 An :class:`Objective` is a weighted sum of named terms, built from a preset name (``"endpoint"``,
 ``"field"``, …) or a spec like ``"endpoint=1,trajectory=1,vector_field=0.5"``.
 """
@@ -138,10 +143,30 @@ def jacobian_norm_term(cache: _Cache) -> Tensor:
 
 
 def cross_entropy_term(cache: _Cache) -> Tensor:
-    if not hasattr(cache.batch, "y"):
+    if getattr(cache.batch, "y", None) is None:
         raise ConfigError("the 'cross_entropy' objective term needs labelled data (LabeledData)")
     logits = cache.model.head(cache.full_trajectory[-1])
     return torch.nn.functional.cross_entropy(logits, cache.batch.y)
+
+
+def observed_path_term(cache: _Cache) -> Tensor:
+    """``Σ_{n,k} m_nk ‖obs(h_{l_k}(x_n)) − s_nk‖² / Σ_{n,k} m_nk ‖s_nk‖²`` over the observed entries of a
+    :class:`~testbed.path_data.PathData` batch (``obs`` is the model's ``observe`` read-out, else the identity).
+
+    Entries with mask 0 contribute nothing; a batch with no observation gives 0 (with a graph, so the total
+    loss stays differentiable)."""
+    b = cache.batch
+    if not hasattr(b, "path_mask"):
+        raise ConfigError("the 'observed_path' objective term needs PathData (path_layers/path_targets/path_mask)")
+    states = cache.full_trajectory[b.path_layers]                     # (K, N, D)
+    observe = getattr(cache.model, "observe", None)
+    pred = (observe(states) if observe is not None else states).transpose(0, 1)   # (N, K, d)
+    m = b.path_mask.to(pred.dtype)
+    err = ((pred - b.path_targets).pow(2).sum(-1) * m).sum()
+    norm = (b.path_targets.pow(2).sum(-1) * m).sum()
+    if float(m.sum()) == 0.0:
+        return err * 0.0
+    return err / (norm + 1e-12)
 
 
 TERMS: dict[str, Callable[[_Cache], Tensor]] = {
@@ -152,6 +177,7 @@ TERMS: dict[str, Callable[[_Cache], Tensor]] = {
     "kinetic": kinetic_term,
     "jacobian_norm": jacobian_norm_term,
     "cross_entropy": cross_entropy_term,
+    "observed_path": observed_path_term,
 }
 
 PRESETS: dict[str, dict[str, float]] = {

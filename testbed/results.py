@@ -79,6 +79,16 @@ def _parse(v: str) -> Any:
     return v
 
 
+def fresh_output_dir(out: str | Path, files: Iterable[str]) -> Path:
+    """Create ``out`` and delete the listed result ``files`` from an earlier run, so stale results never look
+    like this run's (every experiment writes its ``results.csv`` last, as the mark of a completed run)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (out / f).unlink(missing_ok=True)
+    return out
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
 

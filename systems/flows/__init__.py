@@ -8,17 +8,20 @@ oscillators            ``oscillators`` ``van_der_pol``, ``duffing``, ``damped_pe
 ecology                ``ecology``     ``lotka_volterra``
 chaos                  ``chaos``       ``lorenz63``
 time dependent         ``time_dependent`` ``double_gyre``
+transport (3-D)        ``transport``   ``moons_shear``, ``spiral_twist``, ``circles_lift``
 =====================  ==============  =====================================================
 """
 
-from systems.flows import chaos, ecology, linear, oscillators, time_dependent  # noqa: F401  (registration)
+from systems.flows import chaos, ecology, linear, oscillators, time_dependent, transport  # noqa: F401
 from systems.flows.chaos import Lorenz63
 from systems.flows.ecology import LotkaVolterra
 from systems.flows.linear import HarmonicOscillator, LinearSpiral
 from systems.flows.oscillators import DampedPendulum, Duffing, VanDerPol
 from systems.flows.time_dependent import DoubleGyre
+from systems.flows.transport import CirclesLift, MoonsShear, SpiralTwist, TransportFlow
 
 __all__ = [
+    "CirclesLift",
     "DampedPendulum",
     "DoubleGyre",
     "Duffing",
@@ -26,5 +29,8 @@ __all__ = [
     "LinearSpiral",
     "Lorenz63",
     "LotkaVolterra",
+    "MoonsShear",
+    "SpiralTwist",
+    "TransportFlow",
     "VanDerPol",
 ]

@@ -9,13 +9,22 @@ from __future__ import annotations
 from types import ModuleType
 
 from testbed.config import lookup
-from testbed.experiments import depth_scaling, endpoint_equivalence, law_recovery, pde_law_recovery
+from testbed.experiments import (
+    continual,
+    depth_scaling,
+    endpoint_equivalence,
+    law_recovery,
+    multipath,
+    pde_law_recovery,
+)
 
 EXPERIMENTS: dict[str, ModuleType] = {
     law_recovery.NAME: law_recovery,
     pde_law_recovery.NAME: pde_law_recovery,
     endpoint_equivalence.NAME: endpoint_equivalence,
     depth_scaling.NAME: depth_scaling,
+    continual.NAME: continual,
+    multipath.NAME: multipath,
 }
 
 

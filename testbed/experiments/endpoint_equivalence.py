@@ -49,7 +49,7 @@ from testbed.field.equivalence import Conjugated, Detour, ExactFlowStudent, Repa
 from testbed.field.geometry import SUMMARY_KEYS, field_geometry
 from testbed.field.metrics import law_error, relative_l2
 from testbed.plotting import PALETTE, save_figure, use_style
-from testbed.results import read_csv, run_metadata, write_csv, write_json
+from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.students import build_student
 
 NAME = "endpoint-equivalence"
@@ -350,10 +350,7 @@ def spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run(cfg: EndpointEquivalenceConfig, out: str | Path) -> list[dict[str, Any]]:
     """Train/construct every model, evaluate its field, write the tables and figures to ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in OUTPUT_FILES:
-        (out / f).unlink(missing_ok=True)
+    out = fresh_output_dir(out, OUTPUT_FILES)
     t0 = time.perf_counter()
     rows, curves = run_flow_task(cfg, out)
     if cfg.digits:

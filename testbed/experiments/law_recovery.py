@@ -39,7 +39,7 @@ from testbed.experiments.common import fit, make_splits
 from testbed.field.consistency import default_step_counts
 from testbed.objectives import make_objective
 from testbed.plotting import color_for, consistency_panel, save_figure, use_style
-from testbed.results import read_csv, run_metadata, write_csv, write_json
+from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.students import build_student
 
 NAME = "law-recovery"
@@ -124,10 +124,7 @@ def _student_kwargs(cfg: LawRecoveryConfig, system) -> dict[str, Any]:
 
 def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     """Train and evaluate every system × objective × seed; write the tables, metadata and figure to ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in OUTPUT_FILES:  # never leave stale results looking like this run's
-        (out / f).unlink(missing_ok=True)
+    out = fresh_output_dir(out, OUTPUT_FILES)
     dtype = getattr(torch, cfg.dtype)
     steps = default_step_counts(cfg.n_layers)
     rows: list[dict[str, Any]] = []

@@ -42,7 +42,7 @@ from testbed.experiments.common import fit, make_splits
 from testbed.field.metrics import relative_l2
 from testbed.objectives import make_objective
 from testbed.plotting import color_for, consistency_panel, save_figure, use_style
-from testbed.results import read_csv, run_metadata, write_csv, write_json
+from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.students import build_student
 
 NAME = "pde-law-recovery"
@@ -164,10 +164,7 @@ def stencil_rows(student, system, tags: dict[str, Any], states: torch.Tensor) ->
 
 def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     """Train and evaluate every system × student × objective × seed; write tables, metadata and figure."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in OUTPUT_FILES:  # never leave stale results looking like this run's
-        (out / f).unlink(missing_ok=True)
+    out = fresh_output_dir(out, OUTPUT_FILES)
     step_counts = [cfg.n_layers // 2, 2 * cfg.n_layers, 4 * cfg.n_layers]
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []

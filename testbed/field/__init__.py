@@ -45,6 +45,7 @@ from testbed.field.metrics import (
     relative_l2,
     trajectory_error,
 )
+from testbed.field.spectral import lanczos_extremes, layer_spectral_norms, path_spectral_norms
 
 __all__ = [
     "SUMMARY_KEYS", "Conjugated", "Detour", "ExactFlowStudent", "FieldGeometry", "LinearConjugacy", "PowerWarp",
@@ -54,4 +55,5 @@ __all__ = [
     "ConsistencyResult", "PathSensitivity", "default_step_counts", "endpoint_error", "flow_jacobian_error",
     "integrate", "law_error", "layer_jacobians", "path_jacobians", "path_sensitivity", "relative_l2",
     "solver_consistency", "trajectory_error", "vector_field_jacobian",
+    "lanczos_extremes", "layer_spectral_norms", "path_spectral_norms",
 ]

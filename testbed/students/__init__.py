@@ -10,6 +10,7 @@ import inspect
 from typing import Any
 
 from testbed.config import ConfigError, lookup
+from testbed.students.augmented import AugmentedResidualNet, ContextResidualStudent
 from testbed.students.base import Student
 from testbed.students.classifier import ResidualClassifier, ResidualNet
 from testbed.students.neural_ode import NeuralODEStudent
@@ -22,6 +23,7 @@ STUDENTS: dict[str, type] = {
     "residual_classifier": ResidualClassifier,
     "residual_net": ResidualNet,
     "smooth_residual": SmoothResidualStudent,
+    "augmented_residual_net": AugmentedResidualNet,
 }
 
 
@@ -35,5 +37,6 @@ def build_student(kind: str, **kwargs: Any) -> Any:
     return cls(**kwargs)
 
 
-__all__ = ["BRANCH_SCALINGS", "NeuralODEStudent", "ResidualClassifier", "ResidualNet", "ResidualStudent", "STUDENTS",
-           "SmoothResidualStudent", "Student", "build_student"]
+__all__ = ["AugmentedResidualNet", "BRANCH_SCALINGS", "ContextResidualStudent", "NeuralODEStudent",
+           "ResidualClassifier", "ResidualNet", "ResidualStudent", "STUDENTS", "SmoothResidualStudent", "Student",
+           "build_student"]

@@ -1,0 +1,18 @@
+"""Continual learning on split benchmarks: one shared learner, one file per method (paper A, "Continual learning").
+
+Data (:mod:`~testbed.continual.data`) → backbone with named stages (:mod:`~testbed.continual.backbones`) →
+learner (:mod:`~testbed.continual.base` plus one file per method in :mod:`~testbed.continual.methods`) → accuracy
+matrix, backward transfer, forgetting and field retention (:mod:`~testbed.continual.metrics`).
+
+Methods: ``finetune`` (lower bound), ``joint`` (upper bound), ``er``, ``der``, ``derpp`` (Buzzega et al., 2020) and
+``er_fp`` / ``derpp_fp``: the same learners plus *field preservation* — the drift of stored hidden states and
+Jacobian sketches (JVPs along fixed random probes) of buffer samples is penalised with weight ``γ``.
+"""
+
+from testbed.continual.base import ContinualLearner, LearnerConfig, TaskResult
+from testbed.continual.buffer import ReservoirBuffer
+from testbed.continual.data import BENCHMARKS, SplitBenchmark, load_benchmark
+from testbed.continual.methods import METHODS, build_learner, method_class
+
+__all__ = ["BENCHMARKS", "METHODS", "ContinualLearner", "LearnerConfig", "ReservoirBuffer", "SplitBenchmark",
+           "TaskResult", "build_learner", "load_benchmark", "method_class"]

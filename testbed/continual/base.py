@@ -1,0 +1,277 @@
+"""The continual learner every method shares: the task loop, the SGD step, replay plumbing, evaluation and
+field-retention tracking. A method is a subclass that changes :meth:`ContinualLearner.loss_terms` (what is
+minimised on one incoming batch), :meth:`ContinualLearner.training_data` (what a task trains on) or
+:meth:`ReplayLearner.snapshot` (what the buffer stores besides ``x, y, logits, task``).
+
+Protocol (as in the DER paper): tasks arrive one after another; each is trained for ``epochs`` passes of
+minibatches of ``batch_size`` with plain SGD (no momentum, no weight decay). After every task the model is
+evaluated on the test data of *all* tasks, giving two ``T × T`` accuracy matrices (in %):
+
+* class-IL: ``argmax`` over all ``C`` logits (the task is unknown at test time);
+* task-IL:  ``argmax`` over the logits of the true task's classes only (the other logits are masked to ``−∞``).
+
+Field retention: after task ``j`` is learned, the field snapshot (:mod:`~testbed.continual.sketch`) of a fixed
+subset of task ``j``'s test inputs is recorded; after the last task it is recomputed and compared:
+trajectory retention ``= 1 − drift`` of the stage states, Jacobian retention ``= 1 − drift`` of the JVP sketches,
+averaged over the past tasks ``j < T − 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from testbed.config import ConfigError, check_nonneg, check_nonneg_int, check_positive, check_positive_int
+from testbed.continual.backbones import StagedNet
+from testbed.continual.buffer import BufferBatch, ReservoirBuffer
+from testbed.continual.data import SplitBenchmark
+from testbed.continual.metrics import average_accuracy, backward_transfer, forgetting
+from testbed.continual.sketch import eval_mode, field_snapshot, make_probes, retention
+from testbed.datasets import LabeledData
+
+Tensor = torch.Tensor
+
+
+@dataclasses.dataclass
+class LearnerConfig:
+    """Hyperparameters of one learner (validated on construction).
+
+    ``alpha`` weighs DER's logit-matching term, ``beta`` DER++'s label term on a second buffer draw, ``gamma`` the
+    field-preservation term (``jvp_weight`` the share of its Jacobian-sketch part); ``minibatch_size`` is the size of
+    each buffer draw.
+    """
+
+    lr: float = 0.03
+    batch_size: int = 10
+    minibatch_size: int = 10
+    epochs: int = 1
+    buffer_size: int = 0
+    alpha: float = 0.2
+    beta: float = 1.0
+    gamma: float = 1.0
+    jvp_weight: float = 1.0
+    field_refresh: bool = True
+    n_probes: int = 4
+    n_retention: int = 256
+    augment: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive("lr", self.lr)
+        for name in ("batch_size", "minibatch_size", "epochs", "n_probes", "n_retention"):
+            check_positive_int(name, getattr(self, name))
+        check_nonneg_int("buffer_size", self.buffer_size)
+        check_nonneg_int("seed", self.seed)
+        for name in ("alpha", "beta", "gamma", "jvp_weight"):
+            check_nonneg(name, getattr(self, name))
+
+
+@dataclasses.dataclass
+class TaskResult:
+    """Everything one run of a task sequence produced."""
+
+    acc_class_il: np.ndarray  # (T, T) in %
+    acc_task_il: np.ndarray  # (T, T) in %
+    trajectory_retention: list[float]  # per past task j < T-1
+    jacobian_retention: list[float]
+    train_seconds: float
+    final_loss: float
+
+    def summary(self) -> dict[str, float]:
+        """Average accuracies, BWT and forgetting (class-IL and task-IL) and the mean retentions."""
+        nan = float("nan")
+        return {
+            "avg_acc_class_il": average_accuracy(self.acc_class_il),
+            "avg_acc_task_il": average_accuracy(self.acc_task_il),
+            "bwt": backward_transfer(self.acc_class_il),
+            "forgetting": forgetting(self.acc_class_il),
+            "bwt_task_il": backward_transfer(self.acc_task_il),
+            "forgetting_task_il": forgetting(self.acc_task_il),
+            "trajectory_retention": float(np.mean(self.trajectory_retention)) if self.trajectory_retention else nan,
+            "jacobian_retention": float(np.mean(self.jacobian_retention)) if self.jacobian_retention else nan,
+            "train_seconds": self.train_seconds,
+            "final_loss": self.final_loss,
+        }
+
+
+class ContinualLearner:
+    """Fine-tuning: plain SGD on the current task's cross-entropy. Every other method builds on this class."""
+
+    name = "finetune"
+    uses_buffer = False
+
+    def __init__(self, net: StagedNet, benchmark: SplitBenchmark, cfg: LearnerConfig) -> None:
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.net = net.to(self.device)
+        self.task_classes = benchmark.task_classes
+        self.n_classes = benchmark.n_classes
+        self.input_shape = benchmark.input_shape
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # minibatch order, buffer draws, augmentation
+        self.probes = make_probes(cfg.n_probes, self.input_shape, seed=10_000 + cfg.seed, device=self.device)
+        self.buffer: ReservoirBuffer | None = None
+        if self.uses_buffer:
+            if cfg.buffer_size <= 0:
+                raise ConfigError(f"method {self.name!r} needs buffer_size > 0, got {cfg.buffer_size}")
+            self.buffer = ReservoirBuffer(cfg.buffer_size, torch.Generator().manual_seed(cfg.seed + 1), self.device)
+        self._last_logits: Tensor | None = None
+
+    # ------------------------------------------------------------------------------------------ hooks
+    def training_data(self, benchmark: SplitBenchmark, task: int) -> LabeledData:
+        """The data task ``task`` trains on (the task's own training split)."""
+        return benchmark.task_data(task, "train")
+
+    def loss_terms(self, x: Tensor, y: Tensor, task: int) -> dict[str, Tensor]:
+        """``{"ce": CE(f(x), y)}`` over all ``C`` classes; stores the logits for the buffer."""
+        logits = self.net(self.augment(x))
+        self._last_logits = logits.detach()
+        return {"ce": F.cross_entropy(logits, y)}
+
+    def after_step(self, x: Tensor, y: Tensor, task: int) -> None:
+        """Called after each optimiser step with the (un-augmented) batch; replay methods fill the buffer."""
+
+    def end_task(self, task: int) -> None:
+        """Called once task ``task`` is learned (before it is evaluated)."""
+
+    # ------------------------------------------------------------------------------------------ training
+    def augment(self, x: Tensor) -> Tensor:
+        """Random crop (zero padding 4) and horizontal flip per image when ``cfg.augment`` (CIFAR); else ``x``."""
+        if not self.cfg.augment or x.ndim != 4:
+            return x
+        b, _, h, w = x.shape
+        flip = (torch.rand(b, generator=self.gen) < 0.5).to(x.device)
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        xp = F.pad(x, (4, 4, 4, 4))
+        dy = torch.randint(0, 9, (b,), generator=self.gen).to(x.device)
+        dx = torch.randint(0, 9, (b,), generator=self.gen).to(x.device)
+        rows = (torch.arange(h, device=x.device).view(1, -1) + dy.view(-1, 1))[:, :, None]
+        cols = (torch.arange(w, device=x.device).view(1, -1) + dx.view(-1, 1))[:, None, :]
+        out = xp.permute(0, 2, 3, 1)[torch.arange(b, device=x.device).view(-1, 1, 1), rows, cols]
+        return out.permute(0, 3, 1, 2).contiguous()
+
+    def observe(self, x: Tensor, y: Tensor, task: int) -> float:
+        """One SGD step on the sum of :meth:`loss_terms`; returns the loss."""
+        self.net.train()
+        self.opt.zero_grad(set_to_none=True)
+        loss = sum(self.loss_terms(x, y, task).values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{self.name}: non-finite loss {loss.item()} on task {task}; lower lr")
+        loss.backward()
+        self.opt.step()
+        self.after_step(x, y, task)
+        return float(loss.detach())
+
+    def fit_task(self, benchmark: SplitBenchmark, task: int) -> float:
+        """Train on task ``task`` for ``epochs`` shuffled passes; returns the mean loss of the last pass."""
+        data = self.training_data(benchmark, task).to(self.device)
+        bs = self.cfg.batch_size
+        n_batches = math.ceil(data.n / bs)
+        bar = None
+        if self.cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.cfg.epochs * n_batches, desc=f"{self.name} task {task + 1}", leave=False)
+        losses: list[float] = []
+        for _ in range(self.cfg.epochs):
+            losses = []
+            perm = torch.randperm(data.n, generator=self.gen).to(self.device)
+            for k in range(n_batches):
+                idx = perm[k * bs:(k + 1) * bs]
+                losses.append(self.observe(data.x[idx], data.y[idx], task))
+                if bar is not None:
+                    bar.update()
+        if bar is not None:
+            bar.close()
+        return float(np.mean(losses)) if losses else float("nan")
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict_logits(self, x: Tensor, chunk: int = 1000) -> Tensor:
+        with eval_mode(self.net):
+            return torch.cat([self.net(x[i:i + chunk].to(self.device)) for i in range(0, x.shape[0], chunk)])
+
+    def task_mask(self, task: int) -> Tensor:
+        """Boolean mask over the ``C`` classes that belong to ``task``."""
+        mask = torch.zeros(self.n_classes, dtype=torch.bool, device=self.device)
+        mask[list(self.task_classes[task])] = True
+        return mask
+
+    def accuracies(self, data: LabeledData, task: int) -> tuple[float, float]:
+        """``(class-IL, task-IL)`` accuracy in % of ``data`` (all of task ``task``)."""
+        logits = self.predict_logits(data.x)
+        y = data.y.to(self.device)
+        cil = (logits.argmax(1) == y).double().mean()
+        masked = logits.masked_fill(~self.task_mask(task), float("-inf"))
+        til = (masked.argmax(1) == y).double().mean()
+        return 100.0 * float(cil), 100.0 * float(til)
+
+    def field_reference(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Field snapshot (eval mode, no graph) of inputs ``x`` with probe ``i mod n_probes`` for sample ``i``."""
+        idx = torch.arange(x.shape[0], device=self.device) % self.cfg.n_probes
+        with eval_mode(self.net):
+            return field_snapshot(self.net, x.to(self.device), self.probes, idx, create_graph=False)
+
+    # ------------------------------------------------------------------------------------------ the sequence
+    def learn(self, benchmark: SplitBenchmark) -> TaskResult:
+        """Train on every task in order; evaluate after each; measure field retention on past tasks."""
+        t_count = benchmark.n_tasks
+        acc_c = np.zeros((t_count, t_count))
+        acc_t = np.zeros((t_count, t_count))
+        tests = [benchmark.task_data(j, "test") for j in range(t_count)]
+        probe_x = [d.x[: self.cfg.n_retention] for d in tests]
+        refs: list[tuple[list[Tensor], list[Tensor]]] = []
+        seconds, last_loss = 0.0, float("nan")
+        for task in range(t_count):
+            t0 = time.perf_counter()
+            last_loss = self.fit_task(benchmark, task)
+            self.end_task(task)
+            seconds += time.perf_counter() - t0
+            refs.append(self.field_reference(probe_x[task]))
+            for j in range(t_count):
+                acc_c[task, j], acc_t[task, j] = self.accuracies(tests[j], j)
+        traj_ret, jac_ret = [], []
+        for j in range(t_count - 1):
+            states, sketches = self.field_reference(probe_x[j])
+            traj_ret.append(retention(states, refs[j][0]))
+            jac_ret.append(retention(sketches, refs[j][1]))
+        return TaskResult(acc_c, acc_t, traj_ret, jac_ret, seconds, last_loss)
+
+
+class ReplayLearner(ContinualLearner):
+    """A learner with a reservoir buffer of ``(x, y, logits, task)`` filled after every step (plus whatever
+    :meth:`snapshot` adds). Subclasses draw from it in :meth:`loss_terms`."""
+
+    uses_buffer = True
+
+    def snapshot(self, x: Tensor, slots: Tensor) -> dict[str, Tensor]:
+        """Extra tensors to store for inputs ``x`` entering ``slots`` (none here)."""
+        return {}
+
+    def after_step(self, x: Tensor, y: Tensor, task: int) -> None:
+        assert self.buffer is not None and self._last_logits is not None
+        positions, slots = self.buffer.plan(x.shape[0])
+        if slots.numel() == 0:
+            return
+        pos = positions.to(x.device)
+        extra = self.snapshot(x[pos], slots)
+        full = {"x": x[pos], "y": y[pos], "logits": self._last_logits[pos],
+                "task": torch.full((pos.numel(),), task, dtype=torch.long, device=x.device), **extra}
+        self.buffer.write(torch.arange(pos.numel()), slots, **full)
+
+    def draw(self) -> BufferBatch | None:
+        """An independent uniform draw of ``minibatch_size`` buffer samples (None while the buffer is empty)."""
+        assert self.buffer is not None
+        return None if self.buffer.is_empty() else self.buffer.sample(self.cfg.minibatch_size, self.gen)
+
+    def replay_logits(self, batch: BufferBatch) -> Tensor:
+        """The current network's logits on (augmented) buffer inputs."""
+        return self.net(self.augment(batch.x))
+

@@ -1,0 +1,425 @@
+"""Continual learning: does preserving the propagation field help replay? (paper A, "Continual learning").
+
+Class-incremental split benchmarks (tasks of disjoint classes arrive one after another; one head over all
+classes). We first reproduce the DER paper's Seq-MNIST protocol (Buzzega et al., NeurIPS 2020: MLP 784-100-100-10,
+one epoch per task, batch 10, SGD, reservoir buffer of 200 or 500) for
+
+  fine-tuning (lower bound), joint training (upper bound), ER, DER and DER++,
+
+so the new result stands on a baseline known to be right, and then add **field preservation** to ER and DER++:
+the buffer also stores each sample's hidden states at the backbone's stages and Jacobian sketches (JVPs along
+fixed random probes), and their drift is penalised with weight ``γ`` (:mod:`testbed.continual.methods.
+field_preservation`). Every run records both accuracy matrices (class-IL and task-IL), average accuracy, backward
+transfer, forgetting and the trajectory / Jacobian retention of the field on past tasks' test data.
+
+Hyperparameters left at ``None`` (``lr``, ``alpha``, ``beta``, ``minibatch_size``, ``batch_size``, ``epochs``,
+``backbone``) take the published per-benchmark, per-method, per-buffer values (:data:`PAPER_HPARAMS`,
+:data:`PROTOCOL`); field-preservation variants use their host method's values.
+
+Writes ``results.csv`` (one row per benchmark × method × buffer × seed), ``summary.csv`` (mean ± std over seeds,
+beside the DER paper's Seq-MNIST numbers), ``accuracy_matrices.csv`` (tidy), ``results.json`` and the figure
+``continual.png/.pdf``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from testbed.config import (
+    ConfigError,
+    check_choice,
+    check_nonneg,
+    check_nonneg_int,
+    check_positive,
+    check_positive_int,
+)
+from testbed.continual import BENCHMARKS, LearnerConfig, build_learner, load_benchmark, method_class
+from testbed.continual.backbones import BACKBONES, DEFAULT_BACKBONE, build_backbone
+from testbed.continual.base import ReplayLearner
+from testbed.continual.data import SplitBenchmark, subsample_per_class
+from testbed.plotting import PALETTE, save_figure, use_style
+from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
+
+NAME = "continual"
+ALL_METHODS = ("finetune", "joint", "er", "der", "derpp", "er_fp", "derpp_fp")
+RESULT_COLUMNS = [
+    "benchmark", "method", "buffer_size", "seed", "avg_acc_class_il", "avg_acc_task_il", "bwt", "forgetting",
+    "trajectory_retention", "jacobian_retention", "bwt_task_il", "forgetting_task_il", "lr", "alpha", "beta",
+    "gamma", "jvp_weight", "minibatch_size", "batch_size", "epochs", "backbone", "train_seconds", "final_loss",
+]
+SUMMARY_COLUMNS = ["benchmark", "method", "buffer_size", "seed", "avg_acc_class_il", "avg_acc_task_il", "bwt",
+                   "forgetting", "trajectory_retention", "jacobian_retention"]
+OUTPUT_FILES = ("results.csv", "summary.csv", "accuracy_matrices.csv", "results.json", "continual.png",
+                "continual.pdf", "results.partial.csv")
+
+# Per-benchmark protocol: minibatch size of the stream, passes per task, backbone, augmentation.
+PROTOCOL: dict[str, dict[str, Any]] = {
+    "split_mnist": {"batch_size": 10, "epochs": 1, "backbone": "mlp", "augment": False},
+    "split_cifar100": {"batch_size": 32, "epochs": 50, "backbone": "resnet18", "augment": True},
+    "split_digits": {"batch_size": 10, "epochs": 4, "backbone": "mlp", "augment": False},
+}
+
+# (benchmark, method, buffer) -> hyperparameters. Seq-MNIST: the DER paper's grid-searched values (appendix /
+# mammoth `best_args`, key 'seq-mnist'); buffer -1 = any. CIFAR-100: SGD lr 0.03, α, β from the DER-family defaults
+# for Seq-CIFAR (α 0.1-0.3, β 0.5). Digits: our own small-data choice (not tuned per method).
+PAPER_HPARAMS: dict[tuple[str, str, int], dict[str, float]] = {
+    ("split_mnist", "finetune", -1): {"lr": 0.03},
+    ("split_mnist", "joint", -1): {"lr": 0.03},
+    ("split_mnist", "er", 200): {"lr": 0.01, "minibatch_size": 10},
+    ("split_mnist", "er", 500): {"lr": 0.1, "minibatch_size": 10},
+    ("split_mnist", "der", 200): {"lr": 0.03, "minibatch_size": 10, "alpha": 0.2},
+    ("split_mnist", "der", 500): {"lr": 0.03, "minibatch_size": 128, "alpha": 1.0},
+    ("split_mnist", "derpp", 200): {"lr": 0.03, "minibatch_size": 128, "alpha": 0.2, "beta": 1.0},
+    ("split_mnist", "derpp", 500): {"lr": 0.03, "minibatch_size": 10, "alpha": 1.0, "beta": 0.5},
+    ("split_cifar100", "finetune", -1): {"lr": 0.03},
+    ("split_cifar100", "joint", -1): {"lr": 0.03},
+    ("split_cifar100", "er", -1): {"lr": 0.1, "minibatch_size": 32},
+    ("split_cifar100", "der", -1): {"lr": 0.03, "minibatch_size": 32, "alpha": 0.3},
+    ("split_cifar100", "derpp", -1): {"lr": 0.03, "minibatch_size": 32, "alpha": 0.1, "beta": 0.5},
+    ("split_digits", "finetune", -1): {"lr": 0.1},
+    ("split_digits", "joint", -1): {"lr": 0.1},
+    ("split_digits", "er", -1): {"lr": 0.1, "minibatch_size": 10},
+    ("split_digits", "der", -1): {"lr": 0.1, "minibatch_size": 32, "alpha": 0.5},
+    ("split_digits", "derpp", -1): {"lr": 0.1, "minibatch_size": 32, "alpha": 0.5, "beta": 0.5},
+}
+FALLBACK_HPARAMS = {"lr": 0.03, "minibatch_size": 10, "alpha": 0.2, "beta": 1.0}
+HOST_METHOD = {"er_fp": "er", "derpp_fp": "derpp"}
+
+# DER paper, Table 2, Seq-MNIST (mean ± std over 10 runs), in %: (method, buffer) -> (class-IL, ±, task-IL, ±).
+# Transcribed from the paper (could not be re-fetched offline when this was written: check before citing).
+PAPER_SEQ_MNIST: dict[tuple[str, int], tuple[float, float, float, float]] = {
+    ("joint", 0): (95.57, 0.24, 99.51, 0.07),
+    ("finetune", 0): (19.60, 0.04, 94.94, 2.18),
+    ("er", 200): (80.43, 1.89, 97.86, 0.35),
+    ("er", 500): (86.12, 1.89, 99.04, 0.18),
+    ("der", 200): (84.55, 1.64, 98.80, 0.15),
+    ("der", 500): (90.54, 1.12, 98.84, 0.13),
+    ("derpp", 200): (85.61, 1.40, 98.76, 0.28),
+    ("derpp", 500): (91.00, 1.49, 98.94, 0.27),
+}
+
+
+@dataclasses.dataclass
+class ContinualConfig:
+    """Settings of the continual-learning study (validated on construction). ``None`` = published protocol."""
+
+    benchmarks: tuple[str, ...] = ("split_mnist",)
+    methods: tuple[str, ...] = ALL_METHODS
+    buffer_sizes: tuple[int, ...] = (200, 500)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    backbone: str | None = None
+    lr: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    minibatch_size: int | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    gamma: float = 1.0
+    jvp_weight: float = 1.0
+    field_refresh: bool = True
+    n_probes: int = 4
+    n_retention: int = 256
+    max_train_per_class: int = 0
+    data_dir: str | None = None
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.benchmarks = tuple(self.benchmarks)
+        self.methods = tuple(self.methods)
+        self.buffer_sizes = tuple(int(b) for b in self.buffer_sizes)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        if not self.benchmarks:
+            raise ConfigError("benchmarks must name at least one benchmark")
+        for b in self.benchmarks:
+            check_choice("benchmarks", b, BENCHMARKS)
+        if not self.methods:
+            raise ConfigError("methods must name at least one method")
+        for m in self.methods:
+            method_class(m)
+        if any(issubclass(method_class(m), ReplayLearner) for m in self.methods) and not self.buffer_sizes:
+            raise ConfigError("buffer_sizes must hold at least one size for replay methods")
+        for b in self.buffer_sizes:
+            check_positive_int("buffer_sizes", b)
+        if not self.seeds:
+            raise ConfigError("seeds must hold at least one seed")
+        for s in self.seeds:
+            check_nonneg_int("seeds", s)
+        if self.backbone is not None:
+            check_choice("backbone", self.backbone, BACKBONES)
+        if self.lr is not None:
+            check_positive("lr", self.lr)
+        for name in ("alpha", "beta"):
+            if getattr(self, name) is not None:
+                check_nonneg(name, getattr(self, name))
+        for name in ("minibatch_size", "batch_size", "epochs"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        check_nonneg("gamma", self.gamma)
+        check_nonneg("jvp_weight", self.jvp_weight)
+        check_positive_int("n_probes", self.n_probes)
+        check_positive_int("n_retention", self.n_retention)
+        check_nonneg_int("max_train_per_class", self.max_train_per_class)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device!r} requested but CUDA is not available")
+
+
+def quick_config(**overrides: Any) -> ContinualConfig:
+    """Split digits, fine-tuning / ER / DER++ / DER++ + FP, buffer 200, one seed: well under 2 minutes on 1 thread."""
+    base: dict[str, Any] = dict(benchmarks=("split_digits",), methods=("finetune", "er", "derpp", "derpp_fp"),
+                                buffer_sizes=(200,), seeds=(0,))
+    base.update(overrides)
+    return ContinualConfig(**base)
+
+
+# ----------------------------------------------------------------------------------------------- run
+def hyperparameters(cfg: ContinualConfig, benchmark: str, method: str, buffer_size: int) -> dict[str, Any]:
+    """The learner settings of one run: config overrides, else the published table, else the fallback."""
+    host = HOST_METHOD.get(method, method)
+    table = PAPER_HPARAMS.get((benchmark, host, buffer_size)) or PAPER_HPARAMS.get((benchmark, host, -1)) or {}
+    hp = {**FALLBACK_HPARAMS, **table}
+    for key in ("lr", "alpha", "beta", "minibatch_size"):
+        if getattr(cfg, key) is not None:
+            hp[key] = getattr(cfg, key)
+    proto = PROTOCOL[benchmark]
+    return {**hp, "batch_size": cfg.batch_size or proto["batch_size"], "epochs": cfg.epochs or proto["epochs"],
+            "backbone": cfg.backbone or DEFAULT_BACKBONE[benchmark], "augment": proto["augment"]}
+
+
+def run_one(bench: SplitBenchmark, method: str, buffer_size: int, seed: int, cfg: ContinualConfig) -> tuple[
+        dict[str, Any], list[dict[str, Any]]]:
+    """Train one method on one benchmark with one seed; returns its results row and tidy accuracy rows."""
+    hp = hyperparameters(cfg, bench.name, method, buffer_size)
+    torch.manual_seed(seed)
+    net = build_backbone(hp["backbone"], bench.input_shape, bench.n_classes)
+    lcfg = LearnerConfig(lr=hp["lr"], batch_size=hp["batch_size"], minibatch_size=int(hp["minibatch_size"]),
+                         epochs=hp["epochs"], buffer_size=buffer_size, alpha=hp["alpha"], beta=hp["beta"],
+                         gamma=cfg.gamma, jvp_weight=cfg.jvp_weight, field_refresh=cfg.field_refresh,
+                         n_probes=cfg.n_probes,
+                         n_retention=cfg.n_retention, augment=hp["augment"], seed=seed, device=cfg.device,
+                         progress=cfg.progress)
+    result = build_learner(method, net, bench, lcfg).learn(bench)
+    is_fp = method in HOST_METHOD
+    uses_der = HOST_METHOD.get(method, method) in ("der", "derpp")
+    row = {"benchmark": bench.name, "method": method, "buffer_size": buffer_size, "seed": seed, **result.summary(),
+           "lr": hp["lr"], "alpha": hp["alpha"] if uses_der else "", "beta": hp["beta"] if "derpp" in method else "",
+           "gamma": cfg.gamma if is_fp else "", "jvp_weight": cfg.jvp_weight if is_fp else "",
+           "minibatch_size": hp["minibatch_size"] if buffer_size else "", "batch_size": hp["batch_size"],
+           "epochs": hp["epochs"], "backbone": hp["backbone"]}
+    tidy = []
+    for setting, mat in (("class_il", result.acc_class_il), ("task_il", result.acc_task_il)):
+        for i in range(mat.shape[0]):
+            for j in range(mat.shape[1]):
+                tidy.append({"benchmark": bench.name, "method": method, "buffer_size": buffer_size, "seed": seed,
+                             "setting": setting, "after_task": i + 1, "task": j + 1, "accuracy": float(mat[i, j])})
+    return row, tidy
+
+
+def _prepare(cfg: ContinualConfig, name: str) -> SplitBenchmark:
+    bench = load_benchmark(name, cfg.data_dir)
+    if cfg.max_train_per_class:
+        bench = dataclasses.replace(bench, train=subsample_per_class(bench.train, cfg.max_train_per_class, seed=0))
+    return bench
+
+
+def run(cfg: ContinualConfig, out: str | Path) -> list[dict[str, Any]]:
+    """Every benchmark × method × buffer (replay methods; one run with buffer 0 otherwise) × seed; write tables,
+    metadata and the figure to ``out`` (``results.csv`` last, so its presence means the run completed)."""
+    out = fresh_output_dir(out, OUTPUT_FILES)
+    rows: list[dict[str, Any]] = []
+    tidy: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    for name in cfg.benchmarks:
+        bench = _prepare(cfg, name)
+        for method in cfg.methods:
+            buffers = cfg.buffer_sizes if issubclass(method_class(method), ReplayLearner) else (0,)
+            for buffer_size in buffers:
+                for seed in cfg.seeds:
+                    row, acc = run_one(bench, method, buffer_size, seed, cfg)
+                    rows.append(row)
+                    tidy += acc
+                    write_csv(out / "results.partial.csv", rows, RESULT_COLUMNS)
+    write_csv(out / "accuracy_matrices.csv", tidy)
+    write_csv(out / "summary.csv", summarize(rows))
+    write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
+                                                  wall_seconds=time.perf_counter() - t_start,
+                                                  hyperparameters={f"{b}/{m}/{s}": hyperparameters(cfg, b, m, s)
+                                                                   for b in cfg.benchmarks for m in cfg.methods
+                                                                   for s in (0, *cfg.buffer_sizes)}))
+    plot(out, rows)
+    write_csv(out / "results.csv", rows, RESULT_COLUMNS)
+    (out / "results.partial.csv").unlink(missing_ok=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- summary
+SUMMARY_METRICS = ("avg_acc_class_il", "avg_acc_task_il", "bwt", "forgetting", "trajectory_retention",
+                   "jacobian_retention")
+
+
+def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["benchmark"], r["method"], int(r["buffer_size"])), []).append(r)
+    return groups
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation (over seeds, ``ddof = 0``) of every metric per benchmark × method × buffer,
+    with the DER paper's Seq-MNIST numbers beside ours where it reports them."""
+    out = []
+    for (bench, method, buf), rs in _groups(rows).items():
+        rec: dict[str, Any] = {"benchmark": bench, "method": method, "buffer_size": buf, "n_seeds": len(rs)}
+        for m in SUMMARY_METRICS:
+            vals = np.array([float(r[m]) for r in rs])
+            rec[f"{m}_mean"], rec[f"{m}_std"] = float(vals.mean()), float(vals.std())
+        paper = PAPER_SEQ_MNIST.get((method, buf)) if bench == "split_mnist" else None
+        rec.update({"paper_class_il": paper[0] if paper else "", "paper_class_il_std": paper[1] if paper else "",
+                    "paper_task_il": paper[2] if paper else "", "paper_task_il_std": paper[3] if paper else ""})
+        out.append(rec)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- figure
+METHOD_LABELS = {"finetune": "fine-tune", "joint": "joint", "er": "ER", "der": "DER", "derpp": "DER++",
+                 "er_fp": "ER+FP", "derpp_fp": "DER+++FP"}
+
+
+def _label(method: str, buf: int) -> str:
+    return METHOD_LABELS.get(method, method) + (f"\n(buf {buf})" if buf else "")
+
+
+def _color(method: str) -> str:
+    order = list(METHOD_LABELS)
+    return PALETTE[order.index(method) % len(PALETTE)] if method in order else PALETTE[-1]
+
+
+def _legend_handles(names: tuple[str, str], with_paper: bool = False) -> list:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor="0.55", edgecolor="white", label=names[0]),
+               Patch(facecolor="0.55", edgecolor="white", hatch="///", label=names[1])]
+    if with_paper:
+        handles.append(Line2D([], [], color="black", ls="none", marker="x", ms=3.5, label="DER paper (Seq-MNIST)"))
+    return handles
+
+
+def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path]:
+    """One figure per benchmark (the first is ``continual.png/.pdf``, others ``continual_<benchmark>``): class-IL
+    accuracy matrices (seed mean), average accuracy (class-IL, task-IL) and BWT per method, field retention."""
+    out = Path(out)
+    rows = rows if rows is not None else read_csv(out / "results.csv")
+    tidy = read_csv(out / "accuracy_matrices.csv")
+    paths: list[Path] = []
+    for k, bench in enumerate(dict.fromkeys(r["benchmark"] for r in rows)):
+        stem = out / ("continual" if k == 0 else f"continual_{bench}")
+        paths += _plot_benchmark([r for r in rows if r["benchmark"] == bench],
+                                 [t for t in tidy if t["benchmark"] == bench], bench, stem)
+    return paths
+
+
+def _plot_benchmark(rows: list[dict[str, Any]], tidy: list[dict[str, Any]], bench: str, stem: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    use_style()
+    groups = _groups(rows)
+    keys = list(groups)
+    # heat maps: every method at the largest buffer (plus the buffer-free ones)
+    buffers = sorted({k[2] for k in keys if k[2] > 0})
+    heat_keys = [k for k in keys if k[2] == 0 or (buffers and k[2] == buffers[-1])]
+    n_heat = len(heat_keys)
+    n_cols = max(n_heat, 3)
+    fig = plt.figure(figsize=(max(1.55 * n_cols, 7.0), 5.6), layout="constrained")
+    gs = fig.add_gridspec(2, n_cols, height_ratios=[1.0, 1.25])
+    n_tasks = max(int(t["task"]) for t in tidy)
+    im = None
+    for c, key in enumerate(heat_keys):
+        ax = fig.add_subplot(gs[0, c])
+        mat = np.zeros((n_tasks, n_tasks))
+        cnt = np.zeros((n_tasks, n_tasks))
+        for t in tidy:
+            if (t["method"], int(t["buffer_size"])) == key[1:] and t["setting"] == "class_il":
+                mat[int(t["after_task"]) - 1, int(t["task"]) - 1] += float(t["accuracy"])
+                cnt[int(t["after_task"]) - 1, int(t["task"]) - 1] += 1
+        mat = mat / np.maximum(cnt, 1)
+        im = ax.imshow(mat, vmin=0, vmax=100, cmap="viridis")
+        ax.set_title(_label(key[1], key[2]).replace("\n", " "))
+        ticks = np.arange(n_tasks)
+        ax.set_xticks(ticks, [str(i + 1) for i in ticks])
+        ax.set_yticks(ticks, [str(i + 1) for i in ticks])
+        ax.set_xlabel("evaluated task")
+        if c == 0:
+            ax.set_ylabel("after training task")
+        if n_tasks <= 5:
+            for i in range(n_tasks):
+                for j in range(n_tasks):
+                    ax.text(j, i, f"{mat[i, j]:.0f}", ha="center", va="center", fontsize=5.5,
+                            color="white" if mat[i, j] < 60 else "black")
+    if im is not None:
+        fig.colorbar(im, ax=fig.axes[:n_heat], shrink=0.8, label="class-IL acc. (%)")
+
+    sub = gs[1, :].subgridspec(1, 3, width_ratios=[1.5, 1.0, 1.0])
+    labels = [_label(k[1], k[2]) for k in keys]
+    x = np.arange(len(keys))
+
+    def stat(key: tuple[str, str, int], metric: str) -> tuple[float, float]:
+        vals = np.array([float(r[metric]) for r in groups[key]])
+        return float(vals.mean()), float(vals.std()) if vals.size > 1 else 0.0
+
+    ax = fig.add_subplot(sub[0, 0])
+    w = 0.38
+    for off, metric, hatch in ((-w / 2, "avg_acc_class_il", ""), (w / 2, "avg_acc_task_il", "///")):
+        ms = [stat(k, metric) for k in keys]
+        ax.bar(x + off, [m for m, _ in ms], w, yerr=[s for _, s in ms], color=[_color(k[1]) for k in keys],
+               hatch=hatch, edgecolor="white", linewidth=0.3, capsize=1.5)
+    if bench == "split_mnist":
+        for i, k in enumerate(keys):
+            ref = PAPER_SEQ_MNIST.get((k[1], k[2]))
+            if ref:
+                ax.plot([i - w / 2, i + w / 2], [ref[0], ref[2]], ls="none", marker="x", ms=3.5, mew=0.9,
+                        color="black", zorder=5)
+    ax.set_xticks(x, labels, fontsize=5.5, rotation=90)
+    ax.set_ylabel("average accuracy (%)")
+    ax.set_ylim(0, 119)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_title("final average accuracy")
+    ax.legend(handles=_legend_handles(("class-IL", "task-IL"), with_paper=bench == "split_mnist"), frameon=False,
+              fontsize=6, loc="upper center", ncols=3)
+
+    ax = fig.add_subplot(sub[0, 1])
+    ms = [stat(k, "bwt") for k in keys]
+    ax.bar(x, [m for m, _ in ms], 0.7, yerr=[s for _, s in ms], color=[_color(k[1]) for k in keys], capsize=1.5)
+    ax.axhline(0, color="0.3", lw=0.6)
+    ax.set_xticks(x, labels, fontsize=5.5, rotation=90)
+    ax.set_ylabel("backward transfer, class-IL (%)")
+    ax.set_title("BWT (0 = no forgetting)")
+
+    ax = fig.add_subplot(sub[0, 2])
+    for off, metric, hatch in ((-w / 2, "trajectory_retention", ""), (w / 2, "jacobian_retention", "///")):
+        ms = [stat(k, metric) for k in keys]
+        ax.bar(x + off, [m for m, _ in ms], w, yerr=[s for _, s in ms], color=[_color(k[1]) for k in keys],
+               hatch=hatch, edgecolor="white", linewidth=0.3, capsize=1.5)
+    ax.axhline(1, color="0.3", lw=0.6, ls="--")
+    ax.set_ylim(top=1.2)
+    ax.set_xticks(x, labels, fontsize=5.5, rotation=90)
+    ax.set_ylabel("retention on past tasks (1 − rel. drift)")
+    ax.set_title("field retention")
+    ax.legend(handles=_legend_handles(("trajectory", "Jacobian")), frameon=False, fontsize=6, loc="upper left",
+              ncols=2)
+    n_seeds = max(len(v) for v in groups.values())
+    fig.suptitle(f"Continual learning on {bench}: class-IL accuracy matrices (mean of {n_seeds} seed(s); "
+                 "largest buffer),\naverage accuracy, backward transfer and field retention (error bars: std over "
+                 "seeds; FP = field preservation)")
+    return save_figure(fig, stem)
+
+
+Config = ContinualConfig
+
+__all__ = ["Config", "ContinualConfig", "NAME", "PAPER_HPARAMS", "PAPER_SEQ_MNIST", "plot", "quick_config", "run"]

@@ -1,0 +1,186 @@
+"""``testbed figures``: regenerate figures with caption files and the index, run experiments whose results are
+missing, and draw a sweep with error bars (``--from SWEEP_DIR``).
+
+A tiny stand-in experiment (registered for the test) keeps ``testbed figures --quick`` fast; law-recovery is
+exercised on a 10-step run (its real figure) and through a small sequential sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import testbed.experiments as experiments
+from testbed.cli import main
+from testbed.figures import FIGURE_CAPTIONS, describe
+from testbed.plotting import PALETTE, STYLE, color_for
+from testbed.results import read_csv, run_metadata, write_csv, write_json
+from testbed.sweep import run_sweep
+
+TINY_LAW = dict(systems=("linear_spiral",), steps=10, n_train=16, n_test=8, n_layers=8, width=8, hidden_layers=1,
+                progress=False)
+TINY_LAW_TOML = """[fixed]
+systems = ["linear_spiral"]
+steps = 10
+n_train = 16
+n_test = 8
+n_layers = 8
+width = 8
+hidden_layers = 1
+"""
+
+
+@dataclasses.dataclass
+class FakeConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    scale: float = 1.0
+    progress: bool = True
+
+
+def _fake_run(cfg: FakeConfig, out: str | Path) -> list[dict[str, Any]]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"x": x, "seed": s, "error": cfg.scale * 10.0 ** (-x) * (1 + 0.1 * s)} for x in range(4)
+            for s in cfg.seeds]
+    write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment="fake-exp"))
+    _fake_plot(out, rows)
+    write_csv(out / "results.csv", rows)
+    return rows
+
+
+def _fake_plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path]:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from testbed.plotting import save_figure, use_style
+
+    out = Path(out)
+    rows = rows if rows is not None else read_csv(out / "results.csv")
+    use_style()
+    fig, ax = plt.subplots(figsize=(3.3, 2.2))
+    xs = sorted({r["x"] for r in rows})
+    vals = [[r["error"] for r in rows if r["x"] == x] for x in xs]
+    ax.errorbar(xs, [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], marker="o")
+    ax.set_yscale("log")
+    ax.set_xlabel("x (steps)")
+    ax.set_ylabel("error (relative L2)")
+    return save_figure(fig, out / "fake_figure")
+
+
+def _fake_module() -> types.ModuleType:
+    mod = types.ModuleType("fake_experiment", "A stand-in experiment: an error that falls by a decade per step.\n\n"
+                                              "More text that is not part of the caption.")
+    mod.NAME = "fake-exp"
+    mod.Config = FakeConfig
+    mod.quick_config = lambda **kw: FakeConfig(seeds=(0, 1), **kw)
+    mod.run = _fake_run
+    mod.plot = _fake_plot
+    return mod
+
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    """The registry holding only the stand-in experiment (as ``testbed figures`` with no names sees it)."""
+    monkeypatch.setattr(experiments, "EXPERIMENTS", {"fake-exp": _fake_module()})
+
+
+def test_palette_is_okabe_ito() -> None:
+    okabe_ito = {"#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"}
+    assert set(PALETTE) == okabe_ito
+    assert color_for("field") in okabe_ito and color_for("unknown", 3) == PALETTE[3]
+    assert STYLE["pdf.fonttype"] == 42 and STYLE["font.size"] <= 9  # embedded fonts, single-column text size
+
+
+def test_figures_quick_runs_missing_and_writes_every_file(fake_registry, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "figs"
+    assert main(["figures", "--quick", "--out", str(out), "--no-progress"]) == 0
+    folder = out / "fake-exp"
+    for name in ("results.csv", "results.json", "fake_figure.png", "fake_figure.pdf", "fake_figure.caption.txt"):
+        assert (folder / name).exists(), name
+    assert "running quick config" in capsys.readouterr().out
+    cap = (folder / "fake_figure.caption.txt").read_text()
+    assert cap.startswith("fake-exp: fake_figure\n\nA stand-in experiment: an error that falls by a decade per step.")
+    for key in ("command: ", "seeds: 0, 1", "commit: ", "date: ", "drawn by: "):
+        assert key in cap
+    index = (out / "README.md").read_text()
+    assert "## fake-exp" in index and "![fake_figure](fake-exp/fake_figure.png)" in index
+    assert "[caption](fake-exp/fake_figure.caption.txt)" in index and "seeds 0, 1" in index
+    # results present: redrawn, not re-run
+    stamp = (folder / "results.csv").stat().st_mtime_ns
+    assert main(["figures", "fake-exp", "--quick", "--out", str(out)]) == 0
+    assert (folder / "results.csv").stat().st_mtime_ns == stamp
+    assert "running" not in capsys.readouterr().out
+
+
+def test_figures_law_recovery_from_existing_results(monkeypatch, tmp_path: Path) -> None:
+    from testbed.experiments import law_recovery
+
+    monkeypatch.setattr(experiments, "EXPERIMENTS", {"law-recovery": law_recovery, "fake-exp": _fake_module()})
+    out = tmp_path / "figs"
+    with monkeypatch.context() as m:  # results only: the figure is drawn by `testbed figures`
+        m.setattr(law_recovery, "plot", lambda *a, **k: [])
+        law_recovery.run(law_recovery.quick_config(**TINY_LAW), out / "law-recovery")
+    assert not (out / "law-recovery" / "law_recovery.png").exists()
+    assert main(["figures", "--quick", "--out", str(out)]) == 0
+    for stem in ("law-recovery/law_recovery", "fake-exp/fake_figure"):
+        for ext in (".png", ".pdf", ".caption.txt"):
+            assert (out / f"{stem}{ext}").exists(), stem + ext
+    cap = (out / "law-recovery" / "law_recovery.caption.txt").read_text()
+    assert FIGURE_CAPTIONS["law_recovery"] in cap and "seeds: 0" in cap
+    index = (out / "README.md").read_text()
+    assert index.index("## fake-exp") < index.index("## law-recovery")  # sorted, as `testbed list` shows them
+    assert "![law_recovery](law-recovery/law_recovery.png)" in index
+
+
+def test_describe_falls_back_to_docstring() -> None:
+    mod = _fake_module()
+    assert describe(mod, "fake_figure") == "A stand-in experiment: an error that falls by a decade per step."
+    mod.CAPTION = "own caption"
+    assert describe(mod, "fake_figure") == "own caption"
+
+
+def test_figures_errors_exit_2(fake_registry, tmp_path: Path, capsys) -> None:
+    assert main(["figures", "no-such-experiment", "--out", str(tmp_path)]) == 2
+    assert "unknown experiment 'no-such-experiment'" in capsys.readouterr().err
+    assert main(["figures", "--from", str(tmp_path / "nothing")]) == 2
+    assert "testbed: error:" in capsys.readouterr().err
+    assert main(["figures", "fake-exp", "--from", str(tmp_path)]) == 2
+    assert main(["figures", "--metric", "error"]) == 2
+
+
+def _sweep(tmp_path: Path, grid: str, seeds: str = "[0, 1]") -> Path:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'experiment = "law-recovery"\nquick = true\nseeds = {seeds}\n{TINY_LAW_TOML}\n{grid}')
+    res = run_sweep(spec, tmp_path / "sweep", sequential=True, threads=1, progress=False)
+    assert not res.failed and res.results is not None
+    return res.sweep_dir
+
+
+def test_figures_from_sweep_error_bars(tmp_path: Path) -> None:
+    sweep = _sweep(tmp_path, '[grid]\nobjectives = ["endpoint", "field"]\nlr = [1e-3, 3e-3]\n')
+    assert main(["figures", "--from", str(sweep)]) == 0
+    figs = sweep / "figures"
+    for opt in ("objectives", "lr"):
+        for ext in (".png", ".pdf", ".caption.txt"):
+            assert (figs / f"sweep_{opt}{ext}").exists()
+    cap = (figs / "sweep_lr.caption.txt").read_text()
+    assert "mean ± std over 2 seeds" in cap and "seeds: 0, 1" in cap
+    assert not (figs / "merged").exists()  # options vary: no pooled experiment figure
+    out = tmp_path / "chosen"
+    assert main(["figures", "--from", str(sweep), "--out", str(out), "--metric", "law_error_id"]) == 0
+    assert (out / "sweep_lr.png").exists()
+    assert main(["figures", "--from", str(sweep), "--metric", "no_such_metric"]) == 2
+
+
+def test_figures_from_seeds_only_sweep_draws_the_experiment_figure(tmp_path: Path) -> None:
+    sweep = _sweep(tmp_path, "", seeds="[0, 1, 2]")
+    assert main(["figures", "--from", str(sweep)]) == 0
+    figs = sweep / "figures"
+    assert (figs / "sweep_metrics.png").exists() and (figs / "sweep_metrics.caption.txt").exists()
+    assert (figs / "merged" / "law_recovery.png").exists() and (figs / "merged" / "law_recovery.pdf").exists()
+    merged = read_csv(figs / "merged" / "consistency.csv")
+    assert {r["seed"] for r in merged} >= {0, 1, 2}

@@ -1,0 +1,243 @@
+"""``testbed sweep``: spec validation, a sweep on a 2-worker LocalCluster (with a failing cell), resume after a
+kill, the merged tables, and a smoke run of ``benchmarks/bench_sweep.py``.
+
+Cells are tiny law-recovery runs (one system, 8 layers, 10 training steps: ~0.4 s each once a worker is warm);
+one 2-worker LocalCluster is shared by the module (its address is passed as ``scheduler``), and the
+kill-and-resume test starts its own through the CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.cli import main
+from testbed.config import ConfigError
+from testbed.sweep import cell_status, load_spec, local_cluster, run_sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = """\
+experiment = "law-recovery"
+quick = true
+seeds = {seeds}
+
+[fixed]
+systems = ["linear_spiral"]
+steps = 10
+n_train = 16
+n_test = 8
+n_layers = 8
+width = 8
+hidden_layers = 1
+
+[grid]
+objectives = ["endpoint", "field"]
+"""
+FAILING_CELL = """
+[[cells]]
+objectives = ["field"]
+device = "bogus"
+"""
+TIMING_COLUMNS = ("train_seconds",)  # prefixes: train_seconds, train_seconds_mean, train_seconds_std
+
+
+def _spec(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _table(path: Path) -> list[dict[str, str]]:
+    """A CSV as strings, wall-time columns dropped (the only ones that differ between identical runs)."""
+    with open(path, newline="") as fh:
+        return [{k: v for k, v in r.items() if not k.startswith(TIMING_COLUMNS)} for r in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One 2-worker LocalCluster (single-threaded worker processes) for the module."""
+    c = local_cluster(2, 1)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(cluster, tmp_path_factory):
+    """A sweep of 4 good cells (2 objectives × 2 seeds) and 2 failing ones ([[cells]] on device 'bogus')."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    spec = load_spec(_spec(tmp, TINY.format(seeds="[0, 1]") + FAILING_CELL))
+    res = run_sweep(spec, tmp / "out", scheduler=cluster.scheduler_address, threads=1, progress=False)
+    return spec, res
+
+
+# --------------------------------------------------------------------------------------------- spec
+def test_spec_cells_ids_and_coercion(tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path, TINY.format(seeds="[0, 1, 2]") + "\n[[cells]]\nobjectives = \"field\"\n"
+                           "lr = \"1e-3\"\n"))
+    assert spec.experiment == "law-recovery" and spec.quick and spec.seeds == (0, 1, 2)
+    assert len(spec.cells) == 2 * 3 + 3  # grid × seeds, then the extra cell × seeds
+    assert spec.swept == ["objectives", "lr", "seed"]
+    first, extra = spec.cells[0], spec.cells[-1]
+    assert first.config.objectives == ("endpoint",) and first.config.seeds == (0,) and first.config.systems == (
+        "linear_spiral",)
+    assert extra.config.objectives == ("field",) and extra.config.lr == 1e-3 and extra.config.seeds == (2,)
+    assert first.config.progress is False
+    ids = [c.cell_id for c in spec.cells]
+    assert len(set(ids)) == len(ids) and all(len(i) == 12 for i in ids)
+    again = load_spec(spec.path)
+    assert [c.cell_id for c in again.cells] == ids  # stable
+    # the id depends on the resolved config, not on how the spec spells it (option order, seed order, "1e-3")
+    text = TINY.format(seeds="[2, 0]").replace("n_train = 16\nn_test = 8", "n_test = 8\nn_train = 16")
+    other = load_spec(_spec(tmp_path, text, "b.toml"))
+    assert {c.cell_id for c in other.cells} == {c.cell_id for c in spec.cells[:6] if c.options["seed"] in (0, 2)}
+
+
+@pytest.mark.parametrize("text, match", [
+    (TINY.format(seeds="[0]") + "\n[[cells]]\nwidht = 4\n", r"unknown option 'widht' \(did you mean 'width'\?\)"),
+    (TINY.format(seeds="[0]").replace("steps = 10", "stpes = 10"), r"\[fixed\]: unknown option 'stpes'"),
+    (TINY.format(seeds="[0]") + "width = []\n", r"\[grid\]: option 'width' is an empty list"),
+    (TINY.format(seeds="[0]").replace('objectives = ["endpoint", "field"]', ""), r"\[grid\] is empty"),
+    (TINY.format(seeds="[0]").replace("law-recovery", "law-recover"), r"unknown experiment 'law-recover'"),
+    (TINY.format(seeds="[]"), r"`seeds` must be a non-empty list"),
+    (TINY.format(seeds="[0, -1]"), r"`seeds` must hold non-negative integers"),
+    (TINY.format(seeds="[0]") + "n_layers = [8, 12]\n", r"'n_layers' is in both \[fixed\] and \[grid\]"),
+    (TINY.format(seeds="[0]").replace("n_layers = 8", "n_layers = 12"), r"multiple of n_obs"),
+    (TINY.format(seeds="[0]") + "seeds = [1]\n", r"set seeds with the top-level"),
+    ("experimnt = 'law-recovery'\n", r"unknown top-level key 'experimnt'"),
+    ("experiment = 'law-recovery'\nquick = true\n[grid\n", r"not valid TOML"),
+])
+def test_bad_spec_clear_error(tmp_path: Path, text: str, match: str) -> None:
+    path = _spec(tmp_path, text)
+    with pytest.raises(ConfigError, match=match) as info:
+        load_spec(path)
+    assert str(path) in str(info.value)  # names the spec file
+
+
+def test_cli_bad_spec_exit_2(tmp_path: Path, capsys) -> None:
+    path = _spec(tmp_path, TINY.format(seeds="[0]") + "bogus_option = [1, 2]\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("testbed: error:") and "bogus_option" in err and str(path) in err
+    assert not (tmp_path / "out").exists()
+    assert main(["sweep", str(tmp_path / "missing.toml")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- the sweep
+def test_sweep_on_local_cluster_with_failing_cell(failing_sweep) -> None:
+    spec, res = failing_sweep
+    out = res.sweep_dir
+    assert res.n_cells == 6 and res.ran == 6 and res.skipped == 0 and not res.missing
+    bad = [c.cell_id for c in spec.cells if c.config.device == "bogus"]
+    assert sorted(res.failed) == sorted(bad) and len(bad) == 2
+    for cid in bad:
+        st = json.loads((out / "cells" / cid / "status.json").read_text())
+        assert st["status"] == "failed" and "bogus" in st["error"] and "Traceback" in st["traceback"]
+    for c in spec.cells:
+        if c.cell_id not in bad:
+            assert cell_status(out, c.cell_id) == "ok"
+            assert (out / "cells" / c.cell_id / "run" / "results.csv").exists()
+            assert not (out / "cells" / c.cell_id / "run" / "law_recovery.png").exists()  # no per-cell figure
+    assert not list((out / "cells").glob(".tmp-*"))
+    # one tidy table: a column per swept option, then the experiment's columns; spec order
+    rows = _table(out / "results.csv")
+    assert len(rows) == 4
+    assert list(rows[0])[:4] == ["cell_id", "objectives", "device", "seed"]
+    assert [(r["objectives"], r["seed"]) for r in rows] == [("endpoint", "0"), ("endpoint", "1"), ("field", "0"),
+                                                           ("field", "1")]
+    assert all(r["system"] == "linear_spiral" and float(r["endpoint_error"]) > 0 for r in rows)
+    summary = _table(out / "summary.csv")
+    assert [(r["objectives"], r["n"]) for r in summary] == [("endpoint", "2"), ("field", "2")]
+    e = [float(r["endpoint_error"]) for r in rows[:2]]
+    mean = sum(e) / 2
+    assert float(summary[0]["endpoint_error_mean"]) == pytest.approx(mean)
+    assert float(summary[0]["endpoint_error_std"]) == pytest.approx(abs(e[0] - e[1]) / 2 ** 0.5)
+    cells = _table(out / "cells.csv")
+    assert [r["status"] for r in cells] == ["ok"] * 4 + ["failed"] * 2 and "bogus" in cells[-1]["error"]
+    meta = json.loads((out / "sweep.json").read_text())
+    assert meta["experiment"] == "law-recovery" and len(meta["cells"]) == 6
+    assert (out / "spec.toml").read_text() == spec.path.read_text()
+
+
+def test_rerun_skips_finished_and_retries_failed(failing_sweep) -> None:
+    spec, first = failing_sweep
+    before = _table(first.sweep_dir / "results.csv")
+    kept = run_sweep(spec, first.sweep_dir, sequential=True, threads=1, rerun_failed=False, progress=False)
+    assert kept.ran == 0 and kept.skipped == 6
+    again = run_sweep(spec, first.sweep_dir, sequential=True, threads=1, progress=False)
+    assert again.skipped == 4 and again.ran == 2 and sorted(again.failed) == sorted(first.failed)
+    assert _table(first.sweep_dir / "results.csv") == before
+
+
+def test_kill_and_resume_gives_the_uninterrupted_table(cluster, tmp_path: Path) -> None:
+    spec = _spec(tmp_path, TINY.format(seeds="[0, 1, 2, 3]"))
+    n = 8
+    reference = run_sweep(spec, tmp_path / "reference", scheduler=cluster.scheduler_address, threads=1,
+                          progress=False)
+    assert reference.ran == n and not reference.failed
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "testbed.cli", "sweep", str(spec), "--out", str(out), "--workers", "2",
+           "--threads", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list((out / "cells").glob("*/status.json")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its LocalCluster (same new session)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    spec_obj = load_spec(spec)
+    done = [c.cell_id for c in spec_obj.cells if cell_status(out, c.cell_id) == "ok"]
+    assert 1 <= len(done) < n  # interrupted mid-sweep
+    assert not (out / "results.csv").exists()
+    resumed = run_sweep(spec_obj, out, scheduler=cluster.scheduler_address, threads=1, progress=False)
+    assert resumed.skipped == len(done) and resumed.ran == n - len(done) and not resumed.failed
+    assert not list((out / "cells").glob(".tmp-*"))
+    assert _table(out / "results.csv") == _table(reference.results)
+    assert _table(out / "summary.csv") == _table(reference.summary)
+
+
+def test_parquet_table_when_pyarrow_installed(failing_sweep) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    _, res = failing_sweep
+    table = pq.read_table(res.sweep_dir / "results.parquet")
+    assert table.num_rows == 4 and "endpoint_error" in table.column_names
+
+
+def test_dry_run_lists_cells(failing_sweep, capsys) -> None:
+    spec, res = failing_sweep
+    assert main(["sweep", str(spec.path), "--out", str(res.sweep_dir), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "6 cells" in out and out.count(" ok") == 4 and out.count("failed") == 2
+
+
+# --------------------------------------------------------------------------------------------- benchmark
+def test_bench_sweep_smoke(cluster, tmp_path: Path) -> None:
+    path = ROOT / "benchmarks" / "bench_sweep.py"
+    mod_spec = importlib.util.spec_from_file_location("_bench_sweep", path)
+    assert mod_spec is not None and mod_spec.loader is not None
+    bench = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    rec = bench.main(["--smoke", "--scheduler", cluster.scheduler_address, "--dir", str(tmp_path / "b"),
+                      "--json", str(out)])
+    assert rec["cells"] >= 2 and rec["sequential_seconds"] > 0 and rec["distributed_seconds"] > 0
+    assert rec["speedup"] == pytest.approx(rec["sequential_seconds"] / rec["distributed_seconds"])
+    assert rec["tables_identical"] is True and rec["concurrency"] > 0
+    assert json.loads(out.read_text())["benchmark"] == "bench_sweep"
