@@ -78,6 +78,8 @@ EXPERIMENT_NOTES: dict[str, str] = {
     "depth-scaling": "Quick mode at the top level, one folder per sub-study; `summary.csv` puts every fitted "
                      "number beside the claim it tests. `full/` (if present) holds the full settings.",
     "pde-law-recovery": "`full/` (if present) holds the full configuration (both students, 3000 steps, seeds 0–2).",
+    "multipath": "`full/` holds all five tasks with 3 seeds (a CPU-sized full run; see README).",
+    "continual": "`full-split-mnist/` holds the published Seq-MNIST protocol (3 seeds) and the γ ablation.",
     "endpoint-equivalence": "`full-partial/` (if present) holds part of the full configuration.",
 }
 
