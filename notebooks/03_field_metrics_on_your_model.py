@@ -29,8 +29,9 @@
 #
 # 1. a hand-built ResNet-style MLP (stem → residual blocks → head), trained on two moons;
 # 2. **forward hooks** to record its hidden trajectory during its own `forward`;
-# 3. a 15-line **adapter** that exposes the blocks as a `Student`, so `layer_jacobians`, `path_sensitivity`,
-#    `field_geometry`, the matrix-free `path_spectral_norms` and `solver_consistency` apply unchanged;
+# 3. the library's **adapter** `ResidualStages` that exposes the blocks as a `Student`, so `layer_jacobians`,
+#    `path_sensitivity`, `field_geometry`, the matrix-free `path_spectral_norms` and `solver_consistency` apply
+#    unchanged;
 # 4. checks of every metric against a dense `torch.func` Jacobian of the model itself;
 # 5. a field regulariser (kinetic energy of the trajectory) in a plain training loop, and what it does to the field.
 #
@@ -38,7 +39,6 @@
 # stacks), and has no batch-coupled layers in training mode (`BatchNorm` breaks `vmap`/`jacrev`; call `model.eval()`).
 
 # %%
-import math
 import sys
 from pathlib import Path
 
@@ -66,7 +66,7 @@ from testbed.field import (
     solver_consistency,
 )
 from testbed.field.spectral import path_spectral_norms
-from testbed.students import Student
+from testbed.students import ResidualStages
 
 torch.set_num_threads(1)
 torch.set_default_dtype(torch.float64)  # float64 so the Jacobian checks can be tight
@@ -138,33 +138,13 @@ print("hooked trajectory:", tuple(traj_hooks.shape), "= (L+1, B, d)")
 # %% [markdown]
 # ## The adapter: residual stages as a `Student`
 #
-# `step(l, h)` runs stage `l`; `vector_field` is the implied Euler field above; `horizon` is a convention (here
-# $T = 1$, so $\Delta t = 1/L$ and each block is $h + \Delta t\, r_l(h)$ — the blocks' `scale = 1/L` makes this an
-# ODE-scaled network). The adapter holds the model's own blocks: no copy, gradients flow into the model.
+# `testbed.students.ResidualStages(stages, dim, horizon)` is the library's adapter (about 20 lines, in
+# `testbed/students/stages.py`): `step(l, h)` runs stage `l`; `vector_field` is the implied Euler field above;
+# `horizon` is a convention (here $T = 1$, so $\Delta t = 1/L$ and each block is $h + \Delta t\, r_l(h)$ — the
+# blocks' `scale = 1/L` makes this an ODE-scaled network). The adapter holds the model's own blocks: no copy,
+# gradients flow into the model.
 
 # %%
-class ResidualStages(Student):
-    """Expose the residual stages ``h -> stage_l(h)`` of any model to the testbed's field metrics."""
-
-    kind = "residual_stages"
-
-    def __init__(self, stages: nn.ModuleList, dim: int, horizon: float = 1.0) -> None:
-        super().__init__()
-        self.stages, self.dim = stages, dim
-        self.n_layers, self.horizon = len(stages), float(horizon)
-
-    def step(self, l, h):
-        return self.stages[l](h)
-
-    def vector_field(self, t, x):
-        dt = self.horizon / self.n_layers
-        l = min(max(math.floor(float(t) / dt + 1e-9), 0), self.n_layers - 1)
-        return (self.stages[l](x) - x) / dt
-
-    def spec(self):
-        return {"n_layers": self.n_layers, "horizon": self.horizon}
-
-
 field = ResidualStages(model.blocks, dim=2)
 with torch.no_grad():
     h0 = model.stem(x_te)

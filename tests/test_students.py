@@ -320,3 +320,48 @@ def test_time_indices_accept_float32_grid_times():
     assert s.time_indices(t32).tolist() == [0, 16, 32, 48, 64]
     with pytest.raises(ValueError, match="layer grid"):
         s.time_indices(torch.tensor([0.3 / 128], dtype=torch.float32))  # half a layer: still off the grid
+
+
+# ------------------------------------------------------------------ any model's residual stages
+def test_residual_stages_adapter_on_linear_stages():
+    """Stages ``s_l(h) = h + Δt·A_l h``: the adapter's layer Jacobians are exactly ``I + Δt A_l``, its path
+    Jacobian the ordered product, its vector field ``A_l x``, and its trajectory the model's own."""
+    from torch import nn
+
+    from testbed.field import layer_jacobians, path_jacobians, path_sensitivity
+    from testbed.students import ResidualStages
+
+    torch.manual_seed(0)
+    L, d, T = 5, 3, 2.0
+    dt = T / L
+    mats = [torch.randn(d, d, dtype=torch.float64) for _ in range(L)]
+
+    class Stage(nn.Module):
+        def __init__(self, a):
+            super().__init__()
+            self.a = nn.Parameter(a.clone())
+
+        def forward(self, h):
+            return h + dt * h @ self.a.T
+
+    stages = nn.ModuleList(Stage(a) for a in mats)
+    field = ResidualStages(stages, dim=d, horizon=T)
+    x0 = torch.randn(4, d, dtype=torch.float64)
+    h = x0
+    for s in stages:
+        h = s(h)
+    assert torch.allclose(field(x0), h, atol=0)
+    _, jacs = layer_jacobians(field, x0)
+    eye = torch.eye(d, dtype=torch.float64)
+    for l in range(L):
+        assert torch.allclose(jacs[l], (eye + dt * mats[l]).expand(4, d, d), atol=1e-13)
+    prod = eye
+    for l in range(L):
+        prod = (eye + dt * mats[l]) @ prod
+    assert torch.allclose(path_jacobians(jacs)[0], prod.expand(4, d, d), atol=1e-12)
+    assert path_sensitivity(field, x0).total == pytest.approx(float(torch.linalg.matrix_norm(prod, ord=2)), rel=1e-10)
+    assert torch.allclose(field.vector_field(2 * dt, x0), x0 @ mats[2].T, atol=1e-12)
+    field.vector_field(0.0, x0).sum().backward()          # gradients reach the wrapped model
+    assert stages[0].a.grad is not None
+    with pytest.raises(ConfigError):
+        ResidualStages([], dim=d)

@@ -16,6 +16,7 @@ from testbed.students.classifier import ResidualClassifier, ResidualNet
 from testbed.students.neural_ode import NeuralODEStudent
 from testbed.students.residual import BRANCH_SCALINGS, ResidualStudent
 from testbed.students.smooth import SmoothResidualStudent
+from testbed.students.stages import ResidualStages
 
 STUDENTS: dict[str, type] = {
     "residual": ResidualStudent,
@@ -38,5 +39,5 @@ def build_student(kind: str, **kwargs: Any) -> Any:
 
 
 __all__ = ["AugmentedResidualNet", "BRANCH_SCALINGS", "ContextResidualStudent", "NeuralODEStudent",
-           "ResidualClassifier", "ResidualNet", "ResidualStudent", "STUDENTS", "SmoothResidualStudent", "Student",
+           "ResidualClassifier", "ResidualNet", "ResidualStages", "ResidualStudent", "STUDENTS", "SmoothResidualStudent", "Student",
            "build_student"]
