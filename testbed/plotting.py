@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -32,6 +35,25 @@ STYLE = {
     "savefig.bbox": "tight",
     "pdf.fonttype": 42,
 }
+
+
+_DRAW_FIGURES: contextvars.ContextVar[bool] = contextvars.ContextVar("testbed_draw_figures", default=True)
+
+
+def figures_enabled() -> bool:
+    """Whether experiments draw their figures at the end of ``run`` (see :func:`figures_disabled`)."""
+    return _DRAW_FIGURES.get()
+
+
+@contextlib.contextmanager
+def figures_disabled() -> Iterator[None]:
+    """Within this block, experiments' ``run`` writes its tables but skips drawing (e.g. the cells of a sweep,
+    whose figures are drawn once from the merged table). A context variable: thread- and task-local."""
+    token = _DRAW_FIGURES.set(False)
+    try:
+        yield
+    finally:
+        _DRAW_FIGURES.reset(token)
 
 
 def use_style() -> None:

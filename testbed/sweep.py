@@ -56,17 +56,17 @@ import os
 import shutil
 import socket
 import sys
-import threading
 import time
 import traceback
 import types
 import typing
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from testbed.config import ConfigError, parse_value, to_jsonable
+from testbed.plotting import figures_disabled
 from testbed.results import atomic_write_text, read_csv, write_csv, write_json
 
 SPEC_KEYS = ("experiment", "quick", "seeds", "figures", "fixed", "grid", "cells", "description")
@@ -299,33 +299,6 @@ def load_spec(path: str | Path) -> SweepSpec:
 
 
 # --------------------------------------------------------------------------------------------- one cell
-_PLOT_LOCK = threading.Lock()
-_PLOT_PATCHES: dict[str, tuple[int, Callable]] = {}
-
-
-@contextlib.contextmanager
-def _without_figure(module) -> Iterator[None]:
-    """Replace ``module.plot`` with a no-op while a cell runs (reference-counted across worker threads), so a
-    sweep does not draw one figure per cell. Experiments whose ``run`` draws through other functions still
-    draw; only time is at stake, never results."""
-    key = module.__name__
-    with _PLOT_LOCK:
-        count, orig = _PLOT_PATCHES.get(key, (0, module.plot))
-        if count == 0:
-            module.plot = lambda *a, **k: []
-        _PLOT_PATCHES[key] = (count + 1, orig)
-    try:
-        yield
-    finally:
-        with _PLOT_LOCK:
-            count, orig = _PLOT_PATCHES[key]
-            if count == 1:
-                module.plot = orig
-                del _PLOT_PATCHES[key]
-            else:
-                _PLOT_PATCHES[key] = (count - 1, orig)
-
-
 def _status(cell_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((cell_dir / "status.json").read_text())
@@ -366,7 +339,7 @@ def run_cell(task: dict[str, Any]) -> dict[str, Any]:
                               "threads": threads}
     try:
         exp = get_experiment(task["experiment"])
-        with contextlib.nullcontext() if task.get("figures") else _without_figure(exp):
+        with contextlib.nullcontext() if task.get("figures") else figures_disabled():
             rows = exp.run(task["config"], tmp / "run")
         write_csv(tmp / "rows.csv", rows)
         status.update(status=STATUS_OK, n_rows=len(rows))

@@ -241,3 +241,23 @@ def test_bench_sweep_smoke(cluster, tmp_path: Path) -> None:
     assert rec["speedup"] == pytest.approx(rec["sequential_seconds"] / rec["distributed_seconds"])
     assert rec["tables_identical"] is True and rec["concurrency"] > 0
     assert json.loads(out.read_text())["benchmark"] == "bench_sweep"
+
+
+def test_figures_disabled_is_scoped_and_skips_drawing(tmp_path):
+    """Inside ``figures_disabled`` an experiment writes its tables but no figure; outside, drawing is back on,
+    also when the block raised."""
+    from testbed.experiments import get_experiment
+    from testbed.plotting import figures_disabled, figures_enabled
+
+    exp = get_experiment("law-recovery")
+    cfg = exp.quick_config(systems=("linear_spiral",), objectives=("endpoint",), steps=5, n_train=16, n_test=8,
+                           n_layers=8, width=8, progress=False)
+    with figures_disabled():
+        assert not figures_enabled()
+        exp.run(cfg, tmp_path / "quiet")
+    assert figures_enabled()
+    assert (tmp_path / "quiet" / "results.csv").exists()
+    assert not (tmp_path / "quiet" / "law_recovery.png").exists()
+    with pytest.raises(RuntimeError), figures_disabled():
+        raise RuntimeError("boom")
+    assert figures_enabled()

@@ -43,7 +43,7 @@ from testbed.continual import BENCHMARKS, LearnerConfig, build_learner, load_ben
 from testbed.continual.backbones import BACKBONES, DEFAULT_BACKBONE, build_backbone
 from testbed.continual.base import ReplayLearner
 from testbed.continual.data import SplitBenchmark, subsample_per_class
-from testbed.plotting import PALETTE, save_figure, use_style
+from testbed.plotting import PALETTE, figures_enabled, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 
 NAME = "continual"
@@ -261,7 +261,8 @@ def run(cfg: ContinualConfig, out: str | Path) -> list[dict[str, Any]]:
                                                   hyperparameters={f"{b}/{m}/{s}": hyperparameters(cfg, b, m, s)
                                                                    for b in cfg.benchmarks for m in cfg.methods
                                                                    for s in (0, *cfg.buffer_sizes)}))
-    plot(out, rows)
+    if figures_enabled():
+        plot(out, rows)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     (out / "results.partial.csv").unlink(missing_ok=True)
     return rows

@@ -48,7 +48,7 @@ from testbed.field.consistency import integrate, observed_order, solver_consiste
 from testbed.field.equivalence import Conjugated, Detour, ExactFlowStudent, Reparameterized
 from testbed.field.geometry import SUMMARY_KEYS, field_geometry
 from testbed.field.metrics import law_error, relative_l2
-from testbed.plotting import PALETTE, save_figure, use_style
+from testbed.plotting import PALETTE, figures_enabled, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.students import build_student
 
@@ -361,7 +361,8 @@ def run(cfg: EndpointEquivalenceConfig, out: str | Path) -> list[dict[str, Any]]
     write_csv(out / "spread.csv", spread(rows))
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
                                                   wall_seconds=time.perf_counter() - t0))
-    plot(out, rows)
+    if figures_enabled():
+        plot(out, rows)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     return rows
 

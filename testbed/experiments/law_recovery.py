@@ -38,7 +38,7 @@ from testbed.evaluate import evaluate_student, teacher_reference
 from testbed.experiments.common import fit, make_splits
 from testbed.field.consistency import default_step_counts
 from testbed.objectives import make_objective
-from testbed.plotting import color_for, consistency_panel, save_figure, use_style
+from testbed.plotting import color_for, consistency_panel, figures_enabled, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.students import build_student
 
@@ -153,7 +153,8 @@ def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     write_csv(out / "consistency.csv", curves)
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
                                                   wall_seconds=time.perf_counter() - t_start))
-    plot(out, rows)
+    if figures_enabled():
+        plot(out, rows)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # last: its presence means the run completed
     return rows
 

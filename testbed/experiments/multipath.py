@@ -45,7 +45,7 @@ from testbed.config import (
 )
 from testbed.experiments.common import fit
 from testbed.multipath import SPLITS, VARIANTS, MultipathTask, digits_task, evaluate, route_task, transport_task
-from testbed.plotting import PALETTE, save_figure, use_style
+from testbed.plotting import PALETTE, figures_enabled, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 
 NAME = "multipath"
@@ -215,7 +215,8 @@ def run(cfg: MultipathConfig, out: str | Path) -> list[dict[str, Any]]:
     write_csv(out / "reliability.csv", rel_rows)
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME, task_info=info,
                                                   wall_seconds=time.perf_counter() - t_start))
-    plot(out, rows, rel_rows)
+    if figures_enabled():
+        plot(out, rows, rel_rows)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # last: its presence means the run completed
     return rows
 

@@ -41,7 +41,7 @@ from testbed.evaluate import evaluate_student, rollout, teacher_reference
 from testbed.experiments.common import fit, make_splits
 from testbed.field.metrics import relative_l2
 from testbed.objectives import make_objective
-from testbed.plotting import color_for, consistency_panel, save_figure, use_style
+from testbed.plotting import color_for, consistency_panel, figures_enabled, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.students import build_student
 
@@ -217,7 +217,8 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     write_csv(out / "stencils.csv", stencils, ["system", "student", "objective", "seed", "offset", "learned", "true"])
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
                                                   wall_seconds=time.perf_counter() - t_start))
-    plot(out, rows)
+    if figures_enabled():
+        plot(out, rows)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # last: its presence means the run completed
     return rows
 

@@ -39,5 +39,5 @@ def build_student(kind: str, **kwargs: Any) -> Any:
 
 
 __all__ = ["AugmentedResidualNet", "BRANCH_SCALINGS", "ContextResidualStudent", "NeuralODEStudent",
-           "ResidualClassifier", "ResidualNet", "ResidualStages", "ResidualStudent", "STUDENTS", "SmoothResidualStudent", "Student",
-           "build_student"]
+           "ResidualClassifier", "ResidualNet", "ResidualStages", "ResidualStudent", "STUDENTS",
+           "SmoothResidualStudent", "Student", "build_student"]

@@ -49,7 +49,7 @@ import torch
 
 from testbed.config import ConfigError
 from testbed.fitting import loglog_slope
-from testbed.plotting import color_for, save_figure, use_style
+from testbed.plotting import color_for, figures_enabled, save_figure, use_style
 from testbed.results import read_csv, write_csv
 from testbed.students.residual import ResidualStudent
 from testbed.students.smooth import SmoothResidualStudent
@@ -198,7 +198,8 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
         for bd in (1, 2):
             rows += smooth_case(cfg, int(seed), bd, depths)
         rows += iid_case(cfg, int(seed), depths)
-    _plot_rows(rows, out)
+    if figures_enabled():
+        _plot_rows(rows, out)
     write_csv(out / "results.csv", rows, COLUMNS)
     return rows
 

@@ -52,7 +52,7 @@ from testbed.experiments.common import make_splits
 from testbed.experiments.depth.convergence import depth_axis, loglog_slope, plain_log_label
 from testbed.objectives import relative_mse
 from testbed.parameterization import param_groups
-from testbed.plotting import PALETTE, save_figure, use_style
+from testbed.plotting import PALETTE, figures_enabled, save_figure, use_style
 from testbed.results import read_csv, write_csv
 from testbed.students.classifier import ResidualNet
 from testbed.train import NonFiniteLossError, TrainConfig, train
@@ -182,7 +182,8 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
         r["vanishing"] = flags.get((r["variant"], r["block_depth"], r["quantity"]), "")
     write_csv(out / "vanishing.csv", van)
     write_csv(out / "exponents.csv", exponent_table(rows))
-    _plot_rows(rows, out)
+    if figures_enabled():
+        _plot_rows(rows, out)
     write_csv(out / "results.csv", rows, COLUMNS)
     return rows
 

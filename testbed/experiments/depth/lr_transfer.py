@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from testbed.plotting import figures_enabled
 from testbed.results import read_csv, write_csv
 
 Tensor = torch.Tensor
@@ -498,7 +499,8 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
     opt_rows = optima(rows)
     write_csv(out / "optima.csv", opt_rows, OPTIMA_COLUMNS)
     write_csv(out / "transfer.csv", transfer(rows, opt_rows), TRANSFER_COLUMNS)
-    _draw(rows, out)
+    if figures_enabled():
+        _draw(rows, out)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     return rows
 

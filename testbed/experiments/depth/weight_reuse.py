@@ -105,7 +105,7 @@ from torch import nn
 
 from testbed.fitting import loglog_slope
 from testbed.parameterization import param_groups
-from testbed.plotting import color_for, save_figure, use_style
+from testbed.plotting import color_for, figures_enabled, save_figure, use_style
 from testbed.results import read_csv, write_csv
 
 Tensor = torch.Tensor
@@ -493,7 +493,8 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
             rows += coupling_rows(n, L, x_c, y_c, int(sd))
         else:
             rows += dynamics_rows(n, L, data, int(sd), cfg.reuse_steps, cfg.feat_lr, cfg.batch_size)
-    _draw(rows, out)
+    if figures_enabled():
+        _draw(rows, out)
     write_csv(out / "results.csv", rows, COLUMNS)
     return rows
 
