@@ -9,16 +9,14 @@ import torch
 
 from systems.base import SystemSpecError, Tensor
 from systems.flows._common import check_real
-from systems.pdes.base import PDESystem
-from systems.pdes.operators import Stencil, circulant_row, complex_dtype, spectral_symbol, stencil_symbol
+from systems.pdes.base import PDESystem, SchemeChoice
+from systems.pdes.operators import Stencil, complex_dtype, spectral_symbol, stencil_symbol
 from systems.registry import register
-
-SCHEMES = ("spectral", "upwind")
 
 
 @register
 @dataclasses.dataclass(repr=False)
-class Advection(PDESystem):
+class Advection(SchemeChoice, PDESystem):
     """Linear advection ``u_t = -c u_x``, periodic on ``[0, ℓ)``, ``N = n_grid`` points ``x_j = j·dx``.
 
     Schemes (``scheme``):
@@ -43,18 +41,14 @@ class Advection(PDESystem):
     name: ClassVar[str] = "advection"
     closed_form: ClassVar[bool] = True
     linear: ClassVar[bool] = True
+    SCHEMES: ClassVar[tuple[str, ...]] = ("spectral", "upwind")
 
     horizon: float = 1.0
     c: float = 1.0
     scheme: str = "spectral"
 
-    @property
-    def spectral(self) -> bool:  # type: ignore[override]
-        return self.scheme == "spectral"
-
     def validate(self) -> None:
-        if self.scheme not in SCHEMES:
-            raise SystemSpecError(f"{self.name}: parameter 'scheme' must be one of {SCHEMES}, got {self.scheme!r}")
+        self.check_scheme()
         super().validate()
         check_real(self.name, "c", self.c)
         if float(self.c) == 0.0:
@@ -66,10 +60,7 @@ class Advection(PDESystem):
         c = float(self.c)
         if self.scheme == "upwind":
             return Stencil((-1, 0) if c > 0 else (0, 1), (c / self.dx, -c / self.dx))
-        n = self.n_grid
-        row = circulant_row(self.symbol(), n)
-        offsets = tuple(range(-n // 2 + 1, n // 2 + 1))
-        return Stencil(offsets, tuple(float(row[m % n]) for m in offsets))
+        return self.circulant_stencil()
 
     def symbol(self, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
         c = float(self.c)

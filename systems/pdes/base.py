@@ -52,7 +52,7 @@ import torch
 from systems.base import SystemSpecError, TeacherFlow, Tensor, as_time_grid
 from systems.flows._common import check_real, float_state
 from systems.pdes.etdrk4 import etdrk4_solve, etdrk4_solve_tangent
-from systems.pdes.operators import apply_symbol, symbol_matrix
+from systems.pdes.operators import Stencil, apply_symbol, circulant_row, symbol_matrix
 
 TWO_PI = 2.0 * math.pi
 
@@ -450,3 +450,28 @@ class PDESystem(TeacherFlow):
                 raise SystemSpecError(msg)
             warnings.warn(msg, StabilityWarning, stacklevel=2)
         return report
+
+
+class SchemeChoice:
+    """Mixin for linear PDEs offered in several spatial discretisations: a dataclass field ``scheme`` taking one
+    of the class attribute ``SCHEMES`` (``"spectral"`` = the FFT scheme, which makes :attr:`spectral` true)."""
+
+    SCHEMES: ClassVar[tuple[str, ...]] = ("spectral",)
+    scheme: str
+
+    @property
+    def spectral(self) -> bool:
+        return self.scheme == "spectral"
+
+    def check_scheme(self) -> None:
+        """Raise :class:`SystemSpecError` naming ``scheme`` unless it is one of ``SCHEMES``."""
+        if self.scheme not in self.SCHEMES:
+            raise SystemSpecError(f"{self.name}: parameter 'scheme' must be one of {self.SCHEMES}, "  # type: ignore[attr-defined]
+                                  f"got {self.scheme!r}")
+
+    def circulant_stencil(self) -> Stencil:
+        """The full circulant row of the spectral operator ``L_h`` as a stencil (offsets ``-N/2+1 .. N/2``)."""
+        n = self.n_grid  # type: ignore[attr-defined]
+        row = circulant_row(self.symbol(), n)  # type: ignore[attr-defined]
+        offsets = tuple(range(-n // 2 + 1, n // 2 + 1))
+        return Stencil(offsets, tuple(float(row[m % n]) for m in offsets))

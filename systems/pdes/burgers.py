@@ -73,6 +73,21 @@ class QuadraticFlux:
         pu = u @ Pm.transpose(-1, -2)
         return -(DP * pu[..., None, :]) @ Pm
 
+    # the semilinear hooks of a PDE u_t = L u + Q(u) whose nonlinearity is this flux
+    def nonlinear_hat(self, v: Tensor) -> Tensor:
+        return self.flux_hat(v)
+
+    def nonlinear_jvp_hat(self, v: Tensor, dv: Tensor) -> Tensor:
+        return self.flux_jvp_hat(v, dv)
+
+    def jvp(self, t, u: Tensor, v: Tensor) -> Tensor:
+        return self.apply_linear(v) + self.flux_jvp(u, v)
+
+    def jacobian(self, t, x: Tensor) -> Tensor:
+        """``L − D P diag(P u) P`` (the linear part's matrix plus :meth:`flux_jacobian`)."""
+        self._check_state(x)
+        return self.linear_matrix(x.dtype, x.device) + self.flux_jacobian(x)
+
 
 def _real(cdtype: torch.dtype) -> torch.dtype:
     return torch.float64 if cdtype == torch.complex128 else torch.float32
@@ -144,20 +159,6 @@ class Burgers(QuadraticFlux, PDESystem):
     def symbol(self, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
         kappa = wavenumbers(self.n_grid, float(self.length), dtype, device)
         return (-float(self.nu) * kappa ** 2).to(complex_dtype(dtype))
-
-    def nonlinear_hat(self, v: Tensor) -> Tensor:
-        return self.flux_hat(v)
-
-    def nonlinear_jvp_hat(self, v: Tensor, dv: Tensor) -> Tensor:
-        return self.flux_jvp_hat(v, dv)
-
-    def jvp(self, t, u: Tensor, v: Tensor) -> Tensor:
-        return self.apply_linear(v) + self.flux_jvp(u, v)
-
-    def jacobian(self, t, x: Tensor) -> Tensor:
-        """``ν D² - D P diag(P u) P``."""
-        self._check_state(x)
-        return self.linear_matrix(x.dtype, x.device) + self.flux_jacobian(x)
 
     def cole_hopf(self, a0: float, coeffs_cos: Tensor, coeffs_sin: Tensor, t: float,
                   x: Tensor | None = None) -> Tensor:

@@ -8,18 +8,16 @@ from typing import ClassVar
 
 import torch
 
-from systems.base import SystemSpecError, Tensor
+from systems.base import Tensor
 from systems.flows._common import check_real
-from systems.pdes.base import PDESystem
-from systems.pdes.operators import Stencil, circulant_row, complex_dtype, wavenumbers
+from systems.pdes.base import PDESystem, SchemeChoice
+from systems.pdes.operators import Stencil, complex_dtype, wavenumbers
 from systems.registry import register
-
-SCHEMES = ("fd", "spectral")
 
 
 @register
 @dataclasses.dataclass(repr=False)
-class Heat(PDESystem):
+class Heat(SchemeChoice, PDESystem):
     """Heat equation ``u_t = ν u_xx``, periodic on ``[0, ℓ)``, ``N = n_grid`` points ``x_j = j·dx``.
 
     Schemes (``scheme``):
@@ -43,18 +41,14 @@ class Heat(PDESystem):
     name: ClassVar[str] = "heat"
     closed_form: ClassVar[bool] = True
     linear: ClassVar[bool] = True
+    SCHEMES: ClassVar[tuple[str, ...]] = ("fd", "spectral")
 
     horizon: float = 1.0
     nu: float = 0.1
     scheme: str = "fd"
 
-    @property
-    def spectral(self) -> bool:  # type: ignore[override]
-        return self.scheme == "spectral"
-
     def validate(self) -> None:
-        if self.scheme not in SCHEMES:
-            raise SystemSpecError(f"{self.name}: parameter 'scheme' must be one of {SCHEMES}, got {self.scheme!r}")
+        self.check_scheme()
         super().validate()
         check_real(self.name, "nu", self.nu, positive=True)
 
@@ -64,10 +58,7 @@ class Heat(PDESystem):
         if self.scheme == "fd":
             c = float(self.nu) / self.dx ** 2
             return Stencil((-1, 0, 1), (c, -2.0 * c, c))
-        n = self.n_grid
-        row = circulant_row(self.symbol(), n)
-        offsets = tuple(range(-n // 2 + 1, n // 2 + 1))
-        return Stencil(offsets, tuple(float(row[m % n]) for m in offsets))
+        return self.circulant_stencil()
 
     def symbol(self, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
         kappa = wavenumbers(self.n_grid, float(self.length), dtype, device)

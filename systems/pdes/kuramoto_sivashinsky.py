@@ -51,17 +51,3 @@ class KuramotoSivashinsky(QuadraticFlux, PDESystem):
     def symbol(self, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
         kappa = wavenumbers(self.n_grid, float(self.length), dtype, device)
         return (kappa ** 2 - kappa ** 4).to(complex_dtype(dtype))
-
-    def nonlinear_hat(self, v: Tensor) -> Tensor:
-        return self.flux_hat(v)
-
-    def nonlinear_jvp_hat(self, v: Tensor, dv: Tensor) -> Tensor:
-        return self.flux_jvp_hat(v, dv)
-
-    def jvp(self, t, u: Tensor, v: Tensor) -> Tensor:
-        return self.apply_linear(v) + self.flux_jvp(u, v)
-
-    def jacobian(self, t, x: Tensor) -> Tensor:
-        """``L - D P diag(P u) P``."""
-        self._check_state(x)
-        return self.linear_matrix(x.dtype, x.device) + self.flux_jacobian(x)
