@@ -32,6 +32,7 @@ import torch
 
 from testbed.field import jacobian_spectra, layer_jacobians, path_jacobians, path_sensitivity
 from testbed.field.spectral import layer_maps, layer_spectral_norms, path_spectral_norms
+from testbed.results import write_json
 from testbed.students import ResidualStudent
 
 Tensor = torch.Tensor
@@ -258,8 +259,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if mem:
         print(f"memory measured as {next(iter(mem.values()))['how']}; rel.err: max over inputs / of the input means")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rec, fh, indent=2)
+        write_json(args.json, rec)
     return rec
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from torchdiffeq import odeint
 
 from testbed.config import parse_int_list as int_list
 from testbed.field.consistency import integrate
+from testbed.results import write_json
 from testbed.students import build_student
 from testbed.students.residual import ResidualStudent
 
@@ -205,8 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "tied": not args.untied, "repeats": args.repeats, "wall_seconds": time.perf_counter() - t0,
            "rows": rows, "summary": summary}
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rec, fh, indent=2)
+        write_json(args.json, rec)
     return rec
 
 

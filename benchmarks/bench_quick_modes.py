@@ -19,7 +19,6 @@ It takes several minutes in total (one quick mode at a time).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.experiments import list_experiments
+from testbed.results import write_json
 
 TARGET_EACH_S = 180.0
 TARGET_TOTAL_S = 900.0
@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "load_avg_after": load_after, "target_each_s": TARGET_EACH_S, "target_total_s": TARGET_TOTAL_S,
            "total_seconds": total, "total_ok": total <= TARGET_TOTAL_S, "records": records}
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rec, fh, indent=2)
+        write_json(args.json, rec)
     return rec
 
 

@@ -18,7 +18,6 @@ thread (``--threads``).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from typing import Any
@@ -29,6 +28,7 @@ from systems.data import TrajectoryData
 from testbed.config import parse_int_list as int_list
 from testbed.fitting import loglog_slope
 from testbed.objectives import make_objective
+from testbed.results import write_json
 from testbed.students import build_student
 
 DEFAULT_LAYERS = [4, 8, 16, 32, 64, 128, 256, 512]
@@ -138,8 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "wall_seconds": time.perf_counter() - t_start}
     print(f"wall time {rec['wall_seconds']:.1f}s")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rec, fh, indent=2)
+        write_json(args.json, rec)
     return rec
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import shutil
@@ -35,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from testbed.results import write_json
 from testbed.sweep import SweepSpec, load_spec, local_cluster, run_cell, run_sweep
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               f"{rec['speedup_cold']:.2f}×")
     print(f"  tables identical: {rec['tables_identical']}; failed cells: {rec['failed']}")
     if args.json:
-        args.json.write_text(json.dumps(rec, indent=2) + "\n")
+        write_json(args.json, rec)
     return rec
 
 

@@ -29,9 +29,12 @@ def _top_label(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 def reliability_bins(logits: Tensor, y: Tensor, n_bins: int = 15) -> list[dict[str, float]]:
     """Rows ``{bin_lo, bin_hi, count, accuracy, confidence}`` for the ``n_bins`` equal-width confidence bins."""
+    return _bins(*_top_label(logits, y), n_bins)
+
+
+def _bins(conf: Tensor, correct: Tensor, n_bins: int) -> list[dict[str, float]]:
     if n_bins < 1:
         raise ValueError(f"n_bins must be ≥ 1, got {n_bins}")
-    conf, correct = _top_label(logits, y)
     # bin b holds confidences in ((b-1)/B, b/B]; confidence 0 cannot occur for a top label (≥ 1/C)
     idx = (torch.ceil(conf * n_bins) - 1).clamp(0, n_bins - 1).long()
     rows = []
@@ -44,13 +47,17 @@ def reliability_bins(logits: Tensor, y: Tensor, n_bins: int = 15) -> list[dict[s
     return rows
 
 
-def expected_calibration_error(logits: Tensor, y: Tensor, n_bins: int = 15) -> float:
-    """``ECE = Σ_b (|I_b|/N)·|acc(I_b) − conf(I_b)|`` over ``n_bins`` equal-width bins (see the module docstring)."""
-    n = y.shape[0]
+def ece_from_bins(bins: list[dict[str, float]]) -> float:
+    """``ECE = Σ_b (|I_b|/N)·|acc(I_b) − conf(I_b)|`` from a :func:`reliability_bins` table."""
+    n = sum(r["count"] for r in bins)
     if n == 0:
         return math.nan
-    return sum(r["count"] / n * abs(r["accuracy"] - r["confidence"])
-               for r in reliability_bins(logits, y, n_bins) if r["count"])
+    return sum(r["count"] / n * abs(r["accuracy"] - r["confidence"]) for r in bins if r["count"])
+
+
+def expected_calibration_error(logits: Tensor, y: Tensor, n_bins: int = 15) -> float:
+    """``ECE`` over ``n_bins`` equal-width confidence bins (see the module docstring)."""
+    return ece_from_bins(reliability_bins(logits, y, n_bins))
 
 
 def negative_log_likelihood(logits: Tensor, y: Tensor) -> float:
@@ -59,7 +66,7 @@ def negative_log_likelihood(logits: Tensor, y: Tensor) -> float:
 
 
 def classification_metrics(logits: Tensor, y: Tensor, n_bins: int = 15) -> dict[str, float]:
-    """``{accuracy, ece, nll}`` of logits against labels."""
+    """``{accuracy, ece, nll}`` of logits against labels (one pass over the confidences)."""
     conf, correct = _top_label(logits, y)
-    return {"accuracy": float(correct.mean()), "ece": expected_calibration_error(logits, y, n_bins),
+    return {"accuracy": float(correct.mean()), "ece": ece_from_bins(_bins(conf, correct, n_bins)),
             "nll": negative_log_likelihood(logits, y)}

@@ -200,7 +200,8 @@ def run(cfg: MultipathConfig, out: str | Path) -> list[dict[str, Any]]:
     for name in cfg.tasks:
         task = build_task(cfg, name)
         info[name] = task.info
-        data = {v: task.path_data("aligned" if v == "endpoint" else v) for v in ("endpoint", *cfg.variants)}
+        data = {v: task.path_data(v) for v in dict.fromkeys(("aligned", *cfg.variants))}
+        data["endpoint"] = data["aligned"]          # λ = 0: the field term is not evaluated
         for variant, lam in runs(cfg):
             for seed in cfg.seeds:
                 student = task.make_student(seed)
@@ -269,24 +270,25 @@ def plot(out: str | Path, rows: list[dict[str, Any]] | None = None,
     use_style()
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     metric_of = {r["task"]: r["metric"] for r in rows}
+    aggs = {key: aggregate(rows, key) for key, _ in PANELS}
+    all_lams = np.array(sorted({float(r["lam"]) for r in rows}))
+    xs_all, _ = _lam_axis(all_lams)
     fig, axes = plt.subplots(len(tasks), len(PANELS), figsize=(1.55 * len(PANELS) + 0.6, 1.45 * len(tasks) + 0.5),
                              squeeze=False)
     for i, task in enumerate(tasks):
         reg = metric_of[task] == "endpoint_error"
         for j, (key, title) in enumerate(PANELS):
             ax = axes[i, j]
-            agg = aggregate(rows, key)
+            agg = aggs[key]
             drawn = False
             for variant, (color, marker, label) in VARIANT_STYLE.items():
                 lams, mean, std = variant_curve(agg, task, variant)
                 if not lams.size or (lams.size == 1 and lams[0] == 0.0 and variant != "aligned"):
                     continue
-                xs, zero_at = _lam_axis(lams)
+                xs, _ = _lam_axis(lams)
                 ax.errorbar(xs, mean, yerr=std, color=color, marker=marker, ms=3, lw=1, capsize=2, label=label)
                 drawn = True
             if drawn:
-                all_lams = np.array(sorted({float(r["lam"]) for r in rows}))
-                xs_all, zero_at = _lam_axis(all_lams)
                 ax.set_xscale("log")
                 ax.set_xticks(xs_all)
                 ax.set_xticklabels(["0" if lam == 0 else f"{lam:g}" for lam in all_lams], fontsize=6)
@@ -321,7 +323,7 @@ def _plot_reliability(out: Path, rows: list[dict[str, Any]], rel_rows: list[dict
     endpoint-only, the best aligned λ (by seen accuracy), the largest over-constrained λ."""
     import matplotlib.pyplot as plt
 
-    tasks = [t for t in dict.fromkeys(r["task"] for r in rel_rows)]
+    tasks = list(dict.fromkeys(r["task"] for r in rel_rows))
     if not tasks:
         return []
     fig, axes = plt.subplots(1, len(tasks), figsize=(2.3 * len(tasks) + 0.3, 2.4), squeeze=False)

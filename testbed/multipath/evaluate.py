@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from testbed.calibration import classification_metrics, reliability_bins
+from testbed.calibration import ece_from_bins, negative_log_likelihood, reliability_bins
 from testbed.field.consistency import fixed_step_solve
 from testbed.field.metrics import path_sensitivity, relative_l2
 from testbed.multipath.tasks import EvalSet, MultipathTask
@@ -86,9 +86,8 @@ def evaluate(model, task: MultipathTask, n_sensitivity: int = 128) -> tuple[dict
                 f_hat = _observe(model, model.flow.vector_field(t, states))
                 m[f"law_error_{col}"] = relative_l2(f_hat, f_true)
         if col == "seen" and task.kind == "classification":
-            cm = classification_metrics(out, ev.y)
-            m["ece"], m["nll"] = cm["ece"], cm["nll"]
             reliability = reliability_bins(out, ev.y)
+            m["ece"], m["nll"] = ece_from_bins(reliability), negative_log_likelihood(out, ev.y)
     if "unseen_path" not in m:
         m["unseen_path"] = math.nan
     ev = task.evals["seen"]

@@ -38,6 +38,8 @@ from testbed.datasets import LabeledData, load_digits
 from testbed.path_data import PathData, aligned_paths, dense_paths, observation_layers
 from testbed.students.augmented import AugmentedResidualNet
 from testbed.students.classifier import ResidualClassifier
+from testbed.train import TrainConfig
+from testbed.train import train as train_loop
 
 Tensor = torch.Tensor
 VARIANTS = ("aligned", "over")
@@ -291,15 +293,13 @@ def digits_task(*, n_labeled: int, n_layers: int, n_obs: int, observed_fraction:
     right (a logistic regression drops from 96% to 41% under it); ``noisy`` adds ``N(0, noise_std²)``
     (pixels in [0, 1]).
     """
-    from testbed.experiments.common import fit  # local: experiments import this module
-
     train, test = load_digits(seed=0, dtype=dtype)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     teacher = ResidualClassifier(64, 10, dim=dim, n_layers=n_layers, width=width, hidden_layers=hidden_layers)
     teacher = teacher.to(dtype)
-    fit(teacher, "classify", train, seed=seed, steps=teacher_steps, batch_size=128, lr=3e-3, grad_clip=1.0,
-        progress=False, run_dir=None)
+    train_loop(teacher, "classify", train,
+               TrainConfig(steps=teacher_steps, batch_size=128, lr=3e-3, seed=seed, grad_clip=1.0, progress=False))
     teacher.eval()
     obs = observation_layers(n_layers, n_obs)
 
