@@ -193,7 +193,8 @@ def test_kill_and_resume_gives_the_uninterrupted_table(cluster, tmp_path: Path) 
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if list((out / "cells").glob("*/status.json")):
+            # a published cell (its status is written inside .tmp-ID-… first, then the folder is renamed)
+            if any(not s.parent.name.startswith(".tmp-") for s in (out / "cells").glob("*/status.json")):
                 break
             time.sleep(0.02)
         assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
