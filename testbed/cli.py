@@ -1,7 +1,8 @@
 """Command line: ``testbed list | run | plot | consistency | sweep | figures``. Thin: parse, look up, call the library.
 
-Every error a user can cause (unknown system/experiment/key, bad value, NaN loss, missing file) is reported
-as one line ``testbed: error: …`` on stderr with exit status 2.
+Every error a user can cause (unknown system/experiment/key, bad value, NaN loss, a diverged student, a
+checkpoint that is not data, a size past the machine's memory, an unusable path, a locked output folder) is
+reported as one line ``testbed: error: …`` on stderr with exit status 2; Ctrl-C ends with one line and status 130.
 """
 
 from __future__ import annotations
@@ -9,23 +10,48 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import torch
 
 import systems
-from testbed.config import ConfigError, apply_overrides, parse_int_list, to_jsonable
+from testbed.config import ConfigError, apply_overrides, check_unique, parse_int_list, to_jsonable
 from testbed.experiments import get_experiment, list_experiments
+from testbed.lock import describe_os_error, output_lock
+
+#: longest error message printed (the first line of it)
+MAX_MESSAGE = 600
 
 
 def _parse_int_list(text: str) -> list[int]:
     return parse_int_list(text, positive=False)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line ``testbed: error: …`` (no usage block), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        _fail(f"{self.prog}: {message}")
+        raise SystemExit(2)
+
+
+def _fail(message: str) -> None:
+    line = " ".join(str(message).split())
+    if len(line) > MAX_MESSAGE:
+        line = line[: MAX_MESSAGE - 1] + "…"
+    print(f"testbed: error: {line}", file=sys.stderr)
+
+
+def _positive(flag: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{flag} must be a positive integer, got {value}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="testbed", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="testbed", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("list", help="list systems and experiments")
 
@@ -45,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any config field, e.g. --set steps=500 n_layers=64")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    r.add_argument("--fresh", action="store_true",
+                   help="delete OUT/checkpoints first: train every student from scratch instead of resuming")
 
     pl = sub.add_parser("plot", help="redraw an experiment's figure from its results folder")
     pl.add_argument("experiment")
@@ -76,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run the cells one after another in this process (no Dask)")
     sw.add_argument("--keep-failed", action="store_true", help="do not re-run cells that failed before")
     sw.add_argument("--dry-run", action="store_true", help="list the cells and their status; run nothing")
+    sw.add_argument("--max-cells", type=int, default=None,
+                    help="refuse specs with more cells than this (default 10000), checked before expanding")
     sw.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     fg = sub.add_parser("figures", help="regenerate experiments' figures with captions and an index",
@@ -112,6 +142,11 @@ def cmd_list() -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     exp = get_experiment(args.experiment)
+    _positive("--threads", args.threads)
+    for flag, values in (("--system", args.system), ("--seed", args.seed), ("--study", args.study),
+                         ("--benchmark", args.benchmark)):
+        if values:
+            check_unique(flag, values)
     cfg = exp.quick_config() if args.quick else exp.Config()
     changes: dict = {}
     fields = {f.name for f in dataclasses.fields(cfg)}
@@ -150,7 +185,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / args.experiment
-    rows = exp.run(cfg, out)
+    with output_lock(out):
+        if args.fresh:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        rows = exp.run(cfg, out)
     print(f"wrote {len(rows)} rows to {out / 'results.csv'} and the figure to {out}/")
     default = ["system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
                "consistency_error", "teacher_consistency_error", "path_sensitivity"]
@@ -160,14 +198,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     exp = get_experiment(args.experiment)
-    if not (args.out / "results.csv").exists():
+    if not (args.out / "results.csv").is_file():
         raise FileNotFoundError(f"{args.out / 'results.csv'} not found: run `testbed run {args.experiment}` first")
-    for p in exp.plot(args.out):
-        print(f"wrote {p}")
+    with output_lock(args.out):
+        for p in exp.plot(args.out):
+            print(f"wrote {p}")
     return 0
 
 
 def cmd_consistency(args: argparse.Namespace) -> int:
+    from testbed.errors import divergence_context
     from testbed.field.consistency import solver_consistency
     from testbed.train import load_student
 
@@ -191,8 +231,9 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     else:
         x0 = torch.randn(args.n, student.dim, generator=gen, dtype=torch.float64)
         target = None
-    res = solver_consistency(student.vector_field, x0, student.horizon, student.n_layers, args.steps, methods,
-                             adaptive, target=target)
+    with divergence_context(checkpoint=args.checkpoint):
+        res = solver_consistency(student.vector_field, x0, student.horizon, student.n_layers, args.steps, methods,
+                                 adaptive, target=target)
     out["student"] = res.rows
     out["consistency_error"] = res.summary
     if args.json:
@@ -211,7 +252,10 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from testbed.sweep import cell_status, format_report, load_spec, run_sweep
 
-    spec = load_spec(args.spec)
+    _positive("--threads", args.threads)
+    _positive("--workers", args.workers)
+    _positive("--max-cells", args.max_cells)
+    spec = load_spec(args.spec, max_cells=args.max_cells)
     if args.dry_run:
         out = (args.out or Path("runs") / "sweeps" / args.spec.stem).resolve()
         print(f"{args.spec}: experiment {spec.experiment} ({'quick' if spec.quick else 'full'}), "
@@ -220,8 +264,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                  "status": cell_status(out, c.cell_id)} for c in spec.cells]
         _print_table(rows, list(rows[0]))
         return 0
-    res = run_sweep(spec, args.out, workers=args.workers, threads=args.threads, scheduler=args.scheduler,
-                    sequential=args.sequential, rerun_failed=not args.keep_failed, progress=not args.no_progress)
+    out = args.out or Path("runs") / "sweeps" / args.spec.stem
+    with output_lock(out):
+        res = run_sweep(spec, out, workers=args.workers, threads=args.threads, scheduler=args.scheduler,
+                        sequential=args.sequential, rerun_failed=not args.keep_failed,
+                        progress=not args.no_progress)
     print(format_report(res))
     return 1 if res.failed or res.missing else 0
 
@@ -235,9 +282,12 @@ def _short(v) -> str:
 def cmd_figures(args: argparse.Namespace) -> int:
     from testbed import figures
 
+    _positive("--threads", args.threads)
+    if args.device is not None:
+        from testbed.devices import check_device
+
+        check_device("--device", args.device)
     if args.threads:
-        if args.threads <= 0:
-            raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.sweep_dir is not None:
         if args.experiments:
@@ -246,8 +296,12 @@ def cmd_figures(args: argparse.Namespace) -> int:
         return 0
     if args.metric:
         raise ConfigError("--metric only applies with --from SWEEP_DIR")
-    figures.regenerate(args.experiments or None, quick=args.quick, out=args.out or Path("figures"),
-                       rerun=args.rerun, progress=not args.no_progress, device=args.device)
+    if args.experiments:
+        check_unique("EXPERIMENT", args.experiments)
+    out = args.out or Path("figures")
+    with output_lock(out):
+        figures.regenerate(args.experiments or None, quick=args.quick, out=out, rerun=args.rerun,
+                           progress=not args.no_progress, device=args.device)
     return 0
 
 
@@ -267,7 +321,10 @@ def _fmt(v) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or an argparse error already printed as one line
+        return int(stop.code or 0)
     try:
         if args.command == "list":
             return cmd_list()
@@ -281,9 +338,27 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sweep(args)
         if args.command == "figures":
             return cmd_figures(args)
-    except (ConfigError, systems.SystemSpecError, FileNotFoundError, FloatingPointError, ValueError) as err:
-        print(f"testbed: error: {err}", file=sys.stderr)
+    except (ConfigError, systems.SystemSpecError, FloatingPointError, ValueError) as err:
+        _fail(str(err) or type(err).__name__)
         return 2
+    except FileNotFoundError as err:
+        _fail(str(err) if err.filename is None or str(err.filename) in str(err.args[0])
+              else describe_os_error(err))
+        return 2
+    except OSError as err:
+        _fail(describe_os_error(err))
+        return 2
+    except MemoryError:
+        _fail("out of memory: reduce the size of the run (width, depth, batch, number of samples)")
+        return 2
+    except RuntimeError as err:
+        if "allocate" not in str(err) and "out of memory" not in str(err):
+            raise
+        _fail(f"out of memory: {str(err).splitlines()[0][:200]}; reduce the size of the run")
+        return 2
+    except KeyboardInterrupt:
+        _fail("interrupted (Ctrl-C); results.csv was not written for the unfinished run")
+        return 130
     return 2
 
 

@@ -22,14 +22,28 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid. The message names the field."""
 
 
+#: longest value shown in an error message; longer ones are cut with their length noted
+MAX_SHOWN = 80
+#: seeds are 0 ≤ s < 2**32 (numpy's legacy and torch's generators accept them; derived seeds stay in int64)
+MAX_SEED = 2**32 - 1
+
+
+def shown(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)``, cut to ``limit`` characters (with the full length noted) for error messages."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}… ({len(text)} characters)"
+
+
 def lookup(registry: Mapping[str, T], name: str, what: str) -> T:
     """``registry[name]``, or a :class:`ConfigError` naming ``name``, a close match and the known names."""
     try:
         return registry[name]
     except KeyError:
-        close = difflib.get_close_matches(str(name), list(registry), n=1)
+        close = difflib.get_close_matches(str(name)[:200], list(registry), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown {what} {name!r}{hint}; known: {', '.join(registry)}") from None
+        raise ConfigError(f"unknown {what} {shown(name)}{hint}; known: {', '.join(registry)}") from None
 
 
 def field_names(cls: type) -> list[str]:
@@ -81,9 +95,15 @@ def parse_value(text: str, annotation: Any) -> Any:
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"cannot read {text!r} as a boolean")
+        raise ConfigError(f"cannot read {shown(text)} as a boolean")
     if annotation is int:
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:
+            as_float = float(text)  # "1e3" → 1000; "1.5" and "nan" stay errors
+            if not math.isfinite(as_float) or not as_float.is_integer():
+                raise ValueError(f"{shown(text)} is not an integer") from None
+            return int(as_float)
     if annotation is float:
         return float(text)
     return text
@@ -96,47 +116,83 @@ def apply_overrides(cfg: T, assignments: Iterable[str]) -> T:
     valid = field_names(type(cfg))
     for item in assignments:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value")
+            raise ConfigError(f"override {shown(item)} must look like key=value")
         key, value = item.split("=", 1)
         key = key.strip()
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
+            close = difflib.get_close_matches(key[:200], valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"unknown config key {key!r}{hint} for {type(cfg).__name__}; valid keys: {', '.join(valid)}"
+                f"unknown config key {shown(key)}{hint} for {type(cfg).__name__}; valid keys: {', '.join(valid)}"
             )
+        if key in changes:
+            raise ConfigError(f"config key {key!r} is set twice in the overrides")
         try:
             changes[key] = parse_value(value, hints[key])
-        except (ValueError, TypeError) as err:
-            raise ConfigError(f"bad value {value!r} for config key {key!r}: {err}") from None
+        except (ValueError, TypeError, OverflowError) as err:
+            raise ConfigError(f"bad value {shown(value)} for config key {key!r}: {_cut(err)}") from None
     return dataclasses.replace(cfg, **changes)
+
+
+def _cut(err: BaseException) -> str:
+    text = str(err)
+    return text if len(text) <= 2 * MAX_SHOWN else text[: 2 * MAX_SHOWN - 1] + "…"
 
 
 # --------------------------------------------------------------------------- checks
 def check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {shown(value)}")
 
 
 def check_nonneg_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        raise ConfigError(f"{name} must be a non-negative integer, got {shown(value)}")
 
 
 def check_positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+        raise ConfigError(f"{name} must be a positive finite number, got {shown(value)}")
 
 
 def check_nonneg(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a non-negative finite number, got {value!r}")
+        raise ConfigError(f"{name} must be a non-negative finite number, got {shown(value)}")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     choices = list(choices)
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {shown(value)}")
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A seed: an integer ``0 ≤ s ≤ 2**32 − 1`` (larger ones overflow the generators and derived seeds)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative integer, got {shown(value)}")
+    if value > MAX_SEED:
+        raise ConfigError(f"{name}: seed {shown(value)} is too large; seeds must be at most 2**32 - 1 = {MAX_SEED}")
+    return value
+
+
+def check_seeds(name: str, values: Any) -> tuple[int, ...]:
+    """A non-empty tuple of distinct seeds (see :func:`check_seed`)."""
+    values = tuple(values)
+    if not values:
+        raise ConfigError(f"{name} must hold at least one seed")
+    for v in values:
+        check_seed(name, v)
+    check_unique(name, values)
+    return values
+
+
+def check_unique(name: str, values: Iterable[Any]) -> None:
+    """Refuse repeated entries (a repeated seed or system would silently duplicate rows)."""
+    seen: set[Any] = set()
+    for v in values:
+        if v in seen:
+            raise ConfigError(f"{name} lists {shown(v)} more than once")
+        seen.add(v)
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,22 @@ from testbed.field.metrics import (
 from testbed.students.base import Student
 
 Tensor = torch.Tensor
+
+#: a relative endpoint error above this is worse than predicting 0: the row is kept but flagged
+LARGE_ERROR = 1.0
+
+
+def quality_flag(metrics: dict[str, Any], label: str, keys: tuple[str, ...] = ("endpoint_error",),
+                 threshold: float = LARGE_ERROR) -> str:
+    """``"ok"``, or ``"large_error"`` when any of ``keys`` exceeds ``threshold`` (relative L2, so > 1 is worse
+    than the zero predictor); a flagged row also prints one ``testbed: warning:`` line naming ``label``."""
+    bad = {k: float(metrics[k]) for k in keys if k in metrics and not float(metrics[k]) <= threshold}
+    if not bad:
+        return "ok"
+    shown = ", ".join(f"{k} = {v:.3g}" for k, v in bad.items())
+    print(f"testbed: warning: {label}: {shown} > {threshold:g}; the row is kept and flagged 'large_error' "
+          "(lower the learning rate or train longer)", file=sys.stderr)
+    return "large_error"
 
 
 @dataclass

@@ -65,9 +65,20 @@ def _fmt(v: Any) -> Any:
 
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Read a CSV written by :func:`write_csv`; numeric strings become floats/ints."""
-    with open(path, newline="") as fh:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    """Read a CSV written by :func:`write_csv`; numeric strings become floats/ints. A file that is not a text
+    CSV raises :class:`~testbed.config.ConfigError` naming it."""
+    from testbed.config import ConfigError
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a UTF-8 text CSV file (binary?)") from None
+    except csv.Error as err:
+        raise ConfigError(f"{path} is not a valid CSV file ({err})") from None
+    if any(None in row or any(v is None for v in row.values()) for row in rows):
+        raise ConfigError(f"{path}: rows do not match the header (ragged CSV)")
+    return [{k: _parse(v) for k, v in row.items()} for row in rows]
 
 
 def _parse(v: str) -> Any:

@@ -69,6 +69,8 @@ from testbed.config import ConfigError, parse_value, to_jsonable
 from testbed.plotting import figures_disabled
 from testbed.results import atomic_write_text, read_csv, write_csv, write_json
 
+#: default bound on the number of cells in one spec (``--max-cells`` raises it); checked before expanding
+MAX_CELLS = 10_000
 SPEC_KEYS = ("experiment", "quick", "seeds", "figures", "fixed", "grid", "cells", "description")
 SEED_COLUMN = "seed"
 STATUS_OK, STATUS_FAILED, STATUS_MISSING = "ok", "failed", "missing"
@@ -85,13 +87,19 @@ def _load_toml(path: Path) -> dict[str, Any]:
         except ModuleNotFoundError:
             raise ConfigError("reading a sweep spec needs Python >= 3.11 (tomllib) or the 'tomli' package "
                               "(pip install tomli)") from None
+    if path.is_dir():
+        raise ConfigError(f"sweep spec {path} is a folder; give the path of a .toml file")
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise FileNotFoundError(f"sweep spec {path} not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep spec {path} is not a UTF-8 text file (binary?)") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"sweep spec {path}: cannot be read ({err.strerror or err})") from None
 
 
 # --------------------------------------------------------------------------------------------- spec → cells
@@ -186,11 +194,12 @@ def cell_id_of(experiment: str, config: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def load_spec(path: str | Path) -> SweepSpec:
+def load_spec(path: str | Path, max_cells: int | None = None) -> SweepSpec:
     """Read and validate a sweep spec; every cell's config is built (so validated) here.
 
     Raises :class:`ConfigError` naming the spec file and the offending key for an unknown experiment or option,
-    an empty ``[grid]`` or grid list, bad seeds, or a config the experiment rejects.
+    an empty ``[grid]`` or grid list, bad seeds, a config the experiment rejects, or more than ``max_cells``
+    cells (default :data:`MAX_CELLS`; counted from the list lengths before anything is expanded).
     """
     from testbed.experiments import get_experiment
 
@@ -260,6 +269,14 @@ def load_spec(path: str | Path) -> SweepSpec:
     both = [k for k in grid if k in fixed]
     if both:
         raise ConfigError(f"{path}: option {both[0]!r} is in both [fixed] and [grid]")
+    limit = MAX_CELLS if max_cells is None else max_cells
+    n_cells = (math.prod(len(v) for v in grid.values()) if grid else (0 if extra else 1)) + len(extra)
+    n_cells *= len(seeds)
+    if n_cells > limit:
+        sizes = " × ".join(f"{k}: {len(v)}" for k, v in grid.items())
+        raise ConfigError(f"{path}: the spec defines {n_cells:,} cells ({sizes or 'no grid'}, "
+                          f"{len(extra)} extra cell(s), {len(seeds)} seed(s)), more than the limit of {limit:,}; "
+                          "shrink the grid or pass --max-cells N")
 
     swept = list(grid)
     for c in extra:

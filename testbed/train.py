@@ -11,7 +11,13 @@ minibatches drawn (with a seeded generator) from ``data`` — teacher trajectori
 * writes ``out_dir/checkpoint.pt`` atomically every ``checkpoint_every`` steps and at the end, holding the
   student's spec and weights, optimizer/scheduler state and the RNG state, so ``resume=True`` continues a
   killed run to the same final weights as an uninterrupted one;
-* raises :class:`NonFiniteLossError` (naming the step and the terms) as soon as the loss is NaN/inf.
+* raises :class:`NonFiniteLossError` (naming the step and the terms) as soon as the loss is NaN/inf;
+* refuses, before the first step, a run whose estimated memory exceeds the machine's
+  (:func:`testbed.limits.check_training_memory`).
+
+Checkpoints are data: :func:`read_checkpoint` loads them with ``torch.load(weights_only=True)``, so a file
+holding anything but tensors and plain containers is refused without running any of its code, and an empty,
+truncated or foreign file gives a :class:`~testbed.errors.CheckpointError` naming it and the remedy.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -38,6 +45,8 @@ from testbed.config import (
     check_positive_int,
 )
 from testbed.datasets import LabeledData
+from testbed.errors import CheckpointError
+from testbed.limits import check_training_memory
 from testbed.objectives import Objective, make_objective
 from testbed.results import atomic_path
 from testbed.students import Student, build_student
@@ -91,7 +100,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     final_loss: float
     steps: int
-    wall_time: float
+    wall_time: float  # seconds of training, including the time spent before a resume
     resumed_from: int = 0
 
 
@@ -110,6 +119,34 @@ def save_checkpoint(path: str | Path, student: Student, extra: dict[str, Any] | 
     _atomic_save(payload, path)
 
 
+_REMEDY = "delete it (or rerun with --fresh) to train from scratch"
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict at ``path``, loaded as data only (``torch.load(weights_only=True)``).
+
+    Raises :class:`~testbed.errors.CheckpointError` naming the file for one that holds other objects (nothing in
+    it is executed), is empty or truncated, or is not a testbed checkpoint.
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain data; refused without "
+                              f"running them ({first[:160]}); {_REMEDY}") from None
+    except (IsADirectoryError, PermissionError, FileNotFoundError):
+        raise
+    except (EOFError, RuntimeError, ValueError, OSError, KeyError, AttributeError, TypeError) as err:
+        what = "empty" if path.exists() and path.stat().st_size == 0 else "truncated or not a torch file"
+        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read ({what}: {detail}); {_REMEDY}") from None
+    if not isinstance(ckpt, dict) or "student_kind" not in ckpt or "student_state" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} is not a testbed checkpoint (no student_kind/student_state); "
+                              f"{_REMEDY}")
+    return ckpt
+
+
 def load_student(path: str | Path, map_location: str = "cpu") -> tuple[Student, dict[str, Any]]:
     """Rebuild a student from a checkpoint; returns ``(student, checkpoint dict)``."""
     path = Path(path)
@@ -117,10 +154,15 @@ def load_student(path: str | Path, map_location: str = "cpu") -> tuple[Student, 
         path = path / CHECKPOINT_NAME
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    student = build_student(ckpt["student_kind"], **ckpt["student_spec"])
-    student = student.to(getattr(torch, ckpt.get("dtype", "float32")))
-    student.load_state_dict(ckpt["student_state"])
+    ckpt = read_checkpoint(path, map_location)
+    try:
+        student = build_student(ckpt["student_kind"], **ckpt["student_spec"])
+        student = student.to(getattr(torch, ckpt.get("dtype", "float32")))
+        student.load_state_dict(ckpt["student_state"])
+    except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as err:
+        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} does not describe a student this testbed can rebuild "
+                              f"({detail}); {_REMEDY}") from None
     return student, ckpt
 
 
@@ -163,6 +205,7 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
+    elapsed_before = 0.0
     out = Path(out_dir) if out_dir is not None else None
     history: list[dict[str, Any]] = []
     if out is not None:
@@ -170,7 +213,7 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
         ckpt_path = out / CHECKPOINT_NAME
         log_path = out / LOG_NAME
         if resume and ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+            ckpt = read_checkpoint(ckpt_path, map_location=device)
             same = (ckpt.get("student_spec") == student.spec()
                     and _resume_key(ckpt.get("train_config") or {}) == _resume_key(dataclasses.asdict(cfg))
                     and ckpt.get("objective") == dict(objective.weights))
@@ -186,6 +229,7 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
             sched.load_state_dict(ckpt["scheduler"])
             gen.set_state(ckpt["generator"])
             start = int(ckpt["step"])
+            elapsed_before = float(ckpt.get("elapsed", 0.0))
             history = [h for h in ckpt.get("history", []) if h["step"] <= start]
         # keep the log consistent with the checkpoint we resume from
         lines = [json.dumps(h) for h in history]
@@ -197,11 +241,14 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
         save_checkpoint(out / CHECKPOINT_NAME, student, extra=extra, optimizer=opt.state_dict(),
                         scheduler=sched.state_dict(), generator=gen.get_state(), step=step,
                         train_config=dataclasses.asdict(cfg), objective=dict(objective.weights),
-                        history=history)
+                        history=history, elapsed=elapsed_before + time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
     n = data.n
     bs = min(cfg.batch_size, n)
+    x_probe = getattr(data, "x0", None) if getattr(data, "x0", None) is not None else getattr(data, "x", None)
+    if isinstance(x_probe, torch.Tensor):
+        check_training_memory(student, x_probe[:2], bs)
+    t0 = time.perf_counter()
     loss_value = float(history[-1]["loss"]) if history else float("nan")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress,
                desc=f"train[{objective.name}]", leave=False, dynamic_ncols=True)
@@ -241,4 +288,4 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
     bar.close()
     student.eval()
     checkpoint(done)
-    return TrainResult(history, loss_value, done, time.perf_counter() - t0, resumed_from=start)
+    return TrainResult(history, loss_value, done, elapsed_before + time.perf_counter() - t0, resumed_from=start)

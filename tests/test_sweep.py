@@ -45,7 +45,7 @@ objectives = ["endpoint", "field"]
 FAILING_CELL = """
 [[cells]]
 objectives = ["field"]
-device = "bogus"
+lr = 1e300
 """
 TIMING_COLUMNS = ("train_seconds",)  # prefixes: train_seconds, train_seconds_mean, train_seconds_std
 
@@ -72,7 +72,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def failing_sweep(cluster, tmp_path_factory):
-    """A sweep of 4 good cells (2 objectives × 2 seeds) and 2 failing ones ([[cells]] on device 'bogus')."""
+    """A sweep of 4 good cells (2 objectives × 2 seeds) and 2 failing ones ([[cells]] with lr = 1e300: the loss is NaN at step 2)."""
     tmp = tmp_path_factory.mktemp("sweep")
     spec = load_spec(_spec(tmp, TINY.format(seeds="[0, 1]") + FAILING_CELL))
     res = run_sweep(spec, tmp / "out", scheduler=cluster.scheduler_address, threads=1, progress=False)
@@ -137,11 +137,11 @@ def test_sweep_on_local_cluster_with_failing_cell(failing_sweep) -> None:
     spec, res = failing_sweep
     out = res.sweep_dir
     assert res.n_cells == 6 and res.ran == 6 and res.skipped == 0 and not res.missing
-    bad = [c.cell_id for c in spec.cells if c.config.device == "bogus"]
+    bad = [c.cell_id for c in spec.cells if c.config.lr == 1e300]
     assert sorted(res.failed) == sorted(bad) and len(bad) == 2
     for cid in bad:
         st = json.loads((out / "cells" / cid / "status.json").read_text())
-        assert st["status"] == "failed" and "bogus" in st["error"] and "Traceback" in st["traceback"]
+        assert st["status"] == "failed" and "non-finite" in st["error"] and "Traceback" in st["traceback"]
     for c in spec.cells:
         if c.cell_id not in bad:
             assert cell_status(out, c.cell_id) == "ok"
@@ -162,7 +162,7 @@ def test_sweep_on_local_cluster_with_failing_cell(failing_sweep) -> None:
     assert float(summary[0]["endpoint_error_mean"]) == pytest.approx(mean)
     assert float(summary[0]["endpoint_error_std"]) == pytest.approx(abs(e[0] - e[1]) / 2 ** 0.5)
     cells = _table(out / "cells.csv")
-    assert [r["status"] for r in cells] == ["ok"] * 4 + ["failed"] * 2 and "bogus" in cells[-1]["error"]
+    assert [r["status"] for r in cells] == ["ok"] * 4 + ["failed"] * 2 and "non-finite" in cells[-1]["error"]
     meta = json.loads((out / "sweep.json").read_text())
     assert meta["experiment"] == "law-recovery" and len(meta["cells"]) == 6
     assert (out / "spec.toml").read_text() == spec.path.read_text()

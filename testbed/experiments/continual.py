@@ -43,6 +43,7 @@ from testbed.continual import BENCHMARKS, LearnerConfig, build_learner, load_ben
 from testbed.continual.backbones import BACKBONES, DEFAULT_BACKBONE, build_backbone
 from testbed.continual.base import ReplayLearner
 from testbed.continual.data import SplitBenchmark, subsample_per_class
+from testbed.experiments.common import check_shared_fields
 from testbed.plotting import PALETTE, figures_enabled, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 
@@ -156,10 +157,6 @@ class ContinualConfig:
             raise ConfigError("buffer_sizes must hold at least one size for replay methods")
         for b in self.buffer_sizes:
             check_positive_int("buffer_sizes", b)
-        if not self.seeds:
-            raise ConfigError("seeds must hold at least one seed")
-        for s in self.seeds:
-            check_nonneg_int("seeds", s)
         if self.backbone is not None:
             check_choice("backbone", self.backbone, BACKBONES)
         if self.lr is not None:
@@ -175,8 +172,7 @@ class ContinualConfig:
         check_positive_int("n_probes", self.n_probes)
         check_positive_int("n_retention", self.n_retention)
         check_nonneg_int("max_train_per_class", self.max_train_per_class)
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but CUDA is not available")
+        check_shared_fields(self, unique=("benchmarks", "methods", "buffer_sizes"))
 
 
 def quick_config(**overrides: Any) -> ContinualConfig:

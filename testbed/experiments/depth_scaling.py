@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.config import ConfigError, check_positive, check_positive_int
+from testbed.experiments.common import check_shared_fields
 from testbed.results import run_metadata, write_json
 
 NAME = "depth-scaling"
@@ -81,8 +82,7 @@ class DepthScalingConfig:
         for s in self.studies:
             if s not in STUDIES:
                 raise ConfigError(f"studies: unknown sub-study {s!r}; choose from {', '.join(STUDIES)}")
-        if not self.seeds or any(int(s) < 0 for s in self.seeds):
-            raise ConfigError(f"seeds must be non-empty and non-negative, got {self.seeds}")
+        check_shared_fields(self, unique=("studies",))
         for name in ("conv_depths", "lr_depths", "feat_depths", "reuse_depths", "reuse_widths", "block_depths"):
             vals = getattr(self, name)
             if not vals:

@@ -43,7 +43,7 @@ import torch
 import systems
 from testbed.config import ConfigError, check_nonneg, check_positive, check_positive_int
 from testbed.datasets import LabeledData, load_digits, stratified_split
-from testbed.experiments.common import fit, make_splits
+from testbed.experiments.common import check_shared_fields, fit, make_splits
 from testbed.field.consistency import integrate, observed_order, solver_consistency
 from testbed.field.equivalence import Conjugated, Detour, ExactFlowStudent, Reparameterized
 from testbed.field.geometry import SUMMARY_KEYS, field_geometry
@@ -122,9 +122,7 @@ class EndpointEquivalenceConfig:
             raise ConfigError(f"band_ratio must be ≥ 1, got {self.band_ratio}")
         if not 0.0 < self.digits_target_accuracy < 1.0:
             raise ConfigError(f"digits_target_accuracy must lie in (0, 1), got {self.digits_target_accuracy}")
-        for s in self.seeds:
-            if s < 0:
-                raise ConfigError(f"seeds must be non-negative, got {self.seeds}")
+        check_shared_fields(self)
 
 
 def quick_config(**overrides: Any) -> EndpointEquivalenceConfig:

@@ -34,8 +34,9 @@ from testbed.config import (
     check_positive,
     check_positive_int,
 )
-from testbed.evaluate import evaluate_student, teacher_reference
-from testbed.experiments.common import fit, make_splits
+from testbed.errors import divergence_context
+from testbed.evaluate import evaluate_student, quality_flag, teacher_reference
+from testbed.experiments.common import check_shared_fields, fit, make_splits
 from testbed.field.consistency import default_step_counts
 from testbed.objectives import make_objective
 from testbed.plotting import color_for, consistency_panel, figures_enabled, save_figure, use_style
@@ -47,7 +48,7 @@ RESULT_COLUMNS = [
     "system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood", "consistency_error",
     "path_sensitivity", "endpoint_error_ood", "trajectory_error", "consistency_error_mean",
     "teacher_consistency_error", "teacher_path_sensitivity", "flow_jacobian_error", "final_loss",
-    "train_seconds", "n_layers", "width", "student", "tied",
+    "train_seconds", "n_layers", "width", "student", "tied", "flag",
 ]
 OUTPUT_FILES = ("results.csv", "consistency.csv", "results.json", "law_recovery.png", "law_recovery.pdf")
 
@@ -88,10 +89,7 @@ class LawRecoveryConfig:
             raise ConfigError("objectives must name at least one objective")
         for o in self.objectives:
             make_objective(o)
-        if not self.seeds:
-            raise ConfigError("seeds must hold at least one seed")
-        if any(s < 0 for s in self.seeds):
-            raise ConfigError(f"seeds must be non-negative, got {self.seeds}")
+        check_shared_fields(self, unique=("systems", "objectives"))
         check_choice("student", self.student, ("residual", "neural_ode"))
         for name in ("n_layers", "width", "hidden_layers", "n_train", "n_test", "n_obs", "steps", "batch_size"):
             check_positive_int(name, getattr(self, name))
@@ -140,15 +138,19 @@ def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                 torch.manual_seed(seed)
                 student = build_student(cfg.student, **_student_kwargs(cfg, system)).to(dtype)
                 run_dir = out / "checkpoints" / f"{sname}-{obj_name}-s{seed}"
-                result = fit(student, obj_name, train_data, seed=seed, steps=cfg.steps, batch_size=cfg.batch_size,
-                             lr=cfg.lr, grad_clip=cfg.grad_clip, progress=cfg.progress, run_dir=run_dir,
-                             device=cfg.device, extra={"system": sname, "system_params": system.params(),
-                                                       "objective": obj_name, "seed": seed})
-                ev = evaluate_student(student, ref, steps)
+                with divergence_context(system=sname, objective=obj_name, seed=seed) as where:
+                    result = fit(student, obj_name, train_data, seed=seed, steps=cfg.steps,
+                                 batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
+                                 progress=cfg.progress, run_dir=run_dir, device=cfg.device,
+                                 extra={"system": sname, "system_params": system.params(),
+                                        "objective": obj_name, "seed": seed})
+                    where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
+                    ev = evaluate_student(student, ref, steps)
+                flag = quality_flag(ev.metrics, f"system {sname}, objective {obj_name}, seed {seed}")
                 rows.append({"system": sname, "objective": obj_name, "seed": seed, **ev.metrics,
                              "final_loss": result.final_loss, "train_seconds": result.wall_time,
                              "n_layers": cfg.n_layers, "width": cfg.width, "student": cfg.student,
-                             "tied": cfg.tied})
+                             "tied": cfg.tied, "flag": flag})
                 curves += [{"system": sname, "objective": obj_name, "seed": seed, **r} for r in ev.consistency.rows]
     write_csv(out / "consistency.csv", curves)
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,

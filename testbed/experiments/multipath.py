@@ -43,7 +43,7 @@ from testbed.config import (
     check_positive,
     check_positive_int,
 )
-from testbed.experiments.common import fit
+from testbed.experiments.common import check_shared_fields, fit
 from testbed.multipath import SPLITS, VARIANTS, MultipathTask, digits_task, evaluate, route_task, transport_task
 from testbed.plotting import PALETTE, figures_enabled, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
@@ -124,8 +124,7 @@ class MultipathConfig:
             raise ConfigError(f"lambdas must hold ≥ 2 finite values ≥ 0, got {self.lambdas}")
         if len(set(self.lambdas)) != len(self.lambdas):
             raise ConfigError(f"lambdas must be distinct, got {self.lambdas}")
-        if not self.seeds or any(s < 0 for s in self.seeds):
-            raise ConfigError(f"seeds must hold at least one non-negative seed, got {self.seeds}")
+        check_shared_fields(self, unique=("tasks", "variants"))
         for name in ("steps", "batch_size", "width", "hidden_layers", "n_layers", "n_train", "n_test", "n_obs",
                      "route_segments", "route_layers", "route_seen", "digits_labeled", "digits_layers",
                      "digits_dim", "digits_teacher_steps"):

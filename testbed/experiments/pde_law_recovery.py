@@ -37,8 +37,9 @@ import torch
 import systems
 from systems.pdes import PDESystem
 from testbed.config import ConfigError, check_choice, check_nonneg, check_positive, check_positive_int
-from testbed.evaluate import evaluate_student, rollout, teacher_reference
-from testbed.experiments.common import fit, make_splits
+from testbed.errors import divergence_context
+from testbed.evaluate import evaluate_student, quality_flag, rollout, teacher_reference
+from testbed.experiments.common import check_shared_fields, fit, make_splits
 from testbed.field.metrics import relative_l2
 from testbed.objectives import make_objective
 from testbed.plotting import color_for, consistency_panel, figures_enabled, save_figure, use_style
@@ -102,8 +103,7 @@ class PDELawRecoveryConfig:
             check_choice("students", st, ("conv", "mlp"))
         for o in self.objectives:
             make_objective(o)
-        if any(s < 0 for s in self.seeds):
-            raise ConfigError(f"seeds must be non-negative, got {self.seeds}")
+        check_shared_fields(self, unique=("systems", "students", "objectives"))
         for name in ("n_grid", "n_layers", "conv_width", "kernel_size", "mlp_width", "hidden_layers", "n_train",
                      "n_test", "n_obs", "steps", "batch_size"):
             check_positive_int(name, getattr(self, name))
@@ -191,13 +191,16 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                     torch.manual_seed(seed)
                     student = build(cfg, kind, system)
                     tags = {"system": sname, "student": kind, "objective": obj_name, "seed": seed}
-                    result = fit(student, obj_name, train_data, seed=seed, steps=cfg.steps,
-                                 batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
-                                 progress=cfg.progress, device=cfg.device,
-                                 run_dir=out / "checkpoints" / f"{sname}-{kind}-{obj_name}-s{seed}",
-                                 extra={**tags, "system_params": system.params()})
-                    ev = evaluate_student(student, ref, step_counts)
-                    roll = rollout(student, system, x_roll, T, cfg.n_layers, ROLLOUT_FACTOR)
+                    with divergence_context(**tags) as where:
+                        result = fit(student, obj_name, train_data, seed=seed, steps=cfg.steps,
+                                     batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
+                                     progress=cfg.progress, device=cfg.device,
+                                     run_dir=out / "checkpoints" / f"{sname}-{kind}-{obj_name}-s{seed}",
+                                     extra={**tags, "system_params": system.params()})
+                        where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
+                        ev = evaluate_student(student, ref, step_counts)
+                        roll = rollout(student, system, x_roll, T, cfg.n_layers, ROLLOUT_FACTOR)
+                    flag = quality_flag(ev.metrics, ", ".join(f"{k} {v}" for k, v in tags.items()))
                     stencil_error = moment_error = float("nan")
                     if kind == "conv" and hasattr(system, "stencil") and sname == "heat":
                         states = test_id.states[:, :16].reshape(-1, system.dim)
@@ -208,7 +211,8 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                                  "teacher_rollout_error_4T": teacher_roll.error_at(4 * T),
                                  "stencil_error": stencil_error, "stencil_moment_error": moment_error,
                                  "final_loss": result.final_loss,
-                                 "train_seconds": result.wall_time, "n_layers": cfg.n_layers, "n_grid": cfg.n_grid})
+                                 "train_seconds": result.wall_time, "n_layers": cfg.n_layers, "n_grid": cfg.n_grid,
+                                 "flag": flag})
                     curves += [{"system": sname, "series": series, "seed": seed, **r} for r in ev.consistency.rows]
                     rollouts += [{"system": sname, "series": series, "seed": seed, "t": float(t), "error": e}
                                  for t, e in zip(roll.times, roll.errors, strict=True)]

@@ -22,6 +22,11 @@ A field that encodes a law converges as ``L'`` grows (at the solver's order) and
 the discretisation error of the coarse grid; a field that only fits an endpoint at one step size moves.
 Because every field has a discretisation floor, compare a student's curve with its teacher's.
 
+Every solve is bounded: an adaptive solve stops with :class:`~testbed.errors.DivergenceError` after
+``max_nfev`` field evaluations (default :data:`MAX_NFEV`) or as soon as a state is NaN/inf or exceeds
+``STATE_BOUND × max(1, max|x_0|)`` in absolute value, so a diverged field never hangs a run; a fixed-step
+solve whose stored states would not fit in memory is refused before it starts.
+
 Adaptive solvers in torchdiffeq treat the batch as one system (shared step sizes). We solve the batch
 together at a tight tolerance (default ``rtol=1e-7``), so each sample is accurate to that tolerance whatever
 shares its batch; pass ``per_sample=True`` to solve each sample alone (slower, exact per-sample NFEs).
@@ -38,15 +43,23 @@ import torch
 from torchdiffeq import odeint
 
 from testbed.config import ConfigError
+from testbed.errors import DivergenceError
 from testbed.field.metrics import relative_l2
 from testbed.fitting import loglog_slope
 from testbed.grid import grid_indices
+from testbed.limits import check_memory
 
 Tensor = torch.Tensor
 Field = Callable[[Tensor, Tensor], Tensor]
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun")
+#: field evaluations one adaptive solve may use (the teachers and trained students here need < 5,000)
+MAX_NFEV = 100_000
+#: an adaptive solve stops when ``max|x| > STATE_BOUND · max(1, max|x_0|)``
+STATE_BOUND = 1e8
+#: after this many evaluations a solve whose progress projects past ``10 × max_nfev`` is stopped early
+STALL_CHECK_NFEV = 2_000
 
 
 class _Counted:
@@ -58,6 +71,33 @@ class _Counted:
     def __call__(self, t: Tensor, x: Tensor) -> Tensor:
         self.nfev += 1
         return self.f(t, x)
+
+
+class _Guarded(_Counted):
+    """``f`` with a call counter, an evaluation budget and a state-size guard (for adaptive solves)."""
+
+    def __init__(self, f: Field, method: str, max_nfev: int, bound: float, t0: float, t1: float) -> None:
+        super().__init__(f)
+        self.method, self.max_nfev, self.bound = method, max_nfev, bound
+        self.t0, self.span = t0, abs(t1 - t0)
+
+    def __call__(self, t: Tensor, x: Tensor) -> Tensor:
+        size = float(x.detach().abs().max()) if x.numel() else 0.0
+        if not size <= self.bound:  # also catches NaN
+            raise DivergenceError(f"{self.method} solve diverged: state max|x| = {size:.3g} at t = {float(t):.4g} "
+                                  f"(bound {self.bound:.3g}) after {self.nfev} field evaluations")
+        if self.nfev >= self.max_nfev:
+            raise DivergenceError(f"{self.method} solve exceeded its budget of {self.max_nfev:,} field evaluations "
+                                  f"at t = {float(t):.4g} (state max|x| = {size:.3g}): the field is too stiff or "
+                                  "diverged")
+        if self.nfev == STALL_CHECK_NFEV and self.span > 0:
+            done = abs(float(t) - self.t0) / self.span
+            if done * 10 * self.max_nfev < self.nfev:
+                raise DivergenceError(f"{self.method} solve stalled: {self.nfev:,} field evaluations reached only "
+                                      f"t = {float(t):.3g} of [{self.t0:g}, {self.t0 + self.span:g}] (projected "
+                                      f"more than 10 × its budget of {self.max_nfev:,}): the field is too stiff or "
+                                      "diverged")
+        return super().__call__(t, x)
 
 
 _ONE_THIRD, _TWO_THIRDS = 1 / 3, 2 / 3
@@ -94,11 +134,13 @@ def fixed_step_solve(f: Field, x0: Tensor, grid: Tensor, method: str) -> Tensor:
 
 
 def integrate(f: Field, x0: Tensor, horizon: float, method: str = "euler", n_steps: int | None = None,
-              times: Tensor | None = None, rtol: float = 1e-7, atol: float = 1e-9) -> tuple[Tensor, int]:
+              times: Tensor | None = None, rtol: float = 1e-7, atol: float = 1e-9,
+              max_nfev: int = MAX_NFEV) -> tuple[Tensor, int]:
     """Solve ``dx/dt = f(t, x)`` on ``[0, T]``; return states at ``times`` (default ``[0, T]``) and NFE.
 
-    Fixed-step methods take ``n_steps`` equal steps (``times`` must lie on that grid); adaptive methods use
-    ``rtol``/``atol``.
+    Fixed-step methods take ``n_steps`` equal steps (``times`` must lie on that grid; the ``n_steps + 1`` stored
+    states must fit in memory); adaptive methods use ``rtol``/``atol`` and at most ``max_nfev`` evaluations,
+    and stop on exploding or non-finite states (:class:`~testbed.errors.DivergenceError`).
     """
     if times is None:
         times = torch.tensor([0.0, horizon], dtype=torch.float64)
@@ -106,6 +148,8 @@ def integrate(f: Field, x0: Tensor, horizon: float, method: str = "euler", n_ste
     if method in FIXED_STEP_METHODS:
         if n_steps is None or isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps <= 0:
             raise ConfigError(f"step count must be a positive integer, got {n_steps!r}")
+        check_memory((int(n_steps) + 1) * x0.numel() * x0.element_size(),
+                     f"a {method} solve with {int(n_steps):,} steps of a {tuple(x0.shape)} state")
         try:
             idx = grid_indices(times, horizon, int(n_steps))  # on the original times, before any float32 cast
         except ValueError as err:
@@ -115,8 +159,10 @@ def integrate(f: Field, x0: Tensor, horizon: float, method: str = "euler", n_ste
         return sol[idx], counted.nfev
     times = torch.as_tensor(times).to(dtype=x0.dtype, device=x0.device)
     if method in ADAPTIVE_METHODS:
-        sol = odeint(counted, x0, times, method=method, rtol=rtol, atol=atol)
-        return sol, counted.nfev
+        bound = STATE_BOUND * max(1.0, float(x0.detach().abs().max()) if x0.numel() else 1.0)
+        guarded = _Guarded(f, method, max_nfev, bound, float(times[0]), float(times[-1]))
+        sol = odeint(guarded, x0, times, method=method, rtol=rtol, atol=atol)
+        return sol, guarded.nfev
     raise ConfigError(f"unknown solver {method!r}; use one of {', '.join(FIXED_STEP_METHODS + ADAPTIVE_METHODS)}")
 
 

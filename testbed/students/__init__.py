@@ -10,6 +10,7 @@ import inspect
 from typing import Any
 
 from testbed.config import ConfigError, lookup
+from testbed.limits import build_checked
 from testbed.students.augmented import AugmentedResidualNet, ContextResidualStudent
 from testbed.students.base import Student
 from testbed.students.classifier import ResidualClassifier, ResidualNet
@@ -29,13 +30,14 @@ STUDENTS: dict[str, type] = {
 
 
 def build_student(kind: str, **kwargs: Any) -> Any:
-    """Build the student registered as ``kind``; unknown kinds or arguments raise :class:`ConfigError`."""
+    """Build the student registered as ``kind``; unknown kinds or arguments raise :class:`ConfigError`, and a
+    student whose weights would not fit in memory is refused before allocation (measured on the meta device)."""
     cls = lookup(STUDENTS, kind, "student")
     valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ConfigError(f"unknown argument(s) {unknown} for student {kind!r}; valid: {', '.join(valid)}")
-    return cls(**kwargs)
+    return build_checked(cls, kwargs, f"student {kind!r}")
 
 
 __all__ = ["AugmentedResidualNet", "BRANCH_SCALINGS", "ContextResidualStudent", "NeuralODEStudent",

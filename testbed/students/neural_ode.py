@@ -14,11 +14,14 @@ import torch
 from torchdiffeq import odeint, odeint_adjoint
 
 from testbed.config import check_choice, check_nonneg, check_positive, check_positive_int
+from testbed.errors import DivergenceError
 from testbed.students.base import Student, Tensor
 from testbed.students.mlp import ACTIVATIONS, FieldMLP
 
 FIXED_STEP = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+#: accepted steps one adaptive solve may take before it is declared diverged
+MAX_ADAPTIVE_STEPS = 20_000
 
 
 class NeuralODEStudent(Student):
@@ -57,10 +60,15 @@ class NeuralODEStudent(Student):
         if self.method in FIXED_STEP:
             kwargs["options"] = {"step_size": self.horizon / self.n_layers}
         else:
-            kwargs.update(rtol=self.rtol, atol=self.atol)
-        if self.adjoint:
-            return odeint_adjoint(self.field, x0, times, adjoint_params=tuple(self.field.parameters()), **kwargs)
-        return odeint(self.vector_field, x0, times, **kwargs)
+            kwargs.update(rtol=self.rtol, atol=self.atol, options={"max_num_steps": MAX_ADAPTIVE_STEPS})
+        try:
+            if self.adjoint:
+                return odeint_adjoint(self.field, x0, times, adjoint_params=tuple(self.field.parameters()),
+                                      **kwargs)
+            return odeint(self.vector_field, x0, times, **kwargs)
+        except AssertionError as err:  # torchdiffeq signals an exhausted step budget or underflow this way
+            raise DivergenceError(f"neural ODE {self.method} solve failed ({err}): the learned field is too stiff "
+                                  "or diverged") from None
 
     def step(self, l: int, h: Tensor) -> Tensor:
         t = self.layer_times[l: l + 2]
