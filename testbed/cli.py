@@ -176,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         changes["data_dir"] = str(args.data_dir)
     if args.seed:
         changes["seeds"] = tuple(args.seed)
-    if args.device:
+    if args.device is not None:
         changes["device"] = args.device
     if args.no_progress:
         changes["progress"] = False

@@ -131,7 +131,12 @@ def apply_overrides(cfg: T, assignments: Iterable[str]) -> T:
             changes[key] = parse_value(value, hints[key])
         except (ValueError, TypeError, OverflowError) as err:
             raise ConfigError(f"bad value {shown(value)} for config key {key!r}: {_cut(err)}") from None
-    return dataclasses.replace(cfg, **changes)
+    try:
+        return dataclasses.replace(cfg, **changes)
+    except ConfigError:
+        raise
+    except (TypeError, OverflowError) as err:  # a value of the wrong kind reached a check
+        raise ConfigError(f"bad override for {type(cfg).__name__}: {_cut(err)}") from None
 
 
 def _cut(err: BaseException) -> str:

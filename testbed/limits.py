@@ -84,7 +84,11 @@ def _meta_bytes(factory: Callable[..., Any], kwargs: dict[str, Any]) -> int | No
     try:
         with torch.device("meta"):
             probe = factory(**kwargs)
-    except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError):
+    except RuntimeError as err:
+        if "overflow" in str(err):  # a tensor with more than 2**63 bytes
+            return 2**63
+        return None
+    except (NotImplementedError, TypeError, ValueError, AttributeError):
         return None
     return module_bytes(probe) if isinstance(probe, torch.nn.Module) else 0
 

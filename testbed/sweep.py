@@ -438,6 +438,10 @@ def local_cluster(workers: int, threads: int = 1):
     root = str(Path(testbed.__file__).resolve().parent.parent)
     pypath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": pypath}
+    # after Ctrl-C the interrupted workers leave semaphores behind; multiprocessing's resource tracker (started
+    # from this process's environment) would print a multi-line warning about them after our one-line message
+    if "PYTHONWARNINGS" not in os.environ:
+        os.environ["PYTHONWARNINGS"] = "ignore:resource_tracker:UserWarning"
     return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                         env=env, silence_logs=40)
 

@@ -72,7 +72,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def failing_sweep(cluster, tmp_path_factory):
-    """A sweep of 4 good cells (2 objectives × 2 seeds) and 2 failing ones ([[cells]] with lr = 1e300: the loss is NaN at step 2)."""
+    """4 good cells (2 objectives × 2 seeds) and 2 failing ones ([[cells]] with lr = 1e300: NaN loss at step 2)."""
     tmp = tmp_path_factory.mktemp("sweep")
     spec = load_spec(_spec(tmp, TINY.format(seeds="[0, 1]") + FAILING_CELL))
     res = run_sweep(spec, tmp / "out", scheduler=cluster.scheduler_address, threads=1, progress=False)
@@ -151,7 +151,7 @@ def test_sweep_on_local_cluster_with_failing_cell(failing_sweep) -> None:
     # one tidy table: a column per swept option, then the experiment's columns; spec order
     rows = _table(out / "results.csv")
     assert len(rows) == 4
-    assert list(rows[0])[:4] == ["cell_id", "objectives", "device", "seed"]
+    assert list(rows[0])[:4] == ["cell_id", "objectives", "lr", "seed"]
     assert [(r["objectives"], r["seed"]) for r in rows] == [("endpoint", "0"), ("endpoint", "1"), ("field", "0"),
                                                            ("field", "1")]
     assert all(r["system"] == "linear_spiral" and float(r["endpoint_error"]) > 0 for r in rows)
