@@ -216,6 +216,9 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     extra = ckpt.get("extra", {})
     if args.n <= 0:
         raise ConfigError(f"--n must be a positive integer, got {args.n}")
+    from testbed.limits import check_memory
+
+    check_memory(args.n * student.dim * 8 * 16, f"--n {args.n:,} initial states")
     gen = torch.Generator().manual_seed(args.seed)
     methods = [m for m in args.methods.split(",") if m]
     adaptive = [m for m in args.adaptive.split(",") if m]

@@ -10,6 +10,7 @@ import torch
 from systems.data import TrajectoryData, make_trajectories
 from testbed.config import check_seeds, check_unique
 from testbed.devices import check_device
+from testbed.limits import check_memory
 from testbed.objectives import make_objective
 from testbed.train import TrainConfig, TrainResult, train
 
@@ -31,6 +32,9 @@ def check_shared_fields(cfg: Any, unique: tuple[str, ...] = ()) -> None:
 def make_splits(system, n_train: int, n_test: int, n_obs: int, dtype: torch.dtype = torch.float64,
                 seed: int = DATA_SEED) -> tuple[TrajectoryData, TrajectoryData, TrajectoryData]:
     """``(train, test_id, test_ood)`` teacher trajectories on ``n_obs`` intervals, drawn with one seeded stream."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    check_memory((n_train + 2 * n_test) * (n_obs + 1) * system.dim * itemsize * 3,  # states, field values, copies
+                 f"teacher data ({n_train:,} training + 2 × {n_test:,} test trajectories of {n_obs + 1} states)")
     gen = torch.Generator().manual_seed(seed)
     train_data = make_trajectories(system, n_train, n_obs, gen, "id", dtype=dtype)
     test_id = make_trajectories(system, n_test, n_obs, gen, "id", dtype=dtype)
