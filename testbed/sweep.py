@@ -443,7 +443,7 @@ def local_cluster(workers: int, threads: int = 1):
     if "PYTHONWARNINGS" not in os.environ:
         os.environ["PYTHONWARNINGS"] = "ignore:resource_tracker:UserWarning"
     return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        env=env, silence_logs=40)
+                        env=env, silence_logs=50)  # CRITICAL: a lost worker becomes a failed cell, not log noise
 
 
 def default_workers() -> int:

@@ -59,6 +59,16 @@ def _write_mnist(folder, n_train: int = 12, n_test: int = 6, gz: bool = False, s
     return arrays
 
 
+
+def _error_and_peak_memory(reader, path) -> tuple[str, int]:
+    """The one-line error ``reader(path)`` raises and the peak bytes Python allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        msg = _one_line_error(reader, path)
+        return msg, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_idx_loader_reads_exact_pixels_and_labels(tmp_path, gz):
     arrays = _write_mnist(tmp_path / "mnist", gz=gz)
@@ -115,12 +125,7 @@ def _idx_header(code: int, dims: list[int]) -> bytes:
 def test_idx_header_with_impossible_dimensions_is_refused_before_allocating(tmp_path, header, data, gz, expect):
     path = tmp_path / ("x.idx.gz" if gz else "x.idx")
     path.write_bytes(gzip.compress(header + data) if gz else header + data)
-    tracemalloc.start()
-    try:
-        msg = _one_line_error(read_idx, path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    msg, peak = _error_and_peak_memory(read_idx, path)
     assert expect in msg and peak < 4 << 20
 
 
@@ -344,12 +349,7 @@ _GOOD = pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"fine_labels": [1
 def test_cifar_pickle_defects_are_one_line_errors(tmp_path, payload, expect):
     p = tmp_path / "train"
     p.write_bytes(payload)
-    tracemalloc.start()
-    try:
-        msg = _one_line_error(read_cifar100_split, p)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    msg, peak = _error_and_peak_memory(read_cifar100_split, p)
     assert expect in msg, msg
     assert peak < 16 << 20  # nothing sized by the (lying) header was allocated
 

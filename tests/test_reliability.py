@@ -261,7 +261,7 @@ def test_unusable_out_is_one_line_naming_the_path(case, tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("x")
     out = {"file": afile, "under_file": afile / "sub", "too_long": tmp_path / ("x" * 300),
-           "read_only": Path("/sys/testbed-out")  # not writable, even for root}[case]
+           "read_only": Path("/sys/testbed-out")}[case]  # /sys: not writable, even for root
     for argv in (["run", "law-recovery", "--quick", *TINY, "--out", out],
                  ["sweep", _tiny_spec(tmp_path), "--sequential", "--out", out],
                  ["figures", "law-recovery", "--out", out]):
