@@ -11,12 +11,13 @@ registry.
 # importing the families registers them
 from systems import flows, pdes  # noqa: E402,F401  (registration side effect)
 from systems.base import SystemSpecError, TeacherFlow, as_time_grid
-from systems.registry import get_system, list_systems, register, system_class, system_parameters
+from systems.registry import canonical_name, get_system, list_systems, register, system_class, system_parameters
 
 __all__ = [
     "SystemSpecError",
     "TeacherFlow",
     "as_time_grid",
+    "canonical_name",
     "get_system",
     "list_systems",
     "register",

@@ -13,18 +13,19 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from systems.base import SystemSpecError
+from systems.containers import SampleData
 
 Tensor = torch.Tensor
 
 
 @dataclasses.dataclass
-class TrajectoryData:
+class TrajectoryData(SampleData):
     """Teacher trajectories on a common grid.
 
     Attributes:
@@ -40,6 +41,9 @@ class TrajectoryData:
     velocities: Tensor
     jacobians: Tensor | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    SAMPLE_AXES: ClassVar[dict[str, int]] = {"states": 1, "velocities": 1, "jacobians": 1}
+    FLOAT_FIELDS: ClassVar[tuple[str, ...]] = ("t", "states", "velocities", "jacobians")
 
     def __post_init__(self) -> None:
         k1, n, d = self.states.shape
@@ -70,27 +74,6 @@ class TrajectoryData:
     @property
     def endpoints(self) -> Tensor:
         return self.states[-1]
-
-    def subset(self, idx: Tensor) -> TrajectoryData:
-        """The trajectories ``idx`` (a 1-D index tensor into the batch axis).
-
-        Not re-validated: rows of checked data are checked (this runs once per training step).
-        """
-        return self._unchecked(states=self.states[:, idx], velocities=self.velocities[:, idx],
-                               jacobians=None if self.jacobians is None else self.jacobians[:, idx])
-
-    def _unchecked(self, **fields: Any) -> TrajectoryData:
-        """A copy with ``fields`` replaced, skipping ``__post_init__`` (for already-validated data)."""
-        new = object.__new__(TrajectoryData)
-        new.__dict__.update(self.__dict__, meta=dict(self.meta), **fields)
-        return new
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> TrajectoryData:
-        def mv(x: Tensor | None) -> Tensor | None:
-            return None if x is None else x.to(device=device, dtype=dtype)
-
-        return self._unchecked(t=mv(self.t), states=mv(self.states), velocities=mv(self.velocities),
-                               jacobians=mv(self.jacobians))
 
     # ---------------------------------------------------------------- caching
     def save(self, path: str | Path) -> Path:

@@ -27,10 +27,23 @@ def list_systems() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def canonical_name(name: str) -> str:
+    """The registered spelling of ``name``: hyphens and underscores are interchangeable, case is ignored
+    (``van-der-pol`` → ``van_der_pol``). Unknown names are returned unchanged."""
+    if name in _REGISTRY:
+        return name
+    key = str(name).strip().lower().replace("-", "_")
+    for registered in _REGISTRY:
+        if registered.lower().replace("-", "_") == key:
+            return registered
+    return name
+
+
 def system_class(name: str) -> type:
-    """The class registered under ``name``; a clear error (with close matches) if there is none."""
+    """The class registered under ``name`` (either spelling, see :func:`canonical_name`); a clear error (with
+    close matches) if there is none."""
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[canonical_name(name)]
     except KeyError:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
@@ -47,6 +60,7 @@ def system_parameters(name: str) -> dict[str, Any]:
 
 def get_system(name: str, **params: Any):
     """Build the system ``name`` with ``params``; unknown parameters raise :class:`SystemSpecError`."""
+    name = canonical_name(name)
     cls = system_class(name)
     allowed = system_parameters(name)
     unknown = sorted(set(params) - set(allowed))

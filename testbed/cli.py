@@ -140,59 +140,61 @@ def cmd_list() -> int:
     return 0
 
 
+#: command-line flag → argparse destination, for the flags that set config fields (declared in each config's
+#: field metadata: ``testbed.experiments.protocol.flag``)
+CONFIG_FLAGS = {"--system": "system", "--seed": "seed", "--study": "study", "--benchmark": "benchmark",
+                "--data-dir": "data_dir", "--device": "device"}
+
+
+def config_changes(exp, cfg, args: argparse.Namespace) -> dict:
+    """The config fields set by command-line flags, through the fields' declared ``flag`` metadata."""
+    import typing
+
+    from testbed.experiments.protocol import flag_fields
+
+    fields = flag_fields(type(cfg))
+    hints = typing.get_type_hints(type(cfg))
+    changes: dict = {}
+    for flag_name, dest in CONFIG_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if flag_name not in fields:
+            raise ConfigError(f"{flag_name}: experiment {exp.NAME!r} has no such option")
+        f = fields[flag_name]
+        values = value if isinstance(value, list) else [value]
+        if typing.get_origin(hints[f.name]) is tuple:
+            changes[f.name] = tuple(str(v) if isinstance(v, Path) else v for v in values)
+        elif len(values) == 1:
+            changes[f.name] = str(values[0]) if isinstance(values[0], Path) else values[0]
+        else:
+            raise ConfigError(f"{flag_name}: experiment {exp.NAME!r} takes one value, got {len(values)}")
+    if args.no_progress:
+        changes["progress"] = False
+    return changes
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     exp = get_experiment(args.experiment)
     _positive("--threads", args.threads)
-    for flag, values in (("--system", args.system), ("--seed", args.seed), ("--study", args.study),
-                         ("--benchmark", args.benchmark)):
+    for flag_name, values in (("--system", args.system), ("--seed", args.seed), ("--study", args.study),
+                              ("--benchmark", args.benchmark)):
         if values:
-            check_unique(flag, values)
+            check_unique(flag_name, values)
     cfg = exp.quick_config() if args.quick else exp.Config()
-    changes: dict = {}
-    fields = {f.name for f in dataclasses.fields(cfg)}
-    if args.system:
-        if "systems" in fields:
-            changes["systems"] = tuple(args.system)
-        elif "system" in fields and len(args.system) == 1:
-            changes["system"] = args.system[0]
-        else:
-            raise ConfigError(f"--system: experiment {args.experiment!r} takes "
-                              f"{'one system' if 'system' in fields else 'no system option'}")
-    if args.study:
-        if "studies" not in fields:
-            raise ConfigError(f"--study: experiment {args.experiment!r} has no sub-studies")
-        changes["studies"] = tuple(args.study)
-    for flag, value, plural, singular in (("--benchmark", args.benchmark, "benchmarks", "benchmark"),):
-        if value:
-            if plural in fields:
-                changes[plural] = tuple(value)
-            elif singular in fields and len(value) == 1:
-                changes[singular] = value[0]
-            else:
-                raise ConfigError(f"{flag}: experiment {args.experiment!r} has no {singular} option")
-    if args.data_dir is not None:
-        if "data_dir" not in fields:
-            raise ConfigError(f"--data-dir: experiment {args.experiment!r} reads no local data")
-        changes["data_dir"] = str(args.data_dir)
-    if args.seed:
-        changes["seeds"] = tuple(args.seed)
-    if args.device is not None:
-        changes["device"] = args.device
-    if args.no_progress:
-        changes["progress"] = False
-    cfg = dataclasses.replace(cfg, **changes)
+    cfg = dataclasses.replace(cfg, **config_changes(exp, cfg, args))
     cfg = apply_overrides(cfg, args.overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = args.out or Path("runs") / args.experiment
+    out = args.out or Path("runs") / exp.NAME
     with output_lock(out):
         if args.fresh:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
         rows = exp.run(cfg, out)
-    print(f"wrote {len(rows)} rows to {out / 'results.csv'} and the figure to {out}/")
-    default = ["system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
-               "consistency_error", "teacher_consistency_error", "path_sensitivity"]
-    _print_table(rows, getattr(exp, "SUMMARY_COLUMNS", default))
+        figures = [p for p in exp.plot(out) if Path(p).suffix == ".png"]
+    print(f"{exp.NAME}: wrote {len(rows)} rows to {out / 'results.csv'}"
+          + (f" and {len(figures)} figure(s) (PNG + PDF) to {out}/" if figures else ""))
+    _print_table(rows, list(exp.SUMMARY_COLUMNS))
     return 0
 
 
@@ -324,6 +326,9 @@ def _fmt(v) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from testbed.plotting import headless
+
+    headless()  # the CLI saves figures to files
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help, or an argparse error already printed as one line

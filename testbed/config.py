@@ -39,11 +39,30 @@ def shown(value: Any, limit: int = MAX_SHOWN) -> str:
 def lookup(registry: Mapping[str, T], name: str, what: str) -> T:
     """``registry[name]``, or a :class:`ConfigError` naming ``name``, a close match and the known names."""
     try:
-        return registry[name]
+        return registry[canonical_key(registry, name)]
     except KeyError:
         close = difflib.get_close_matches(str(name)[:200], list(registry), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"unknown {what} {shown(name)}{hint}; known: {', '.join(registry)}") from None
+
+
+def canonical_key(names: Iterable[str], name: Any) -> Any:
+    """The spelling of ``name`` among ``names`` with hyphens and underscores interchangeable and case ignored
+    (``law_recovery`` → ``law-recovery``, ``split-mnist`` → ``split_mnist``); ``name`` itself if none matches."""
+    names = list(names)
+    if name in names or not isinstance(name, str):
+        return name
+    key = name.strip().lower().replace("-", "_")
+    return next((n for n in names if isinstance(n, str) and n.lower().replace("-", "_") == key), name)
+
+
+def canonical_choices(name: str, values: Iterable[Any], choices: Iterable[Any]) -> tuple[Any, ...]:
+    """``values`` in their canonical spelling (see :func:`canonical_key`), each checked against ``choices``."""
+    choices = list(choices)
+    out = tuple(canonical_key(choices, v) for v in values)
+    for v in out:
+        check_choice(name, v, choices)
+    return out
 
 
 def field_names(cls: type) -> list[str]:
@@ -67,10 +86,13 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None = None, **overrides: 
     return cls(**merged)
 
 
-def parse_value(text: str, annotation: Any) -> Any:
-    """Parse a command-line string ``text`` into the type named by a dataclass field ``annotation``.
+def parse_value(value: Any, annotation: Any) -> Any:
+    """The one value parser: a command-line string or a TOML/JSON value → the type of a dataclass field.
 
-    Supports int, float, bool, str, tuples/lists of those (comma separated) and Optional[...].
+    Supports int, float, bool, str, tuples/lists of those (``"4,8"``, ``"[4, 8]"``, a list, or a scalar as a
+    one-element tuple), Optional[...] (``none``/``null``) and nested dataclass fields (a mapping). Strings are
+    parsed for non-string fields (``"1e-3"`` → 0.001, ``"1e3"`` → 1000 for an int); typed values are checked:
+    a bool is not an int, an int is promoted to float. Raises ``ValueError`` (often :class:`ConfigError`).
     """
     if isinstance(annotation, str):  # postponed annotations
         annotation = eval(annotation, vars(typing) | {"tuple": tuple, "list": list})  # noqa: S307
@@ -78,25 +100,52 @@ def parse_value(text: str, annotation: Any) -> Any:
     args = typing.get_args(annotation)
     if origin is typing.Union or origin is types.UnionType:
         non_none = [a for a in args if a is not type(None)]
-        if text.lower() in ("none", "null") and len(non_none) < len(args):
-            return None
-        return parse_value(text, non_none[0])
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            if len(non_none) < len(args):
+                return None
+        return parse_value(value, non_none[0])
     if origin in (tuple, list):
         inner = args[0] if args else str
-        text = text.strip()
-        if text[:1] in "[(" and text[-1:] in ")]":  # accept "[4, 8]" and "(4, 8)" as well as "4,8"
-            text = text[1:-1]
-        items = [s for s in (p.strip() for p in text.split(",")) if s]
-        vals = [parse_value(s, inner) for s in items]
+        if isinstance(value, str):
+            text = value.strip()
+            if text[:1] in "[(" and text[-1:] in ")]":  # accept "[4, 8]" and "(4, 8)" as well as "4,8"
+                text = text[1:-1]
+            items: list[Any] = [s for s in (p.strip() for p in text.split(",")) if s]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            items = [value]
+        vals = [parse_value(v, inner) for v in items]
         return tuple(vals) if origin is tuple else vals
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        if isinstance(value, annotation):
+            return value
+        if isinstance(value, Mapping):
+            hints = typing.get_type_hints(annotation)
+            unknown = [k for k in value if k not in hints]
+            if unknown:
+                raise ConfigError(f"unknown key(s) {', '.join(map(shown, unknown))} for {annotation.__name__}")
+            return annotation(**{k: parse_value(v, hints[k]) for k, v in value.items()})
+        raise ConfigError(f"expected a table of {annotation.__name__} settings, got {shown(value)}")
     if annotation is bool:
-        low = text.strip().lower()
+        if isinstance(value, bool):
+            return value
+        low = str(value).strip().lower()
         if low in ("1", "true", "yes", "on"):
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"cannot read {shown(text)} as a boolean")
+        raise ConfigError(f"cannot read {shown(value)} as a boolean")
     if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"expected an integer, got {shown(value)}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value) or not value.is_integer():
+                raise ConfigError(f"{shown(value)} is not an integer")
+            return int(value)
+        text = str(value)
         try:
             return int(text)
         except ValueError:
@@ -105,8 +154,14 @@ def parse_value(text: str, annotation: Any) -> Any:
                 raise ValueError(f"{shown(text)} is not an integer") from None
             return int(as_float)
     if annotation is float:
-        return float(text)
-    return text
+        if isinstance(value, bool):
+            raise ConfigError(f"expected a number, got {shown(value)}")
+        return float(value) if isinstance(value, (int, float)) else float(str(value))
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {shown(value)}")
+        return value
+    return value
 
 
 def apply_overrides(cfg: T, assignments: Iterable[str]) -> T:
@@ -114,11 +169,16 @@ def apply_overrides(cfg: T, assignments: Iterable[str]) -> T:
     hints = typing.get_type_hints(type(cfg))
     changes: dict[str, Any] = {}
     valid = field_names(type(cfg))
+    nested: dict[str, list[str]] = {}
     for item in assignments:
         if "=" not in item:
             raise ConfigError(f"override {shown(item)} must look like key=value")
         key, value = item.split("=", 1)
         key = key.strip()
+        head, dot, rest = key.partition(".")
+        if dot and head in valid and dataclasses.is_dataclass(getattr(cfg, head)):
+            nested.setdefault(head, []).append(f"{rest}={value}")  # sub-config: "convergence.depths=4,8"
+            continue
         if key not in valid:
             close = difflib.get_close_matches(key[:200], valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -131,6 +191,13 @@ def apply_overrides(cfg: T, assignments: Iterable[str]) -> T:
             changes[key] = parse_value(value, hints[key])
         except (ValueError, TypeError, OverflowError) as err:
             raise ConfigError(f"bad value {shown(value)} for config key {key!r}: {_cut(err)}") from None
+    for head, items in nested.items():
+        if head in changes:
+            raise ConfigError(f"config key {head!r} is set both whole and by its fields")
+        try:
+            changes[head] = apply_overrides(getattr(cfg, head), items)
+        except ConfigError as err:
+            raise ConfigError(f"{head}: {err}") from None
     try:
         return dataclasses.replace(cfg, **changes)
     except ConfigError:

@@ -10,24 +10,28 @@ scales pixels to [0, 1] and makes a seeded stratified train/test split.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from systems.containers import SampleData
 from testbed.config import ConfigError
 
 Tensor = torch.Tensor
 
 
 @dataclasses.dataclass
-class LabeledData:
+class LabeledData(SampleData):
     """Inputs ``x`` (N, …) with integer class labels ``y`` (N,)."""
 
     x: Tensor
     y: Tensor
     n_classes: int
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    SAMPLE_AXES: ClassVar[dict[str, int]] = {"x": 0, "y": 0}
+    FLOAT_FIELDS: ClassVar[tuple[str, ...]] = ("x",)
 
     def __post_init__(self) -> None:
         if self.x.shape[0] != self.y.shape[0]:
@@ -48,16 +52,6 @@ class LabeledData:
     def input_dim(self) -> int:
         return int(np.prod(self.x.shape[1:]))
 
-    def subset(self, idx: Tensor) -> LabeledData:
-        new = object.__new__(LabeledData)
-        new.__dict__.update(self.__dict__, x=self.x[idx], y=self.y[idx.to(self.y.device)])
-        return new
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LabeledData:
-        """Move to ``device``; ``dtype`` applies to the inputs only (labels stay int64)."""
-        new = object.__new__(LabeledData)
-        new.__dict__.update(self.__dict__, x=self.x.to(device=device, dtype=dtype), y=self.y.to(device=device))
-        return new
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -41,13 +41,18 @@ def _flow_of(model: nn.Module):
     return getattr(model, "flow", model)
 
 
-def branch_first_layer_names(block: nn.Module) -> set[str]:
-    """Parameter names of the first internal layer of a two-matrix branch (``net.0.*`` of a FieldMLP with
-    ``hidden_layers ≥ 1``); empty for one-matrix branches."""
-    net = getattr(block, "net", None)
-    if net is None or not isinstance(net[0], nn.Linear) or len([m for m in net if isinstance(m, nn.Linear)]) < 2:
-        return set()
-    return {f"net.0.{n}" for n, _ in net[0].named_parameters()}
+def branch_first_layer_names(flow: nn.Module) -> set[str]:
+    """Parameter names (in ``flow``) of the first internal layer ``W₁, b₁`` of every two-matrix residual branch,
+    from the student's :meth:`~testbed.students.base.Student.branch_first_layer_names` (empty for one-matrix
+    branches). A model that does not provide them raises :class:`ConfigError`: the correction cannot be applied."""
+    names = getattr(flow, "branch_first_layer_names", None)
+    try:
+        if names is None:
+            raise NotImplementedError(f"{type(flow).__name__} has no branch_first_layer_names()")
+        return set(names())
+    except NotImplementedError as err:
+        raise ConfigError(f"first_layer_correction needs the first internal layer of every residual branch, but "
+                          f"{type(flow).__name__} does not name it: {err}") from None
 
 
 def param_groups(model: nn.Module, lr: float, parameterization: str = "depth_mup", optimizer: str = "adam",
@@ -69,9 +74,9 @@ def param_groups(model: nn.Module, lr: float, parameterization: str = "depth_mup
     first_lr = branch_lr * (depth ** first_layer_correction if first_layer_correction is not None else 1.0)
     branch_params = {id(p) for p in flow.blocks.parameters()}
     first_ids: set[int] = set()
-    for block in flow.blocks:
-        names = branch_first_layer_names(block)
-        first_ids |= {id(p) for n, p in block.named_parameters() if n in names}
+    if first_layer_correction is not None:  # only the correction needs them
+        names = branch_first_layer_names(flow)
+        first_ids = {id(p) for n, p in flow.named_parameters() if n in names}
     groups = {"embedding/read-out": [], "branch": [], "branch first layer": []}
     for p in model.parameters():
         if id(p) in first_ids and first_layer_correction is not None:

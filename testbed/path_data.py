@@ -16,15 +16,17 @@ Two ways of building targets from the same observations (:func:`aligned_paths`, 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+
+from systems.containers import SampleData
 
 Tensor = torch.Tensor
 
 
 @dataclasses.dataclass
-class PathData:
+class PathData(SampleData):
     """Inputs with partially observed intermediate states (see the module docstring)."""
 
     x: Tensor
@@ -35,6 +37,9 @@ class PathData:
     n_classes: int = 0
     endpoints: Tensor | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    SAMPLE_AXES: ClassVar[dict[str, int]] = {"x": 0, "path_targets": 0, "path_mask": 0, "y": 0, "endpoints": 0}
+    FLOAT_FIELDS: ClassVar[tuple[str, ...]] = ("x", "path_targets", "path_mask", "endpoints")
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]
@@ -67,34 +72,6 @@ class PathData:
     def observed_fraction(self) -> float:
         """Fraction of (input, layer) pairs that carry an observation."""
         return float((self.path_mask > 0).double().mean()) if self.path_mask.numel() else 0.0
-
-    def _replace(self, **kw: Any) -> PathData:
-        new = object.__new__(PathData)
-        new.__dict__.update(self.__dict__, **kw)
-        return new
-
-    def subset(self, idx: Tensor) -> PathData:
-        kw: dict[str, Any] = {"x": self.x[idx], "path_targets": self.path_targets[idx],
-                              "path_mask": self.path_mask[idx]}
-        if self.y is not None:
-            kw["y"] = self.y[idx.to(self.y.device)]
-        if self.endpoints is not None:
-            kw["endpoints"] = self.endpoints[idx]
-        return self._replace(**kw)
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> PathData:
-        """Move to ``device``; ``dtype`` applies to the floating tensors (labels and layer indices stay int64)."""
-        kw: dict[str, Any] = {
-            "x": self.x.to(device=device, dtype=dtype),
-            "path_layers": self.path_layers.to(device=device),
-            "path_targets": self.path_targets.to(device=device, dtype=dtype),
-            "path_mask": self.path_mask.to(device=device, dtype=dtype),
-        }
-        if self.y is not None:
-            kw["y"] = self.y.to(device=device)
-        if self.endpoints is not None:
-            kw["endpoints"] = self.endpoints.to(device=device, dtype=dtype)
-        return self._replace(**kw)
 
 
 def observation_layers(n_layers: int, n_obs: int) -> Tensor:

@@ -1,20 +1,19 @@
-"""One style for every figure: colour-blind-safe palette, readable at single-column width, PNG + PDF."""
+"""One style for every figure: colour-blind-safe palette, readable at single-column width, PNG + PDF.
+
+Importing this module chooses no matplotlib backend (a notebook keeps its inline backend); commands that save
+figures headless call :func:`headless` first.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
-from testbed.results import atomic_path  # noqa: E402
+from testbed.results import atomic_path
 
 logging.getLogger("fontTools").setLevel(logging.ERROR)  # font-subsetting chatter when embedding PDF fonts
-import matplotlib.pyplot as plt  # noqa: E402
 
 # Okabe–Ito palette (colour-blind safe)
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -37,27 +36,13 @@ STYLE = {
 }
 
 
-_DRAW_FIGURES: contextvars.ContextVar[bool] = contextvars.ContextVar("testbed_draw_figures", default=True)
-
-
-def figures_enabled() -> bool:
-    """Whether experiments draw their figures at the end of ``run`` (see :func:`figures_disabled`)."""
-    return _DRAW_FIGURES.get()
-
-
-@contextlib.contextmanager
-def figures_disabled() -> Iterator[None]:
-    """Within this block, experiments' ``run`` writes its tables but skips drawing (e.g. the cells of a sweep,
-    whose figures are drawn once from the merged table). A context variable: thread- and task-local."""
-    token = _DRAW_FIGURES.set(False)
-    try:
-        yield
-    finally:
-        _DRAW_FIGURES.reset(token)
+def headless() -> None:
+    """Draw off-screen (the Agg backend): for the CLI, sweep workers and anything without a display."""
+    matplotlib.use("Agg")
 
 
 def use_style() -> None:
-    plt.rcParams.update(STYLE)
+    matplotlib.rcParams.update(STYLE)
 
 
 def color_for(name: str, i: int = 0) -> str:
@@ -74,6 +59,8 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
         with atomic_path(p) as tmp:
             fig.savefig(tmp, format=ext)
         paths.append(p)
+    import matplotlib.pyplot as plt
+
     plt.close(fig)
     return paths
 

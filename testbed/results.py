@@ -64,8 +64,18 @@ def _fmt(v: Any) -> Any:
     return v
 
 
-def read_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Read a CSV written by :func:`write_csv`; numeric strings become floats/ints. A file that is not a text
+#: identifier columns: always read as strings, whatever they look like (a 12-hex ``cell_id`` such as
+#: ``012345678901`` must not become a number)
+STRING_COLUMNS = frozenset({
+    "cell_id", "model_id", "system", "objective", "student", "variant", "method", "benchmark", "study", "key",
+    "claim", "flag", "source", "how", "metric", "series", "commit", "endpoint_metric_name", "regularizer",
+    "parameterization",
+})
+
+
+def read_csv(path: str | Path, types: Mapping[str, type] | None = None) -> list[dict[str, Any]]:
+    """Read a CSV written by :func:`write_csv`: :data:`STRING_COLUMNS` (and columns typed ``str`` in ``types``)
+    stay strings, other numeric strings become ints/floats, empty cells stay ``""``. A file that is not a text
     CSV raises :class:`~testbed.config.ConfigError` naming it."""
     from testbed.config import ConfigError
 
@@ -78,7 +88,37 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{path} is not a valid CSV file ({err})") from None
     if any(None in row or any(v is None for v in row.values()) for row in rows):
         raise ConfigError(f"{path}: rows do not match the header (ragged CSV)")
-    return [{k: _parse(v) for k, v in row.items()} for row in rows]
+    strings = set(STRING_COLUMNS) | {k for k, t in (types or {}).items() if t is str}
+    casts = {k: t for k, t in (types or {}).items() if t is not str}
+    return [{k: (v if k in strings else casts[k](v) if k in casts and v != "" else _parse(v)) for k, v in row.items()}
+            for row in rows]
+
+
+def load(path: str | Path, types: Mapping[str, type] | None = None, frame: bool | None = None) -> Any:
+    """A results table: a pandas ``DataFrame`` when pandas is installed (``frame=None``), else (or with
+    ``frame=False``) a list of dicts. Column types as in :func:`read_csv` (identifiers stay strings; ``types``
+    declares more). ``path`` may be a results folder (its ``results.csv`` is read)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.csv"
+    rows = read_csv(path, types)
+    if frame is False:
+        return rows
+    try:
+        import pandas as pd
+    except ModuleNotFoundError:
+        if frame:
+            raise
+        return rows
+    with open(path, newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh), [])
+    df = pd.DataFrame(rows, columns=header)
+    for col in header:
+        if col in STRING_COLUMNS or (types or {}).get(col) is str:
+            df[col] = df[col].astype("string")
+        elif any(v == "" for v in df[col]) and all(isinstance(v, (int, float)) or v == "" for v in df[col]):
+            df[col] = df[col].map(lambda v: float("nan") if v == "" else v).astype(float)  # empty cell → NaN
+    return df
 
 
 def _parse(v: str) -> Any:

@@ -6,7 +6,7 @@ minibatches drawn (with a seeded generator) from ``data`` — teacher trajectori
 :class:`~testbed.students.ResidualClassifier`). It
 
 * is deterministic on CPU for a given ``config.seed`` (the model should be built under the same seed);
-* shows a tqdm progress bar (``config.progress``);
+* reports progress (``config.progress``: a tqdm bar on a terminal, a line every 10% in a log);
 * appends one JSON object per logged step to ``out_dir/train_log.jsonl``;
 * writes ``out_dir/checkpoint.pt`` atomically every ``checkpoint_every`` steps and at the end, holding the
   student's spec and weights, optimizer/scheduler state and the RNG state, so ``resume=True`` continues a
@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from systems.data import TrajectoryData
 from testbed.config import (
@@ -48,6 +47,7 @@ from testbed.datasets import LabeledData
 from testbed.errors import CheckpointError
 from testbed.limits import check_training_memory
 from testbed.objectives import Objective, make_objective
+from testbed.progress import progress
 from testbed.results import atomic_path
 from testbed.students import Student, build_student
 
@@ -250,8 +250,8 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
         check_training_memory(student, x_probe[:2], bs)
     t0 = time.perf_counter()
     loss_value = float(history[-1]["loss"]) if history else float("nan")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress,
-               desc=f"train[{objective.name}]", leave=False, dynamic_ncols=True)
+    bar = progress(range(start, cfg.steps), initial=start, total=cfg.steps, enabled=cfg.progress,
+                   desc=f"train[{objective.name}]")
     student.train()
     for step in bar:
         idx = torch.randperm(n, generator=gen)[:bs].to(device)

@@ -48,6 +48,7 @@ def test_quick_run_on_split_digits(tmp_path):
     cfg = continual.quick_config(methods=("finetune", "derpp", "derpp_fp"), buffer_sizes=(100,), epochs=2,
                                  n_retention=64, progress=False)
     rows = continual.run(cfg, tmp_path)
+    continual.plot(tmp_path)
     for f in ("results.csv", "summary.csv", "accuracy_matrices.csv", "results.json", "continual.png",
               "continual.pdf"):
         assert (tmp_path / f).is_file(), f

@@ -22,6 +22,7 @@ TINY = dict(studies=("convergence",), seeds=(0,), conv_depths=(4, 8, 16, 32), co
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("conv")
     rows = conv.run(DepthScalingConfig(**TINY), out)
+    conv.plot(out)
     return out, rows
 
 

@@ -22,6 +22,7 @@ TINY = dict(studies=("features",), seeds=(0,), feat_depths=(2, 4), width=8, step
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("feat")
     rows = feat.run(DepthScalingConfig(**TINY), out)
+    feat.plot(out)
     return out, rows
 
 

@@ -22,7 +22,9 @@ TINY = dict(seeds=(0,), lr_depths=(2, 4), lr_grid=(1e-2, 1e-1, DIVERGING_LR), ta
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lr_transfer")
     cfg = DepthScalingConfig(**TINY)
-    return cfg, out, lt.run(cfg, out)
+    rows = lt.run(cfg, out)
+    lt.plot(out)
+    return cfg, out, rows
 
 
 # ----------------------------------------------------------------------------------------------- pure helpers

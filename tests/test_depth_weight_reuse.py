@@ -188,6 +188,7 @@ def test_run_plot_summary_and_determinism(tmp_path, monkeypatch) -> None:
 
     cfg = _tiny_cfg()
     summ = depth_scaling.run(cfg, tmp_path / "a")
+    depth_scaling.plot(tmp_path / "a")
     out = tmp_path / "a" / "weight_reuse"
     csv = out / "results.csv"
     assert csv.exists() and (tmp_path / "a" / "summary.csv").exists()

@@ -11,8 +11,8 @@ import systems
 from testbed.config import ConfigError
 from testbed.experiments import endpoint_equivalence as ee
 from testbed.experiments import get_experiment
-from testbed.field.equivalence import ExactFlowStudent
 from testbed.results import read_csv
+from testbed.students import ExactFlowStudent
 
 TINY = dict(depths=(4,), tied=(True, False), widths=(8,), init_scales=(0.5,), regularizers=("none", "kinetic"),
             target_error=0.3, band_ratio=4.0, max_steps=120, check_every=10, n_train=64, n_test=32, batch_size=32,
@@ -24,6 +24,7 @@ TINY = dict(depths=(4,), tied=(True, False), widths=(8,), init_scales=(0.5,), re
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ee")
     rows = ee.run(ee.EndpointEquivalenceConfig(**TINY), out)
+    ee.plot(out)
     return out, rows
 
 

@@ -17,21 +17,19 @@ import pytest
 import torch
 
 import systems
-from testbed.field import (
+from testbed.field import field_geometry, integrate, layer_jacobians
+from testbed.students import (
     Conjugated,
     Detour,
     ExactFlowStudent,
     LinearConjugacy,
     PowerWarp,
     Reparameterized,
+    ResidualStudent,
     Shear,
     SineWarp,
     Translation,
-    field_geometry,
-    integrate,
-    layer_jacobians,
 )
-from testbed.students import ResidualStudent
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -274,3 +272,13 @@ def test_validation(spiral, exact):
         Detour(exact, 1.0, mode="spiral")
     with pytest.raises(ValueError, match="split"):
         Shear(2, T, split=2)
+
+
+def test_constructions_are_students():
+    import testbed.field
+    import testbed.students.constructed as new
+    from testbed.students import Student
+
+    for cls in (Conjugated, Detour, ExactFlowStudent, Reparameterized):
+        assert issubclass(cls, Student) and cls is getattr(new, cls.__name__)
+        assert not hasattr(testbed.field, cls.__name__)  # field holds metrics only

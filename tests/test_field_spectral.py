@@ -9,13 +9,10 @@ import torch
 from torch import nn
 
 from testbed.field import layer_jacobians, path_jacobians, path_sensitivity
-from testbed.field.spectral import (
-    lanczos_extremes,
-    layer_maps,
-    layer_spectral_norms,
-    path_spectral_norms,
-)
-from testbed.students import NeuralODEStudent, ResidualStudent, SmoothResidualStudent
+from testbed.field.lanczos import lanczos_extremes
+from testbed.field.spectral import layer_maps, layer_spectral_norms, path_spectral_norms
+from testbed.students import NeuralODEStudent, ResidualStudent, SmoothResidualStudent, Student
+from testbed.students.base import Affine, BranchLayers
 from testbed.students.mlp import FieldMLP
 
 pytestmark = pytest.mark.usefixtures("float64_default")
@@ -73,6 +70,60 @@ def test_structured_smooth_student_and_fallbacks(linear_field):
     with pytest.raises(ValueError, match="closed-form"):
         layer_maps(s, x0, structured=True)
     assert not layer_maps(ResidualStudent(dim=3, n_layers=4), x0, structured=False).structured
+
+
+class _TwoLayerTanh(Student):
+    """Not a ResidualStudent: ``h + m·W₂ tanh(W₁ h + b₁)`` per layer, untied, spelled out by ``branch_layers``."""
+
+    kind = "two_layer_tanh"
+
+    def __init__(self, dim: int, n_layers: int, width: int, spell_out: bool = True) -> None:
+        super().__init__()
+        self.dim, self.n_layers, self.horizon, self.spell_out = dim, n_layers, 1.0, spell_out
+        self.w1 = nn.Parameter(torch.randn(n_layers, width, dim) / dim**0.5)
+        self.b1 = nn.Parameter(torch.randn(n_layers, width))
+        self.w2 = nn.Parameter(torch.randn(n_layers, dim, width) / width**0.5)
+
+    def step(self, l, h):
+        return h + 0.3 * torch.tanh(h @ self.w1[l].T + self.b1[l]) @ self.w2[l].T
+
+    def vector_field(self, t, x):
+        return self.step(min(int(float(t) * self.n_layers), self.n_layers - 1), x) - x
+
+    def branch_layers(self, l):
+        if not self.spell_out:
+            return None
+        return BranchLayers(0.3, (Affine(self.w1[l], self.b1[l]), torch.tanh, Affine(self.w2[l], None)))
+
+    @property
+    def layers_similar(self):
+        return False
+
+    def spec(self):
+        return {}
+
+
+def test_any_student_spelling_out_its_branch_gets_the_closed_form():
+    """The closed form depends only on ``Student.branch_layers`` (no dispatch on student classes), and students
+    without it (or subclasses that change ``step``) take the torch.func route."""
+    L, B, d = 4, 3, 3
+    s = _TwoLayerTanh(d, L, 5)
+    x0 = torch.randn(B, d)
+    maps = layer_maps(s, x0, structured=True)
+    assert maps.structured and not maps.layers_similar
+    J, smax, *_ = dense(s, x0)
+    v = torch.randn(L, B, d)
+    assert float((maps.jvp(v) - torch.einsum("lbij,lbj->lbi", J, v)).abs().max()) <= 1e-12
+    assert float((maps.vjp(v) - torch.einsum("lbji,lbj->lbi", J, v)).abs().max()) <= 1e-12
+    assert rel(layer_spectral_norms(s, x0, tol=1e-10).spectral, smax) <= 1e-6
+    assert not layer_maps(_TwoLayerTanh(d, L, 5, spell_out=False), x0).structured
+
+    class Shifted(ResidualStudent):
+        def step(self, l, h):
+            return super().step(l, h) + 0.1
+
+    assert Shifted(dim=d, n_layers=L).branch_layers(0) is None
+    assert not layer_maps(Shifted(dim=d, n_layers=L), x0).structured
 
 
 # ---------------------------------------------------------------------------------------------- against dense SVD

@@ -16,7 +16,8 @@ import pytest
 
 import testbed.experiments as experiments
 from testbed.cli import main
-from testbed.figures import FIGURE_CAPTIONS, describe
+from testbed.experiments.law_recovery import CAPTIONS as LAW_CAPTIONS
+from testbed.figures import describe
 from testbed.plotting import PALETTE, STYLE, color_for
 from testbed.results import read_csv, run_metadata, write_csv, write_json
 from testbed.sweep import run_sweep
@@ -79,6 +80,7 @@ def _fake_module() -> types.ModuleType:
     mod.quick_config = lambda **kw: FakeConfig(seeds=(0, 1), **kw)
     mod.run = _fake_run
     mod.plot = _fake_plot
+    mod.CAPTIONS, mod.SUMMARY_COLUMNS, mod.GROUP_KEYS = {}, ["seed", "error"], []
     return mod
 
 
@@ -130,7 +132,7 @@ def test_figures_law_recovery_from_existing_results(monkeypatch, tmp_path: Path)
         for ext in (".png", ".pdf", ".caption.txt"):
             assert (out / f"{stem}{ext}").exists(), stem + ext
     cap = (out / "law-recovery" / "law_recovery.caption.txt").read_text()
-    assert FIGURE_CAPTIONS["law_recovery"] in cap and "seeds: 0" in cap
+    assert LAW_CAPTIONS["law_recovery"] in cap and "seeds: 0" in cap
     index = (out / "README.md").read_text()
     assert index.index("## fake-exp") < index.index("## law-recovery")  # sorted, as `testbed list` shows them
     assert "![law_recovery](law-recovery/law_recovery.png)" in index
@@ -139,7 +141,7 @@ def test_figures_law_recovery_from_existing_results(monkeypatch, tmp_path: Path)
 def test_describe_falls_back_to_docstring() -> None:
     mod = _fake_module()
     assert describe(mod, "fake_figure") == "A stand-in experiment: an error that falls by a decade per step."
-    mod.CAPTION = "own caption"
+    mod.CAPTIONS = {"fake_figure": "own caption"}
     assert describe(mod, "fake_figure") == "own caption"
 
 

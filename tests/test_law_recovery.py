@@ -21,6 +21,7 @@ TINY = dict(systems=("linear_spiral",), objectives=("endpoint", "field"), seeds=
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("law")
     rows = law_recovery.run(law_recovery.LawRecoveryConfig(**TINY), out)
+    law_recovery.plot(out)
     return out, rows
 
 
@@ -129,8 +130,10 @@ def test_cli_consistency_on_a_saved_student(tiny_run, capsys):
 def test_registry_and_plot_command(tiny_run, capsys):
     out, _ = tiny_run
     assert get_experiment("law-recovery") is law_recovery
+    assert get_experiment("law_recovery") is law_recovery  # either spelling; the canonical name is hyphenated
+    assert get_experiment("Law_Recovery").NAME == "law-recovery"
     with pytest.raises(ConfigError, match="law-recovery"):
-        get_experiment("law_recovery")
+        get_experiment("law-recover")
     (out / "law_recovery.png").unlink()
     assert cli.main(["plot", "law-recovery", "--out", str(out)]) == 0
     assert (out / "law_recovery.png").stat().st_size > 10_000

@@ -260,6 +260,7 @@ def test_multipath_end_to_end_tiny(tmp_path):
     cfg = exp.quick_config(tasks=("routes", "moons_shear"), lambdas=(0.0, 100.0), steps=300, n_train=96,
                            n_test=64, width=24, n_layers=8, progress=False)
     rows = exp.run(cfg, tmp_path)
+    exp.plot(tmp_path)
     for f in exp.OUTPUT_FILES:
         assert (tmp_path / f).exists(), f
     assert len(rows) == 2 * (1 + 2 * 1)

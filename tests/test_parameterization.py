@@ -58,6 +58,28 @@ def test_first_layer_correction_only_on_two_matrix_blocks():
         param_groups(m, 0.1, "depth_mup", "lbfgs")
 
 
+def test_first_layer_names_come_from_the_student_or_a_clear_error():
+    from torch import nn
+
+    from testbed.parameterization import branch_first_layer_names
+
+    m = _net(4, hidden_layers=2)
+    assert branch_first_layer_names(m.flow) == {f"blocks.{i}.net.0.{k}" for i in range(4) for k in ("weight", "bias")}
+    conv = ResidualStudent(8, n_layers=4, branch="conv", width=4, branch_scaling="depth_mup")
+    with pytest.raises(ConfigError, match="first internal layer.*StencilField"):
+        param_groups(conv, 0.1, "depth_mup", "adam", first_layer_correction=0.5)
+    assert _rates(param_groups(conv, 0.1, "depth_mup", "adam")) == {"branch": pytest.approx(0.05)}
+
+    class Plain(nn.Module):  # not a student: blocks and a depth, no first-layer names
+        def __init__(self):
+            super().__init__()
+            self.n_layers, self.blocks = 4, nn.ModuleList(nn.Linear(2, 2) for _ in range(4))
+
+    assert _rates(param_groups(Plain(), 0.1, "depth_mup", "adam")) == {"branch": pytest.approx(0.05)}
+    with pytest.raises(ConfigError, match="Plain does not name it"):
+        param_groups(Plain(), 0.1, "depth_mup", "adam", first_layer_correction=0.5)
+
+
 def test_param_groups_drive_adam_step_sizes():
     """Adam's first step moves every parameter by ≈ its group's lr (sign of the gradient), so a branch weight
     moves √L times less than the read-out under Depth-μP."""

@@ -25,6 +25,7 @@ TINY = dict(systems=("heat",), students=("conv", "mlp"), objectives=("endpoint",
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pde")
     rows = pde_law_recovery.run(pde_law_recovery.PDELawRecoveryConfig(**TINY), out)
+    pde_law_recovery.plot(out)
     return out, rows
 
 

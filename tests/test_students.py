@@ -365,3 +365,59 @@ def test_residual_stages_adapter_on_linear_stages():
     assert stages[0].a.grad is not None
     with pytest.raises(ConfigError):
         ResidualStages([], dim=d)
+
+
+# ----------------------------------------------------------------------------------------------- optional structure
+def test_branch_layers_spell_out_the_residual_step():
+    """``step(l, h) = h + m·g([h, t_l])`` with ``g`` the chain of ``branch_layers(l)``; tied layers share weights."""
+    from testbed.students import SmoothResidualStudent
+    from testbed.students.base import Affine
+
+    def apply(branch, h):
+        x = h if branch.time is None else torch.cat([h, torch.full_like(h[..., :1], branch.time)], -1)
+        for layer in branch.layers:
+            x = x @ layer.weight.T + (0 if layer.bias is None else layer.bias) if isinstance(layer, Affine) \
+                else layer(x)
+        return h + branch.multiplier * x
+
+    h = torch.randn(4, 3)
+    for s in (ResidualStudent(3, n_layers=5, hidden_layers=2, tied=False, time_conditioned=True),
+              ResidualStudent(3, n_layers=5, hidden_layers=0, branch_scaling="depth_mup"),
+              SmoothResidualStudent(3, n_layers=5, n_anchors=3)):
+        for l in range(5):
+            assert torch.allclose(apply(s.branch_layers(l), h), s.step(l, h), atol=1e-14)
+    tied = ResidualStudent(3, n_layers=4)
+    assert tied.branch_layers(0).layers[0].weight is tied.branch_layers(3).layers[0].weight
+    assert tied.layers_similar and not ResidualStudent(3, n_layers=4, tied=False).layers_similar
+    assert ResidualStudent(8, n_layers=4, branch="conv", width=4).branch_layers(0) is None
+    assert NeuralODEStudent(3, n_layers=4).branch_layers(0) is None
+
+
+def test_branch_first_layer_names_come_from_the_student():
+    two, one = ResidualStudent(3, n_layers=3, tied=False), ResidualStudent(3, n_layers=3, hidden_layers=0)
+    assert two.branch_first_layer_names() == {f"blocks.{i}.net.0.{k}" for i in range(3) for k in ("weight", "bias")}
+    assert one.branch_first_layer_names() == set()
+    assert [two.blocks[0].get_submodule(n).weight.shape for n in two.blocks[0].linear_names()] == [(64, 3), (3, 64)]
+    with pytest.raises(NotImplementedError, match="StencilField"):
+        ResidualStudent(8, n_layers=2, branch="conv", width=4).branch_first_layer_names()
+    with pytest.raises(NotImplementedError, match="NeuralODEStudent"):
+        NeuralODEStudent(3, n_layers=2).branch_first_layer_names()
+
+
+def test_one_solver_table():
+    """The neural ODE and the consistency metric take their solver names from testbed.solvers, all torchdiffeq's."""
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    from testbed.field.consistency import integrate
+    from testbed.solvers import ADAPTIVE_METHODS, FIXED_STEP_METHODS, LOOP_METHODS
+
+    assert set(FIXED_STEP_METHODS + ADAPTIVE_METHODS) <= set(SOLVERS) and set(LOOP_METHODS) <= set(FIXED_STEP_METHODS)
+    for method in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
+        assert NeuralODEStudent(2, n_layers=2, width=4, method=method).method == method
+    f = lambda t, x: -x  # noqa: E731
+    x0 = torch.ones(1, 2, dtype=torch.float64)
+    for method in ADAPTIVE_METHODS:
+        sol, _ = integrate(f, x0, 1.0, method)
+        assert torch.allclose(sol[-1], x0 * math.exp(-1.0), rtol=1e-4)
+    with pytest.raises(ConfigError, match="step loop"):
+        integrate(f, x0, 1.0, "explicit_adams", 4)

@@ -9,6 +9,7 @@ kill-and-resume test starts its own through the CLI in a subprocess.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -22,7 +23,7 @@ import pytest
 
 from testbed.cli import main
 from testbed.config import ConfigError
-from testbed.sweep import cell_status, load_spec, local_cluster, run_sweep
+from testbed.sweep import apply_options, cell_status, flatten_options, load_spec, local_cluster, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = """\
@@ -244,21 +245,60 @@ def test_bench_sweep_smoke(cluster, tmp_path: Path) -> None:
     assert json.loads(out.read_text())["benchmark"] == "bench_sweep"
 
 
-def test_figures_disabled_is_scoped_and_skips_drawing(tmp_path):
-    """Inside ``figures_disabled`` an experiment writes its tables but no figure; outside, drawing is back on,
-    also when the block raised."""
-    from testbed.experiments import get_experiment
-    from testbed.plotting import figures_disabled, figures_enabled
+# --------------------------------------------------------------------------------------------- nested options
+@dataclasses.dataclass
+class _Inner:
+    depths: tuple[int, ...] = (4, 8)
+    width: int = 16
 
-    exp = get_experiment("law-recovery")
-    cfg = exp.quick_config(systems=("linear_spiral",), objectives=("endpoint",), steps=5, n_train=16, n_test=8,
-                           n_layers=8, width=8, progress=False)
-    with figures_disabled():
-        assert not figures_enabled()
-        exp.run(cfg, tmp_path / "quiet")
-    assert figures_enabled()
-    assert (tmp_path / "quiet" / "results.csv").exists()
-    assert not (tmp_path / "quiet" / "law_recovery.png").exists()
-    with pytest.raises(RuntimeError), figures_disabled():
-        raise RuntimeError("boom")
-    assert figures_enabled()
+    def __post_init__(self) -> None:
+        if self.width <= 0:
+            raise ConfigError(f"width must be positive, got {self.width}")
+
+
+@dataclasses.dataclass
+class _Outer:
+    lr: float = 1e-3
+    convergence: _Inner = dataclasses.field(default_factory=_Inner)
+
+
+def test_dotted_options_build_sub_configs() -> None:
+    """``"convergence.depths"`` replaces one field of the sub-config (its other fields keep their values); TOML
+    sub-tables flatten to dotted names; unknown names get a "did you mean"."""
+    base = _Outer(convergence=_Inner(width=32))
+    table = {"lr": 0.1, "convergence": {"depths": [16, 32]}, "other.x": 1}
+    assert flatten_options(table) == {"lr": 0.1, "convergence.depths": [16, 32], "other.x": 1}
+    cfg = apply_options(base, {"lr": 0.1, "convergence.depths": (16, 32)})
+    assert cfg == _Outer(lr=0.1, convergence=_Inner(depths=(16, 32), width=32))
+    assert base.convergence.depths == (4, 8)  # not modified in place
+    with pytest.raises(ConfigError, match=r"unknown option 'convergence\.dpths' \(did you mean 'convergence\.depths'"):
+        apply_options(base, {"convergence.dpths": (1,)})
+    with pytest.raises(ConfigError, match=r"did you mean 'convergence\.width'"):
+        apply_options(base, {"convergense.width": 3})
+    with pytest.raises(ConfigError, match=r"'lr' has no sub-options"):
+        apply_options(base, {"lr.x": 3})
+    with pytest.raises(ConfigError, match=r"set both whole and by its fields"):
+        apply_options(base, {"convergence": _Inner(), "convergence.width": 3})
+    with pytest.raises(ConfigError, match=r"width must be positive"):  # the sub-config validates itself
+        apply_options(base, {"convergence.width": -1})
+
+
+@pytest.mark.parametrize("text, match", [
+    (TINY.format(seeds="[0]") + '"lr.x" = [1, 2]\n', r"\[grid\]: unknown option 'lr\.x' \('lr' has no sub-options\)"),
+    (TINY.format(seeds="[0]") + "[fixed.n_layer]\ndepths = [4]\n", r"did you mean 'n_layers\.depths'"),
+    (TINY.format(seeds="[0]").replace("steps = 10", 'steps = "ten"'), r"bad value 'ten' for option 'steps'"),
+    (TINY.format(seeds="[0]").replace("steps = 10", "steps = true"), r"bad value True for option 'steps'"),
+])
+def test_nested_and_bad_values_in_spec(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_spec(_spec(tmp_path, text))
+
+
+def test_cell_with_figures_draws_from_its_run_folder(tmp_path: Path) -> None:
+    """``figures = true``: the cell calls the experiment's ``plot(run_dir)`` after ``run``."""
+    text = TINY.format(seeds="[0]").replace("quick = true", "quick = true\nfigures = true").replace(
+        'objectives = ["endpoint", "field"]', 'objectives = ["endpoint"]')
+    res = run_sweep(load_spec(_spec(tmp_path, text)), tmp_path / "out", sequential=True, threads=1, progress=False)
+    assert res.ran == 1 and not res.failed
+    run = next((tmp_path / "out" / "cells").glob("*/run"))
+    assert (run / "law_recovery.png").exists() and (run / "results.csv").exists()

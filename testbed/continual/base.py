@@ -33,6 +33,7 @@ from testbed.continual.data import SplitBenchmark
 from testbed.continual.metrics import average_accuracy, backward_transfer, forgetting
 from testbed.continual.sketch import eval_mode, field_snapshot, make_probes, retention
 from testbed.datasets import LabeledData
+from testbed.seeding import DATA_SEED, derived_seed, generator
 
 Tensor = torch.Tensor
 
@@ -116,12 +117,13 @@ class ContinualLearner:
         self.input_shape = benchmark.input_shape
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # minibatch order, buffer draws, augmentation
-        self.probes = make_probes(cfg.n_probes, self.input_shape, seed=10_000 + cfg.seed, device=self.device)
+        self.probes = make_probes(cfg.n_probes, self.input_shape, seed=derived_seed(cfg.seed, DATA_SEED, stride=1),
+                                  device=self.device)
         self.buffer: ReservoirBuffer | None = None
         if self.uses_buffer:
             if cfg.buffer_size <= 0:
                 raise ConfigError(f"method {self.name!r} needs buffer_size > 0, got {cfg.buffer_size}")
-            self.buffer = ReservoirBuffer(cfg.buffer_size, torch.Generator().manual_seed(cfg.seed + 1), self.device)
+            self.buffer = ReservoirBuffer(cfg.buffer_size, generator(cfg.seed, 1, stride=1), self.device)
         self._last_logits: Tensor | None = None
 
     # ------------------------------------------------------------------------------------------ hooks
@@ -176,9 +178,9 @@ class ContinualLearner:
         n_batches = math.ceil(data.n / bs)
         bar = None
         if self.cfg.progress:
-            from tqdm.auto import tqdm
+            from testbed.progress import progress
 
-            bar = tqdm(total=self.cfg.epochs * n_batches, desc=f"{self.name} task {task + 1}", leave=False)
+            bar = progress(total=self.cfg.epochs * n_batches, desc=f"{self.name} task {task + 1}")
         losses: list[float] = []
         for _ in range(self.cfg.epochs):
             losses = []

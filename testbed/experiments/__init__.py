@@ -1,7 +1,8 @@
 """Experiments, one module each, registered by name for the CLI.
 
-An experiment module defines ``NAME``, a ``Config`` dataclass, ``quick_config(**overrides)``,
-``run(config, out_dir) -> rows`` and ``plot(out_dir)``. Register a new one by adding it to ``EXPERIMENTS``.
+Every experiment module meets the contract of :mod:`testbed.experiments.protocol` (``NAME``, ``Config``,
+``quick_config``, ``run``, ``plot``, ``CAPTIONS``, ``SUMMARY_COLUMNS``, ``GROUP_KEYS``), checked here at import.
+Register a new one with one line in ``EXPERIMENTS``.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ from testbed.experiments import (
     multipath,
     pde_law_recovery,
 )
+from testbed.experiments.protocol import check_experiment
 
-EXPERIMENTS: dict[str, ModuleType] = {
-    law_recovery.NAME: law_recovery,
-    pde_law_recovery.NAME: pde_law_recovery,
-    endpoint_equivalence.NAME: endpoint_equivalence,
-    depth_scaling.NAME: depth_scaling,
-    continual.NAME: continual,
-    multipath.NAME: multipath,
-}
+EXPERIMENTS: dict[str, ModuleType] = {m.NAME: check_experiment(m) for m in (
+    law_recovery, pde_law_recovery, endpoint_equivalence, depth_scaling, continual, multipath,
+)}
 
 
 def get_experiment(name: str) -> ModuleType:

@@ -8,25 +8,10 @@ from typing import Any
 import torch
 
 from systems.data import TrajectoryData, make_trajectories
-from testbed.config import check_seeds, check_unique
-from testbed.devices import check_device
 from testbed.limits import check_memory
 from testbed.objectives import make_objective
+from testbed.seeding import DATA_SEED
 from testbed.train import TrainConfig, TrainResult, train
-
-DATA_SEED = 10_000  # one data set per system, shared by every objective / student / seed of a study
-
-
-def check_shared_fields(cfg: Any, unique: tuple[str, ...] = ()) -> None:
-    """Validate what every experiment config shares: ``seeds`` (distinct, ``0 ≤ s ≤ 2**32 − 1``), ``device``
-    (usable on this machine, see :func:`testbed.devices.check_device`) and no repeats in the ``unique`` fields
-    (e.g. a system named twice would silently duplicate rows)."""
-    if hasattr(cfg, "seeds"):
-        cfg.seeds = check_seeds("seeds", cfg.seeds)
-    if hasattr(cfg, "device"):
-        check_device("device", cfg.device)
-    for name in unique:
-        check_unique(name, getattr(cfg, name))
 
 
 def make_splits(system, n_train: int, n_test: int, n_obs: int, dtype: torch.dtype = torch.float64,

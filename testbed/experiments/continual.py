@@ -26,13 +26,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from testbed.config import (
     ConfigError,
+    canonical_choices,
     check_choice,
     check_nonneg,
     check_nonneg_int,
@@ -43,11 +44,13 @@ from testbed.continual import BENCHMARKS, LearnerConfig, build_learner, load_ben
 from testbed.continual.backbones import BACKBONES, DEFAULT_BACKBONE, build_backbone
 from testbed.continual.base import ReplayLearner
 from testbed.continual.data import SplitBenchmark, subsample_per_class
-from testbed.experiments.common import check_shared_fields
-from testbed.plotting import PALETTE, figures_enabled, save_figure, use_style
+from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
+from testbed.plotting import PALETTE, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 
 NAME = "continual"
+#: natural keys of a row besides its seed: rows sharing them are repeats over seeds
+GROUP_KEYS = ["benchmark", "method", "buffer_size"]
 ALL_METHODS = ("finetune", "joint", "er", "der", "derpp", "er_fp", "derpp_fp")
 RESULT_COLUMNS = [
     "benchmark", "method", "buffer_size", "seed", "avg_acc_class_il", "avg_acc_task_il", "bwt", "forgetting",
@@ -116,13 +119,15 @@ PAPER_SEQ_MNIST: dict[tuple[str, int], tuple[float, float, float, float]] = {
 
 
 @dataclasses.dataclass
-class ContinualConfig:
+class ContinualConfig(ExperimentConfig):
     """Settings of the continual-learning study (validated on construction). ``None`` = published protocol."""
 
-    benchmarks: tuple[str, ...] = ("split_mnist",)
+    UNIQUE_FIELDS: ClassVar[tuple[str, ...]] = ("benchmarks", "methods", "buffer_sizes")
+
+    benchmarks: tuple[str, ...] = flag(("split_mnist",), name="--benchmark", help="benchmark(s)")
     methods: tuple[str, ...] = ALL_METHODS
     buffer_sizes: tuple[int, ...] = (200, 500)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = seeds_field((0, 1, 2))
     backbone: str | None = None
     lr: float | None = None
     alpha: float | None = None
@@ -136,19 +141,16 @@ class ContinualConfig:
     n_probes: int = 4
     n_retention: int = 256
     max_train_per_class: int = 0
-    data_dir: str | None = None
-    device: str = "cpu"
-    progress: bool = True
+    data_dir: str | None = flag(None, name="--data-dir", help="local data folder")
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         self.benchmarks = tuple(self.benchmarks)
         self.methods = tuple(self.methods)
         self.buffer_sizes = tuple(int(b) for b in self.buffer_sizes)
         self.seeds = tuple(int(s) for s in self.seeds)
         if not self.benchmarks:
             raise ConfigError("benchmarks must name at least one benchmark")
-        for b in self.benchmarks:
-            check_choice("benchmarks", b, BENCHMARKS)
+        self.benchmarks = canonical_choices("benchmarks", self.benchmarks, BENCHMARKS)
         if not self.methods:
             raise ConfigError("methods must name at least one method")
         for m in self.methods:
@@ -172,7 +174,6 @@ class ContinualConfig:
         check_positive_int("n_probes", self.n_probes)
         check_positive_int("n_retention", self.n_retention)
         check_nonneg_int("max_train_per_class", self.max_train_per_class)
-        check_shared_fields(self, unique=("benchmarks", "methods", "buffer_sizes"))
 
 
 def quick_config(**overrides: Any) -> ContinualConfig:
@@ -257,8 +258,6 @@ def run(cfg: ContinualConfig, out: str | Path) -> list[dict[str, Any]]:
                                                   hyperparameters={f"{b}/{m}/{s}": hyperparameters(cfg, b, m, s)
                                                                    for b in cfg.benchmarks for m in cfg.methods
                                                                    for s in (0, *cfg.buffer_sizes)}))
-    if figures_enabled():
-        plot(out, rows)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     (out / "results.partial.csv").unlink(missing_ok=True)
     return rows
@@ -317,11 +316,11 @@ def _legend_handles(names: tuple[str, str], with_paper: bool = False) -> list:
     return handles
 
 
-def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path]:
+def plot(out: str | Path) -> list[Path]:
     """One figure per benchmark (the first is ``continual.png/.pdf``, others ``continual_<benchmark>``): class-IL
     accuracy matrices (seed mean), average accuracy (class-IL, task-IL) and BWT per method, field retention."""
     out = Path(out)
-    rows = rows if rows is not None else read_csv(out / "results.csv")
+    rows = read_csv(out / "results.csv")
     tidy = read_csv(out / "accuracy_matrices.csv")
     paths: list[Path] = []
     for k, bench in enumerate(dict.fromkeys(r["benchmark"] for r in rows)):

@@ -25,25 +25,52 @@ import dataclasses
 import importlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from testbed.config import ConfigError, check_positive, check_positive_int
-from testbed.experiments.common import check_shared_fields
+from testbed.config import ConfigError, canonical_choices, check_positive, check_positive_int
+from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.results import run_metadata, write_json
 
 NAME = "depth-scaling"
+#: natural keys of a row besides its seed: rows sharing them are repeats over seeds
+GROUP_KEYS = ["study", "key"]
+CAPTIONS = {
+    "convergence": (
+        "Depth as step size. (a) One continuous weight function W(t) discretised at L = 4 … 512: relative "
+        "distance of the hidden trajectory to the finest network vs L (log–log, claim O(1/L)). (b–d) i.i.d. "
+        "weights under 1/√L: the statistic ‖h_T‖²/n converges, paths of independent draws do not, "
+        "Brownian-coupled paths converge at order ½."),
+    "lr_curves": (
+        "Test loss vs base learning rate (log axes), one curve per depth L, for SP and Depth-μP with one- and "
+        "two-matrix residual blocks (stars: parabola-refined optima). Curves that line up across L transfer "
+        "the learning rate across depth."),
+    "optimal_lr": (
+        "Optimal learning rate vs depth L (log–log) per parameterization and block depth, with the fitted "
+        "drift exponent of η*(L); a flat line means the optimum transfers across depth."),
+    "feature_change_per_layer": (
+        "Relative feature change ‖Δh_l‖/‖h_l‖ after training vs layer time l/L, one curve per depth, per "
+        "parameterization and block depth."),
+    "update_vs_depth": (
+        "Layer-mean feature and weight updates after training vs depth L (log–log), including the first "
+        "internal layer's own update ‖ΔW₁h‖/‖W₁h‖; slopes below zero flag layers whose updates vanish as L "
+        "grows."),
+    "weight_reuse": (
+        "Forward/backward coupling through W_lᵀ against a control whose backward pass uses an independent "
+        "copy of each weight: excess coupling at initialisation vs width n (claim 1/n) and its effect on "
+        "training vs depth L (claim 1/L²), log–log."),
+}
 STUDIES = ("convergence", "lr_transfer", "features", "weight_reuse")
 SUMMARY_COLUMNS = ["study", "key", "value", "claim"]
 
 
 @dataclasses.dataclass
-class DepthScalingConfig:
+class DepthScalingConfig(ExperimentConfig):
     """Settings of every sub-study (each reads its own block of fields; validated on construction)."""
 
-    studies: tuple[str, ...] = STUDIES
-    seeds: tuple[int, ...] = (0, 1, 2)
-    device: str = "cpu"
-    progress: bool = True
+    UNIQUE_FIELDS: ClassVar[tuple[str, ...]] = ("studies",)
+
+    studies: tuple[str, ...] = flag(STUDIES, name="--study", help="sub-study/studies to run")
+    seeds: tuple[int, ...] = seeds_field((0, 1, 2))
     # 1. convergence
     conv_depths: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256, 512)
     conv_width: int = 64            # residual-stream width n
@@ -72,17 +99,10 @@ class DepthScalingConfig:
     reuse_depths: tuple[int, ...] = (4, 8, 16, 32, 64)
     reuse_steps: int = 200
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, list):
-                setattr(self, f.name, tuple(v))
+    def validate(self) -> None:
         if not self.studies:
             raise ConfigError("studies must name at least one sub-study")
-        for s in self.studies:
-            if s not in STUDIES:
-                raise ConfigError(f"studies: unknown sub-study {s!r}; choose from {', '.join(STUDIES)}")
-        check_shared_fields(self, unique=("studies",))
+        self.studies = canonical_choices("studies", self.studies, STUDIES)
         for name in ("conv_depths", "lr_depths", "feat_depths", "reuse_depths", "reuse_widths", "block_depths"):
             vals = getattr(self, name)
             if not vals:
@@ -141,7 +161,7 @@ def run(cfg: DepthScalingConfig, out: str | Path) -> list[dict[str, Any]]:
     return summary
 
 
-def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path]:
+def plot(out: str | Path) -> list[Path]:
     """Redraw the figures of every sub-study found under ``out``."""
     out = Path(out)
     paths: list[Path] = []

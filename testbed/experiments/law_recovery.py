@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -36,14 +36,40 @@ from testbed.config import (
 )
 from testbed.errors import divergence_context
 from testbed.evaluate import evaluate_student, quality_flag, teacher_reference
-from testbed.experiments.common import check_shared_fields, fit, make_splits
+from testbed.experiments.common import fit, make_splits
+from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.field.consistency import default_step_counts
 from testbed.objectives import make_objective
-from testbed.plotting import color_for, consistency_panel, figures_enabled, save_figure, use_style
+from testbed.plotting import color_for, consistency_panel, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.students import build_student
 
 NAME = "law-recovery"
+#: natural keys of a row besides its seed: rows sharing them are repeats over seeds
+GROUP_KEYS = ["system", "objective", "student", "n_layers", "width", "tied"]
+SUMMARY_COLUMNS = ["system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
+                   "consistency_error", "teacher_consistency_error", "path_sensitivity", "flag"]
+CAPTIONS = {
+    "law_recovery": (
+        "One row per teacher flow. Columns 1–3: phase portraits of the teacher law f* and of the residual "
+        "students trained on the endpoint only and on the field objective (endpoint + trajectory + vector "
+        "field); streamlines coloured by log10 |f|, dashed box = region of training initial states. Column 4: "
+        "solver consistency — relative endpoint change when the learned field is re-integrated with L' Euler "
+        "steps (dotted: dopri5), beside the teacher law's own curve. Column 5: the re-integrated endpoint's "
+        "error against the exact flow map. Bottom: endpoint error, law error (ID / OOD) and consistency error "
+        "per system and objective (relative L2, log axis; error bars = std over seeds when there are "
+        "several)."),
+}
+CAPTIONS = {
+    "law_recovery": (
+        "One row per teacher flow. Columns 1–3: phase portraits of the teacher law f* and of the residual students "
+        "trained on the endpoint only and on the field objective (endpoint + trajectory + vector field); "
+        "streamlines coloured by log10 |f|, dashed box = region of training initial states. Column 4: solver "
+        "consistency — relative endpoint change when the learned field is re-integrated with L' Euler steps "
+        "(dotted: dopri5), beside the teacher law's own curve. Column 5: the re-integrated endpoint's error against "
+        "the exact flow map. Bottom: endpoint error, law error (ID / OOD) and consistency error per system and "
+        "objective (relative L2, log axis; error bars = std over seeds when there are several)."),
+}
 RESULT_COLUMNS = [
     "system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood", "consistency_error",
     "path_sensitivity", "endpoint_error_ood", "trajectory_error", "consistency_error_mean",
@@ -54,12 +80,15 @@ OUTPUT_FILES = ("results.csv", "consistency.csv", "results.json", "law_recovery.
 
 
 @dataclasses.dataclass
-class LawRecoveryConfig:
+class LawRecoveryConfig(ExperimentConfig):
     """Settings of the law-recovery study (validated on construction)."""
 
-    systems: tuple[str, ...] = ("van_der_pol", "linear_spiral", "lotka_volterra", "damped_pendulum")
+    UNIQUE_FIELDS: ClassVar[tuple[str, ...]] = ("systems", "objectives")
+
+    systems: tuple[str, ...] = flag(("van_der_pol", "linear_spiral", "lotka_volterra", "damped_pendulum"),
+                                    name="--system", help="teacher system(s)")
     objectives: tuple[str, ...] = ("endpoint", "field")
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = seeds_field((0, 1, 2))
     student: str = "residual"
     n_layers: int = 32
     width: int = 64
@@ -74,11 +103,9 @@ class LawRecoveryConfig:
     lr: float = 3e-3
     grad_clip: float = 1.0
     dtype: str = "float64"
-    device: str = "cpu"
-    progress: bool = True
 
-    def __post_init__(self) -> None:
-        self.systems = tuple(self.systems)
+    def validate(self) -> None:
+        self.systems = tuple(systems.canonical_name(s) for s in self.systems)
         self.objectives = tuple(self.objectives)
         self.seeds = tuple(int(s) for s in self.seeds)
         if not self.systems:
@@ -89,7 +116,6 @@ class LawRecoveryConfig:
             raise ConfigError("objectives must name at least one objective")
         for o in self.objectives:
             make_objective(o)
-        check_shared_fields(self, unique=("systems", "objectives"))
         check_choice("student", self.student, ("residual", "neural_ode"))
         for name in ("n_layers", "width", "hidden_layers", "n_train", "n_test", "n_obs", "steps", "batch_size"):
             check_positive_int(name, getattr(self, name))
@@ -155,8 +181,6 @@ def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     write_csv(out / "consistency.csv", curves)
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
                                                   wall_seconds=time.perf_counter() - t_start))
-    if figures_enabled():
-        plot(out, rows)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # last: its presence means the run completed
     return rows
 
@@ -199,8 +223,8 @@ def _portrait(ax, system, f, title: str, norm=None):
     return norm
 
 
-def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path]:
-    """Draw the figure from ``rows`` (default: ``out/results.csv``), ``consistency.csv`` and the checkpoints."""
+def plot(out: str | Path) -> list[Path]:
+    """Draw the figure from ``out/results.csv``, ``consistency.csv`` and the checkpoints."""
     import matplotlib.pyplot as plt
 
     from testbed.train import load_student
@@ -237,7 +261,7 @@ def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path
                           "rel. error vs $\\varphi_T$", "re-integrated endpoint error")
     # bar chart of the error table
     ax = fig.add_subplot(gs[n_rows, :])
-    _bars(ax, rows if rows is not None else read_csv(out / "results.csv"), sys_names, objectives)
+    _bars(ax, read_csv(out / "results.csv"), sys_names, objectives)
     fig.suptitle("Law recovery: endpoint-only vs field objectives. Portraits: streamlines coloured by "
                  "$\\log_{10}|f|$, dashed box = training region.\nCurves: grey line = trained depth $L$, "
                  "dotted = dopri5 re-integration; teacher = true law $f^*$ (discretisation floor).")

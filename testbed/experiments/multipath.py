@@ -33,22 +33,26 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from testbed.config import (
     ConfigError,
+    canonical_choices,
     check_nonneg,
     check_positive,
     check_positive_int,
 )
-from testbed.experiments.common import check_shared_fields, fit
+from testbed.experiments.common import fit
+from testbed.experiments.protocol import ExperimentConfig, seeds_field
 from testbed.multipath import SPLITS, VARIANTS, MultipathTask, digits_task, evaluate, route_task, transport_task
-from testbed.plotting import PALETTE, figures_enabled, save_figure, use_style
+from testbed.plotting import PALETTE, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 
 NAME = "multipath"
+#: natural keys of a row besides its seed: rows sharing them are repeats over seeds
+GROUP_KEYS = ["task", "variant", "lam", "metric"]
 TRANSPORT = ("moons_shear", "spiral_twist", "circles_lift")
 TASKS = (*TRANSPORT, "routes", "digits")
 RESULT_COLUMNS = [
@@ -77,13 +81,15 @@ OUTPUT_FILES = ("results.csv", "reliability.csv", "results.json", "multipath.png
 
 
 @dataclasses.dataclass
-class MultipathConfig:
+class MultipathConfig(ExperimentConfig):
     """Settings of the multi-path study (validated on construction)."""
+
+    UNIQUE_FIELDS: ClassVar[tuple[str, ...]] = ("tasks", "variants")
 
     tasks: tuple[str, ...] = TASKS
     variants: tuple[str, ...] = VARIANTS
     lambdas: tuple[float, ...] = (0.0, 0.1, 1.0, 10.0, 100.0)
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    seeds: tuple[int, ...] = seeds_field((0, 1, 2, 3, 4))
     steps: int = 2000
     batch_size: int = 128
     lr: float = 3e-3
@@ -104,10 +110,8 @@ class MultipathConfig:
     digits_layers: int = 8
     digits_dim: int = 32
     digits_teacher_steps: int = 1500
-    device: str = "cpu"
-    progress: bool = True
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         self.tasks = tuple(self.tasks)
         self.variants = tuple(self.variants)
         self.lambdas = tuple(float(v) for v in self.lambdas)
@@ -115,16 +119,13 @@ class MultipathConfig:
         self.wedge_deg = tuple(float(v) for v in self.wedge_deg)
         if not self.tasks:
             raise ConfigError("tasks must name at least one task")
-        for t in self.tasks:
-            if t not in TASKS:
-                raise ConfigError(f"unknown task {t!r} in tasks; known: {', '.join(TASKS)}")
+        self.tasks = canonical_choices("tasks", self.tasks, TASKS)
         if not self.variants or any(v not in VARIANTS for v in self.variants):
             raise ConfigError(f"variants must be a non-empty subset of {VARIANTS}, got {self.variants}")
         if len(self.lambdas) < 2 or any(not math.isfinite(v) or v < 0 for v in self.lambdas):
             raise ConfigError(f"lambdas must hold ≥ 2 finite values ≥ 0, got {self.lambdas}")
         if len(set(self.lambdas)) != len(self.lambdas):
             raise ConfigError(f"lambdas must be distinct, got {self.lambdas}")
-        check_shared_fields(self, unique=("tasks", "variants"))
         for name in ("steps", "batch_size", "width", "hidden_layers", "n_layers", "n_train", "n_test", "n_obs",
                      "route_segments", "route_layers", "route_seen", "digits_labeled", "digits_layers",
                      "digits_dim", "digits_teacher_steps"):
@@ -215,8 +216,6 @@ def run(cfg: MultipathConfig, out: str | Path) -> list[dict[str, Any]]:
     write_csv(out / "reliability.csv", rel_rows)
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME, task_info=info,
                                                   wall_seconds=time.perf_counter() - t_start))
-    if figures_enabled():
-        plot(out, rows, rel_rows)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # last: its presence means the run completed
     return rows
 
@@ -257,15 +256,13 @@ def _lam_axis(lams: np.ndarray) -> tuple[np.ndarray, float]:
     return np.where(lams > 0, lams, zero_at), zero_at
 
 
-def plot(out: str | Path, rows: list[dict[str, Any]] | None = None,
-         rel_rows: list[dict[str, Any]] | None = None) -> list[Path]:
+def plot(out: str | Path) -> list[Path]:
     """Draw ``multipath.png/.pdf`` (metric vs λ per task) and ``reliability.png/.pdf`` from the tables."""
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    rows = rows if rows is not None else read_csv(out / "results.csv")
-    if rel_rows is None:
-        rel_rows = read_csv(out / "reliability.csv") if (out / "reliability.csv").exists() else []
+    rows = read_csv(out / "results.csv")
+    rel_rows = read_csv(out / "reliability.csv") if (out / "reliability.csv").exists() else []
     use_style()
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     metric_of = {r["task"]: r["metric"] for r in rows}

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -39,14 +39,25 @@ from systems.pdes import PDESystem
 from testbed.config import ConfigError, check_choice, check_nonneg, check_positive, check_positive_int
 from testbed.errors import divergence_context
 from testbed.evaluate import evaluate_student, quality_flag, rollout, teacher_reference
-from testbed.experiments.common import check_shared_fields, fit, make_splits
+from testbed.experiments.common import fit, make_splits
+from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.field.metrics import relative_l2
 from testbed.objectives import make_objective
-from testbed.plotting import color_for, consistency_panel, figures_enabled, save_figure, use_style
+from testbed.plotting import color_for, consistency_panel, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.students import build_student
 
 NAME = "pde-law-recovery"
+#: natural keys of a row besides its seed: rows sharing them are repeats over seeds
+GROUP_KEYS = ["system", "student", "objective", "n_layers", "n_grid"]
+CAPTIONS = {
+    "pde_law_recovery": (
+        "One row per PDE on a 32-point periodic grid. Columns 1–3: space-time plots of one in-distribution "
+        "initial condition under the teacher and under the local (conv) student trained on the endpoint only "
+        "and on the field objective, continued past the training horizon T (dashed) to 4T with the network's "
+        "own step. Column 4: roll-out error vs time (relative L2, log axis). Column 5: solver consistency "
+        "beside the teacher law's own floor."),
+}
 RESULT_COLUMNS = [
     "system", "student", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
     "consistency_error", "rollout_error_2T", "rollout_error_4T", "teacher_consistency_error",
@@ -63,13 +74,15 @@ ROLLOUT_FACTOR = 4
 
 
 @dataclasses.dataclass
-class PDELawRecoveryConfig:
+class PDELawRecoveryConfig(ExperimentConfig):
     """Settings of the PDE law-recovery study (validated on construction)."""
 
-    systems: tuple[str, ...] = PDE_SYSTEMS
+    UNIQUE_FIELDS: ClassVar[tuple[str, ...]] = ("systems", "students", "objectives")
+
+    systems: tuple[str, ...] = flag(PDE_SYSTEMS, name="--system", help="PDE system(s)")
     students: tuple[str, ...] = ("conv", "mlp")
     objectives: tuple[str, ...] = ("endpoint", "field")
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = seeds_field((0, 1, 2))
     n_grid: int = 32
     n_layers: int = 16
     conv_width: int = 16
@@ -84,11 +97,9 @@ class PDELawRecoveryConfig:
     batch_size: int = 32
     lr: float = 3e-3
     grad_clip: float = 1.0
-    device: str = "cpu"
-    progress: bool = True
 
-    def __post_init__(self) -> None:
-        self.systems = tuple(self.systems)
+    def validate(self) -> None:
+        self.systems = tuple(systems.canonical_name(s) for s in self.systems)
         self.students = tuple(self.students)
         self.objectives = tuple(self.objectives)
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -103,7 +114,6 @@ class PDELawRecoveryConfig:
             check_choice("students", st, ("conv", "mlp"))
         for o in self.objectives:
             make_objective(o)
-        check_shared_fields(self, unique=("systems", "students", "objectives"))
         for name in ("n_grid", "n_layers", "conv_width", "kernel_size", "mlp_width", "hidden_layers", "n_train",
                      "n_test", "n_obs", "steps", "batch_size"):
             check_positive_int(name, getattr(self, name))
@@ -221,8 +231,6 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     write_csv(out / "stencils.csv", stencils, ["system", "student", "objective", "seed", "offset", "learned", "true"])
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
                                                   wall_seconds=time.perf_counter() - t_start))
-    if figures_enabled():
-        plot(out, rows)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # last: its presence means the run completed
     return rows
 
@@ -239,7 +247,7 @@ def _series_color(series: str, i: int) -> str:
     return color_for(obj or series, i)
 
 
-def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path]:
+def plot(out: str | Path) -> list[Path]:
     """Space-time plots (teacher vs the endpoint- and field-trained students of the first student kind),
     roll-out error vs time and consistency vs step count, one row per system."""
     import matplotlib.pyplot as plt
@@ -250,7 +258,7 @@ def plot(out: str | Path, rows: list[dict[str, Any]] | None = None) -> list[Path
     use_style()
     curves = read_csv(out / "consistency.csv")
     rolls = read_csv(out / "rollout.csv")
-    rows = rows if rows is not None else read_csv(out / "results.csv")
+    rows = read_csv(out / "results.csv")
     sys_names = list(dict.fromkeys(r["system"] for r in rows))
     kinds = list(dict.fromkeys(r["student"] for r in rows))
     objectives = list(dict.fromkeys(r["objective"] for r in rows))

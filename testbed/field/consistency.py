@@ -48,12 +48,11 @@ from testbed.field.metrics import relative_l2
 from testbed.fitting import loglog_slope
 from testbed.grid import grid_indices
 from testbed.limits import check_memory
+from testbed.solvers import ADAPTIVE_METHODS, FIXED_STEP_METHODS, LOOP_METHODS
 
 Tensor = torch.Tensor
 Field = Callable[[Tensor, Tensor], Tensor]
 
-FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun")
 #: field evaluations one adaptive solve may use (the teachers and trained students here need < 5,000)
 MAX_NFEV = 100_000
 #: an adaptive solve stops when ``max|x| > STATE_BOUND · max(1, max|x_0|)``
@@ -127,7 +126,7 @@ def fixed_step_solve(f: Field, x0: Tensor, grid: Tensor, method: str) -> Tensor:
             k4 = f(t1, x + dt * (k1 - k2 + k3))
             dx = (k1 + 3 * (k2 + k3) + k4) * dt * 0.125
         else:
-            raise ConfigError(f"unknown fixed-step method {method!r}; use one of {', '.join(FIXED_STEP_METHODS)}")
+            raise ConfigError(f"unknown fixed-step method {method!r}; use one of {', '.join(LOOP_METHODS)}")
         x = x + dx
         xs.append(x)
     return torch.stack(xs)
@@ -138,14 +137,15 @@ def integrate(f: Field, x0: Tensor, horizon: float, method: str = "euler", n_ste
               max_nfev: int = MAX_NFEV) -> tuple[Tensor, int]:
     """Solve ``dx/dt = f(t, x)`` on ``[0, T]``; return states at ``times`` (default ``[0, T]``) and NFE.
 
-    Fixed-step methods take ``n_steps`` equal steps (``times`` must lie on that grid; the ``n_steps + 1`` stored
-    states must fit in memory); adaptive methods use ``rtol``/``atol`` and at most ``max_nfev`` evaluations,
-    and stop on exploding or non-finite states (:class:`~testbed.errors.DivergenceError`).
+    Fixed-step methods (:data:`testbed.solvers.LOOP_METHODS`) take ``n_steps`` equal steps (``times`` must lie on
+    that grid; the ``n_steps + 1`` stored states must fit in memory); adaptive methods
+    (:data:`testbed.solvers.ADAPTIVE_METHODS`) use ``rtol``/``atol`` and at most ``max_nfev`` evaluations, and stop
+    on exploding or non-finite states (:class:`~testbed.errors.DivergenceError`).
     """
     if times is None:
         times = torch.tensor([0.0, horizon], dtype=torch.float64)
     counted = _Counted(f)
-    if method in FIXED_STEP_METHODS:
+    if method in LOOP_METHODS:
         if n_steps is None or isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps <= 0:
             raise ConfigError(f"step count must be a positive integer, got {n_steps!r}")
         check_memory((int(n_steps) + 1) * x0.numel() * x0.element_size(),
@@ -157,13 +157,16 @@ def integrate(f: Field, x0: Tensor, horizon: float, method: str = "euler", n_ste
         grid = torch.linspace(0.0, horizon, int(n_steps) + 1, dtype=x0.dtype, device=x0.device)
         sol = fixed_step_solve(counted, x0, grid, method)
         return sol[idx], counted.nfev
+    if method in FIXED_STEP_METHODS:
+        raise ConfigError(f"fixed-step method {method!r} is not in the testbed's step loop; use one of "
+                          f"{', '.join(LOOP_METHODS)} (or an adaptive method: {', '.join(ADAPTIVE_METHODS)})")
     times = torch.as_tensor(times).to(dtype=x0.dtype, device=x0.device)
     if method in ADAPTIVE_METHODS:
         bound = STATE_BOUND * max(1.0, float(x0.detach().abs().max()) if x0.numel() else 1.0)
         guarded = _Guarded(f, method, max_nfev, bound, float(times[0]), float(times[-1]))
         sol = odeint(guarded, x0, times, method=method, rtol=rtol, atol=atol)
         return sol, guarded.nfev
-    raise ConfigError(f"unknown solver {method!r}; use one of {', '.join(FIXED_STEP_METHODS + ADAPTIVE_METHODS)}")
+    raise ConfigError(f"unknown solver {method!r}; use one of {', '.join(LOOP_METHODS + ADAPTIVE_METHODS)}")
 
 
 @dataclass

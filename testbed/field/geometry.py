@@ -16,7 +16,7 @@ Per-input quantities are returned with the batch shape; :class:`FieldGeometry` k
 *per layer* first, then summarised by their max and mean over layers.
 
 Length, kinetic energy and curvature depend on the whole interior of the path; the log-determinant and the
-path sensitivity ``E_x‖∂h_L/∂h_0‖₂`` depend only on the endpoint map (see :mod:`testbed.field.equivalence`).
+path sensitivity ``E_x‖∂h_L/∂h_0‖₂`` depend only on the endpoint map (see :mod:`testbed.students.constructed`).
 """
 
 from __future__ import annotations

@@ -8,36 +8,11 @@ trajectory) and path Jacobians ``P_l(x) = ∂h_L/∂h_l = J_{L-1} ⋯ J_l`` (``P
   the input mean at ``l = 0`` is the path sensitivity ``E_x‖∂h_L/∂h_0‖₂``
   (:attr:`testbed.field.metrics.PathSensitivity.total`).
 
-**The estimator.** ``‖A‖₂² = λ_max(AᵀA)``, and ``λ_max`` of the symmetric PSD operator ``M = AᵀA`` is found by
-Lanczos iteration, batched over all independent problems (layers × inputs, or depths × inputs) at once. Only
-products ``v ↦ A v`` and ``u ↦ Aᵀ u`` are needed. After ``j`` steps the Lanczos vectors ``q_1..q_j`` and the
-three-term recurrence ``M q_i = β_{i-1} q_{i-1} + α_i q_i + β_i q_{i+1}`` give a tridiagonal ``T_j``; its largest
-eigenvalue (the top Ritz value ``θ_j``) increases monotonically to ``λ_max(M)`` and never exceeds it (so
-``sqrt(θ_j)`` is a lower bound on ``‖A‖₂``); its smallest eigenvalue decreases to ``λ_min(M)``. Convergence to the
-top of the spectrum is much faster than power iteration's (Chebyshev-like, in ``sqrt`` of the relative gap). No
-re-orthogonalisation is done: in floating point, lost orthogonality only produces duplicate ("ghost") copies of
-converged Ritz values, never values outside the spectrum, so the extreme Ritz values stay valid.
-
-**Stopping rule.** ``σ = sqrt(θ)`` per problem. Each problem keeps a reference ``θ_ref ≤ θ_j``: its exact top
-Ritz value at its last refresh. After every step a Sturm-sequence count on ``T_j`` (``O(j)`` per problem, no
-eigen-solve) finds the problems with a Ritz value above ``θ_ref·(1 + tol)²``, i.e. whose ``σ`` estimate has moved by
-more than ``tol`` (relative) since the reference; at steps ``min_iter``, ``refresh``, ``2·refresh``, … (and
-``max_iter``) the references of those moving problems are re-evaluated exactly (``eigvalsh`` of their ``T_j``). The
-iteration stops at the first step ``j ≥ min_iter`` where no problem of the batch has moved by more than ``tol``
-(with ``condition=True``: neither ``σ_max`` nor ``σ_min``), or at ``max_iter``. The final values are the top
-(bottom) Ritz values of the last ``T_j``, located by Sturm bisection inside ``[θ_ref, θ_ref(1 + tol)²]`` to
-``0.1·tol``. :class:`SpectralInfo` reports the steps used, the largest relative change of any problem's estimate
-over its last window and whether the rule was met. The matrix-vector products run in the student's dtype, the
-recurrence in float64; ``tol`` should stay above the products' rounding level (``tol ≳ 1e-6`` for float32
-students; below it the change test may never settle and the run goes to ``max_iter``).
-
-The rule is a relative-*change* test, not an error bound, and Krylov methods can stagnate: a problem whose start
-vector is almost orthogonal to the top singular vector, with a tiny gap to the next singular value, can sit on a
-plateau below ``σ_max`` for a few steps before jumping. Stopping only when the *whole batch* is quiet (hundreds to
-thousands of independent problems) makes a premature stop unlikely in practice; the estimate is always a lower
-bound, and for a ``d``-dimensional state ``d`` steps of exact arithmetic span the whole space. For single problems,
-raise ``min_iter`` or lower ``tol``. Observed errors (against the dense SVD): about ``tol`` for the input means and
-up to ~10–20·``tol`` for single inputs with warm starts (see below), far less from random starts.
+**The estimator.** ``‖A‖₂² = λ_max(AᵀA)``: each norm is the top eigenvalue of ``AᵀA``, found by batched Lanczos
+iteration over all independent problems (layers × inputs, or depths × inputs) at once
+(:func:`testbed.field.lanczos.lanczos_extremes`, whose module docstring gives the estimator, the stopping rule on
+``tol`` and the accuracy observed). Only products ``v ↦ A v`` and ``u ↦ Aᵀ u`` are needed; this module builds them
+from the student.
 
 **Warm starts.** Nearby problems have nearby top singular vectors, and a start close to it needs few steps.
 :func:`layer_spectral_norms` solves every ``anchor_every``-th layer first (random starts, all batched) and starts the
@@ -48,16 +23,17 @@ step on a single vector). Each warm start gets ``warm_start`` times a random uni
 direction is missing from the Krylov space (an exactly orthogonal start, e.g. at a crossing of the two top singular
 values, would otherwise never see the new top one).
 
-**The products.** For a :class:`~testbed.students.ResidualStudent` (or
-:class:`~testbed.students.SmoothResidualStudent`) with :class:`~testbed.students.mlp.FieldMLP` branches,
-``g(h) = W_k σ(… σ(W_1 [h, t] + b_1) …) + b_k``, the layer Jacobian has the closed form
+**The products.** For a student that spells out its layers as ``h_{l+1} = h_l + m·g(h_l)``
+(:meth:`~testbed.students.base.Student.branch_layers`; e.g. a :class:`~testbed.students.ResidualStudent` or
+:class:`~testbed.students.SmoothResidualStudent` with MLP branches), ``g(h) = W_k σ(… σ(W_1 [h, t] + b_1) …) + b_k``,
+the layer Jacobian has the closed form
 
     J_l = I + m · W_k D_{k-1} W_{k-1} ⋯ D_1 W_1[:, :d],      D_i = diag(σ'(z_i)),  z_i the pre-activations,
 
 (``hidden_layers = 0``: ``J_l = I + m W D``, ``D = diag(σ'(h_l))``), applied matrix-free: the ``D_i`` are taken once
 along the trajectory, ``J_l v`` costs ``k`` matrix-vector products with the weights and ``J_lᵀ u`` the transposed
-ones, batched over layers (one GEMM per weight for tied branches). Any other student falls back to
-:func:`torch.func.jvp` / :func:`torch.func.vjp` of ``student.step(l, ·)`` along the stored trajectory.
+ones, batched over layers (one GEMM per weight for tied branches). Any other student (``branch_layers`` is ``None``)
+falls back to :func:`torch.func.jvp` / :func:`torch.func.vjp` of ``student.step(l, ·)`` along the stored trajectory.
 
 **Path norms** are computed one of two ways (``method``):
 
@@ -84,47 +60,28 @@ for ill-conditioned layers (``cond ≳ 1e3`` in float32) use the dense :func:`te
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import jvp, vjp, vmap
 
-from testbed.students.base import Student
-from testbed.students.mlp import ACTIVATIONS, FieldMLP
-from testbed.students.residual import ResidualStudent
-from testbed.students.smooth import SmoothResidualStudent
+from testbed.field.lanczos import (
+    SpectralInfo,
+    check_settings,
+    default_max_iter,
+    lanczos_extremes,
+    merge_info,
+    random_start,
+)
+from testbed.students.base import Affine, BranchLayers, Student
 
 Tensor = torch.Tensor
 Op = tuple[str, Tensor]
 
-_ELEMENTWISE = tuple(ACTIVATIONS.values())
 
-
-# ------------------------------------------------------------------------------------------ diagnostics / results
-@dataclass
-class SpectralInfo:
-    """Diagnostics of one batched Lanczos run.
-
-    Attributes:
-        iterations: Lanczos steps taken (each: one ``A v`` and one ``Aᵀ u`` per problem).
-        rel_change: largest relative change of any problem's ``σ`` estimate over its last window (see the module
-            docstring); ``≤ tol`` when ``converged``.
-        converged:  whether the stopping rule was met before ``max_iter``.
-        tol:        the tolerance asked for.
-        max_iter:   the iteration cap.
-        problems:   number of independent problems solved together.
-    """
-
-    iterations: int
-    rel_change: float
-    converged: bool
-    tol: float
-    max_iter: int
-    problems: int
-
-
+# ------------------------------------------------------------------------------------------ results
 @dataclass
 class LayerSpectra:
     """``‖J_l(x)‖₂`` per layer and input (float64).
@@ -200,7 +157,7 @@ class LayerMaps:
         self.n_layers = trajectory.shape[0] - 1
         self.batch, self.dim = trajectory.shape[-2], trajectory.shape[-1]
         # neighbouring layers share (or smoothly vary) their weights: their Jacobians are close
-        self.layers_similar = not (isinstance(student, ResidualStudent) and not student.tied)
+        self.layers_similar = bool(student.layers_similar)
 
     def jvp(self, v: Tensor, layer: int | None = None, out: Tensor | None = None) -> Tensor:
         raise NotImplementedError
@@ -312,51 +269,37 @@ class _AutogradMaps(LayerMaps):
         return res if out is None else out.copy_(res)
 
 
-def _branch_ops(block: FieldMLP, params: Mapping[str, Tensor], t: float, h: Tensor) -> list[Op] | None:
-    """Factors of ``∂g(t, h)/∂h`` for a :class:`FieldMLP` with parameters ``params``; ``None`` if not an MLP of
-    ``nn.Linear`` layers and elementwise activations."""
+def _branch_ops(branch: BranchLayers, h: Tensor) -> list[Op]:
+    """Factors of ``∂g/∂h`` at the states ``h`` of one layer whose branch is spelled out by ``branch``."""
     d = h.shape[-1]
     x = h
-    if block.time_conditioned:
-        x = torch.cat([h, torch.full_like(h[..., :1], float(t))], dim=-1)
-    restrict = block.time_conditioned  # the state is the first d input coordinates until a Linear consumes them
+    if branch.time is not None:
+        x = torch.cat([h, torch.full_like(h[..., :1], float(branch.time))], dim=-1)
+    restrict = branch.time is not None  # the state is the first d input coordinates until an Affine consumes them
     ops: list[Op] = []
-    for i, mod in enumerate(block.net):
-        if isinstance(mod, nn.Linear):
-            w, b = params[f"net.{i}.weight"], params.get(f"net.{i}.bias")
+    for layer in branch.layers:
+        if isinstance(layer, Affine):
+            w = layer.weight
             ops.append(("lin", w[:, :d] if restrict else w))
-            x = nn.functional.linear(x, w, b)
+            x = nn.functional.linear(x, w, layer.bias)
             restrict = False
-        elif isinstance(mod, _ELEMENTWISE):
-            deriv = jvp(mod, (x,), (torch.ones_like(x),))[1]  # σ'(x), elementwise
-            x = mod(x)
+        else:  # an elementwise activation (the BranchLayers contract)
+            deriv = jvp(layer, (x,), (torch.ones_like(x),))[1]  # σ'(x), elementwise
+            x = layer(x)
             ops.append(("diag", deriv[..., :d] if restrict else deriv))
-        else:
-            return None
     return ops
 
 
 def _structured_ops(student: Student, trajectory: Tensor) -> tuple[float, list[Op]] | None:
-    """``(m, factors stacked over layers)`` for residual students with FieldMLP branches, else ``None``."""
+    """``(m, factors stacked over layers)`` when every layer of ``student`` is spelled out by
+    :meth:`~testbed.students.base.Student.branch_layers` with one multiplier and one branch shape, else ``None``."""
     n_layers = trajectory.shape[0] - 1
-    if isinstance(student, ResidualStudent) and type(student).step is ResidualStudent.step:
-        blocks = [student.blocks[0 if student.tied else l] for l in range(n_layers)]
-        if not all(type(b) is FieldMLP for b in blocks):
-            return None
-        per_layer = [(b, dict(b.named_parameters())) for b in blocks]
-    elif isinstance(student, SmoothResidualStudent) and type(student).step is SmoothResidualStudent.step:
-        if not all(type(a) is FieldMLP for a in student.anchors):
-            return None
-        per_layer = [(student.anchors[0], student.weights_at(l * student.dt)) for l in range(n_layers)]
-    else:
+    branches = [student.branch_layers(l) for l in range(n_layers)]
+    if any(b is None for b in branches) or len({b.multiplier for b in branches}) != 1:
         return None
-    dt = student.dt
-    layer_ops = []
-    for l, (block, params) in enumerate(per_layer):
-        ops = _branch_ops(block, params, l * dt, trajectory[l])
-        if ops is None:
-            return None
-        layer_ops.append(ops)
+    layer_ops = [_branch_ops(branch, trajectory[l]) for l, branch in enumerate(branches)]
+    if any([(k, a.shape) for k, a in ops] != [(k, a.shape) for k, a in layer_ops[0]] for ops in layer_ops):
+        return None
     stacked: list[Op] = []
     for k, (kind, _) in enumerate(layer_ops[0]):
         mats = [ops[k][1] for ops in layer_ops]
@@ -364,7 +307,7 @@ def _structured_ops(student: Student, trajectory: Tensor) -> tuple[float, list[O
             stacked.append((kind, mats[0].detach()))  # tied: one weight for every layer
         else:
             stacked.append((kind, torch.stack(mats).detach()))
-    return float(student.multiplier), stacked
+    return float(branches[0].multiplier), stacked
 
 
 @torch.no_grad()
@@ -382,210 +325,6 @@ def layer_maps(student: Student, x0: Tensor, structured: bool | None = None) -> 
         if structured:
             raise ValueError(f"no closed-form layer Jacobian for {type(student).__name__} with this branch")
     return _AutogradMaps(student, traj)
-
-
-# ------------------------------------------------------------------------------------------ batched Lanczos
-def _count_above(alpha: Tensor, beta2: Tensor, x: Tensor) -> Tensor:
-    """Number of eigenvalues ``> x`` of each tridiagonal ``T`` (diagonal ``alpha`` (j, N), squared off-diagonal
-    ``beta2`` (j-1, N)): the positive pivots of ``T − xI = LDLᵀ`` (Sylvester's law of inertia). A zero pivot
-    becomes ``±inf`` in the next one (LAPACK's ``-pivmin`` up to the sign convention: a miscount only at ``x``
-    exactly equal to an eigenvalue of a leading block)."""
-    piv = alpha - x
-    for i in range(1, alpha.shape[0]):
-        torch.sub(piv[i], beta2[i - 1] / piv[i - 1], out=piv[i])
-    return (piv > 0).sum(0)
-
-
-def _bisect(alpha: Tensor, beta2: Tensor, lo: Tensor, hi: Tensor, top: bool, rtol: float,
-            max_steps: int = 60) -> Tensor:
-    """Sturm bisection for the top (bottom) eigenvalue of each tridiagonal, known to lie in ``[lo, hi]``, until
-    ``hi − lo ≤ rtol·|end|`` (``end`` = ``lo`` for the top, ``hi`` for the bottom); returns that end, a bound on the
-    safe side (below the top eigenvalue, above the bottom one)."""
-    j = alpha.shape[0]
-    end = lo if top else hi
-    width = float(((hi - lo) / end.abs().clamp_min(torch.finfo(end.dtype).tiny)).max()) if lo.numel() else 0.0
-    steps = min(max_steps, max(0, math.ceil(math.log2(width / rtol)))) if width > rtol else 0
-    for _ in range(steps):
-        mid = 0.5 * (lo + hi)
-        above = _count_above(alpha, beta2, mid)
-        inside = above > 0 if top else above == j  # top: an eigenvalue above mid; bottom: all of them
-        lo, hi = torch.where(inside, mid, lo), torch.where(inside, hi, mid)
-    return lo if top else hi
-
-
-def _refresh(alpha: Tensor, beta: Tensor, old_max: Tensor, old_min: Tensor, up: Tensor, down: Tensor | None,
-             grow: float, rtol: float) -> tuple[Tensor, Tensor | None]:
-    """New references for moving problems (tridiagonals ``alpha`` (j, n), ``beta`` (j-1, n)): the top Ritz value
-    where ``up`` (it exceeds ``old_max·grow``), the bottom one where ``down`` (below ``old_min/grow``; ``None``: not
-    tracked); the old reference elsewhere.
-
-    Exact (``eigvalsh`` of the dense ``T``) when that is cheaper than Sturm bisection (few problems, short ``T``: its
-    cost is per matrix), else bisection to ``rtol`` inside the Gershgorin bounds, returning the safe end (below the
-    top, above the bottom)."""
-    j, n = alpha.shape
-    if n * (1.2 + 0.035 * j * j) <= 40 * j * (4 + 0.001 * n):  # rough µs per call of each route
-        t = torch.diag_embed(alpha.T)
-        if j > 1:
-            t = t + torch.diag_embed(beta.T, 1) + torch.diag_embed(beta.T, -1)
-        ritz = torch.linalg.eigvalsh(t)
-        return ritz[:, -1], (None if down is None else ritz[:, 0])
-    beta2 = beta**2
-    radius = torch.zeros_like(alpha)
-    radius[:-1] += beta
-    radius[1:] += beta
-    new_max, new_min = old_max, None
-    if bool(up.any()):
-        hi = (alpha + radius).amax(0).clamp_min(old_max * grow)
-        new_max = torch.where(up, _bisect(alpha, beta2, old_max * grow, hi, True, rtol), old_max)
-    if down is not None:
-        new_min = old_min
-        if bool(down.any()):
-            lo = (alpha - radius).amin(0).clamp(min=0).minimum(old_min / grow)
-            new_min = torch.where(down, _bisect(alpha, beta2, lo, old_min / grow, False, rtol), old_min)
-    return new_max, new_min
-
-
-def _top_eigenvector(alpha: Tensor, beta: Tensor, shift: Tensor, steps: int = 1) -> Tensor:
-    """Top eigenvector (j, n) of each tridiagonal by inverse iteration with ``shift`` just above its top eigenvalue:
-    ``shift·I − T`` is then positive definite, so its ``LDLᵀ`` solve (``O(j)``, vectorised over problems) is stable,
-    and the iteration converges at the rate ``(shift − θ_1)/(shift − θ_2)``."""
-    j = alpha.shape[0]
-    tiny = torch.finfo(alpha.dtype).tiny
-    piv = torch.empty_like(alpha)  # D of shift·I − T = L D Lᵀ
-    piv[0] = shift - alpha[0]
-    for i in range(1, j):
-        piv[i] = shift - alpha[i] - beta[i - 1] ** 2 / piv[i - 1]
-    piv = piv.clamp_min(tiny)
-    x = torch.ones_like(alpha)
-    for _ in range(steps):
-        y = x.clone()
-        for i in range(1, j):
-            y[i] += beta[i - 1] / piv[i - 1] * y[i - 1]
-        x = y / piv
-        for i in range(j - 2, -1, -1):
-            x[i] += beta[i] / piv[i] * x[i + 1]
-        x = x / x.abs().amax(0).clamp_min(tiny)
-    return x / torch.linalg.vector_norm(x, dim=0)
-
-
-def lanczos_extremes(matvec: Callable[[Tensor], Tensor], v0: Tensor, tol: float = 1e-6, max_iter: int = 100,
-                     min_iter: int = 2, want_min: bool = False, refresh: int = 4,
-                     return_vector: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None, SpectralInfo]:
-    """Extreme eigenvalues of independent symmetric PSD operators by batched Lanczos.
-
-    ``matvec`` maps ``(*P, d) → (*P, d)`` in ``v0``'s dtype, acting independently on each of the problems indexed
-    by ``*P`` (the leading dims of ``v0``); the recurrence itself runs in float64. Returns
-    ``(λ_max, λ_min or None, top Ritz vector or None, info)`` with the eigenvalues (float64) of shape ``P``; the
-    stopping rule is the module docstring's (``tol`` is relative in ``sqrt(λ)``). The references of moving problems
-    are refreshed (Sturm bisection to ``tol/4``) at step ``min_iter``, every ``refresh`` steps, at ``max_iter``, and
-    at every step while that is cheap (few moving problems × short ``T_j``). ``return_vector`` keeps the Lanczos
-    basis (``j·|P|·d`` numbers) to form the (unit) top Ritz vector — plus the (unit) bottom one with ``want_min``:
-    a start vector for a nearby problem that holds both ends of the spectrum.
-    """
-    shape = v0.shape[:-1]
-    n = math.prod(shape)
-    f64, work = torch.float64, v0.dtype
-    dev = v0.device
-    eps, tiny = torch.finfo(f64).eps, torch.finfo(f64).tiny
-    cap = min(max_iter, 16)  # T's storage, grown by doubling (most runs stop early)
-    alpha = torch.zeros(cap, n, dtype=f64, device=dev)
-    beta = torch.zeros(cap, n, dtype=f64, device=dev)
-    grow = (1.0 + tol) ** 2  # σ moves by more than tol  ⟺  θ = σ² moves by more than a factor grow
-    q = v0.to(f64)
-    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(tiny)
-    q_prev = torch.zeros_like(q)
-    spare = torch.empty_like(q)  # the three Lanczos vectors rotate through reused buffers (no page faults)
-    q_work = torch.empty_like(v0) if work != f64 else None
-    b_prev = torch.zeros(shape, dtype=f64, device=dev)
-    done = torch.zeros(n, dtype=torch.bool, device=dev)  # Krylov space invariant: T is exact there
-    basis = [q] if return_vector else []
-    ref_max = ref_min = torch.zeros(n, dtype=f64, device=dev)
-    change = math.inf
-    converged = False
-    j = 0
-    for j in range(1, max_iter + 1):
-        if j > alpha.shape[0]:
-            grown = min(max_iter, 2 * alpha.shape[0])
-            alpha = torch.cat([alpha, alpha.new_zeros(grown - alpha.shape[0], n)])
-            beta = torch.cat([beta, beta.new_zeros(grown - beta.shape[0], n)])
-        w = spare.copy_(matvec(q if q_work is None else q_work.copy_(q)))  # updated in place below
-        a = torch.linalg.vecdot(w, q)
-        w.addcmul_(a[..., None], q, value=-1).addcmul_(b_prev[..., None], q_prev, value=-1)
-        b = torch.linalg.vector_norm(w, dim=-1)
-        alpha[j - 1], beta[j - 1] = a.reshape(n), b.reshape(n)
-        if bool(done.any()):  # a broken-down problem keeps a decoupled diagonal inside its spectrum
-            alpha[j - 1] = torch.where(done, alpha[0], alpha[j - 1])
-            beta[j - 1] = torch.where(done, 0.0, beta[j - 1])
-        broke = b <= eps * (a.abs() + b_prev)
-        if bool(broke.any()):
-            done = done | broke.reshape(n)
-            w.div_(torch.where(broke, 1.0, b)[..., None]).masked_fill_(broke[..., None], 0.0)
-        else:
-            w.div_(b[..., None])
-        # rotate: w is the new q; the old q_prev's buffer is free (unless kept for the Ritz vector)
-        q_prev, q, spare = q, w, (q_prev if not return_vector and j > 1 else torch.empty_like(q))
-        b_prev = b
-        if return_vector:
-            basis.append(q)
-        if j == 1:
-            ref_max, ref_min = alpha[0].clone(), alpha[0].clone()
-            continue
-        al, b2 = alpha[:j], beta[: j - 1] ** 2
-        up = _count_above(al, b2, ref_max * grow) > 0
-        down = (_count_above(al, b2, ref_min / grow) < j) if want_min else torch.zeros_like(up)
-        moving = up | down
-        n_moving = int(moving.sum())
-        if n_moving == 0:
-            if j >= min_iter:
-                converged = True
-                break
-            continue
-        if j % refresh and j != min_iter and j != max_iter and n_moving * j > 4096:
-            continue
-        # refresh the references of the moving problems to their current extreme Ritz values
-        idx = moving.nonzero().squeeze(1)
-        old_max, old_min = ref_max[idx], ref_min[idx]
-        new_max, new_min = _refresh(al[:, idx], beta[: j - 1, idx], old_max, old_min, up[idx],
-                                    down[idx] if want_min else None, grow, tol / 4)
-        ref_max[idx] = new_max
-        ch = (new_max / old_max).sqrt() - 1
-        if new_min is not None:
-            ref_min[idx] = new_min
-            ch = torch.maximum(ch, 1 - (new_min / old_min.clamp_min(tiny)).sqrt())
-        change = float(ch.max())
-    # final values: within [ref, ref·grow] (resp. [ref/grow, ref]) for the quiet problems
-    al, b2 = alpha[:j], beta[: j - 1] ** 2
-    lam_max, lam_min = ref_max, (ref_min if want_min else None)
-    if j > 1:
-        lam_max = _bisect(al, b2, ref_max, ref_max * grow, True, tol * 0.1)
-        if want_min:
-            lam_min = _bisect(al, b2, ref_min / grow, ref_min, False, tol * 0.1)
-    if converged:
-        change = max(0.0, float(((lam_max / ref_max).sqrt() - 1).max()))
-        if lam_min is not None:
-            change = max(change, float((1 - (lam_min / ref_min.clamp_min(tiny)).sqrt()).max()))
-    vec = None
-    if return_vector:
-        def ritz_vector(s: Tensor) -> Tensor:  # Σ_i s_i q_i, normalised
-            y = sum(basis[i] * s[i].reshape(shape)[..., None] for i in range(j))
-            return (y / torch.linalg.vector_norm(y, dim=-1, keepdim=True).clamp_min(tiny)).to(work)
-
-        bump = (1 + tol * 0.1) ** 2 * (1 + 1e-12)  # just beyond the located Ritz value
-        vec = ritz_vector(_top_eigenvector(al, beta[: j - 1], lam_max * bump))
-        if lam_min is not None:  # the bottom one: top eigenvector of −T
-            vec = vec + ritz_vector(_top_eigenvector(-al, -beta[: j - 1], -lam_min / bump))
-    info = SpectralInfo(j, change, converged, tol, max_iter, n)
-    out_min = None if lam_min is None else lam_min.reshape(shape)
-    return lam_max.reshape(shape), out_min, vec, info
-
-
-def _start(shape: tuple[int, ...], like: Tensor, seed: int) -> Tensor:
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn(shape, generator=gen, dtype=like.dtype).to(like.device)
-
-
-def _default_max_iter(d: int) -> int:
-    return max(20, 2 * d)
 
 
 # ------------------------------------------------------------------------------------------ per-layer norms
@@ -620,9 +359,9 @@ def layer_spectral_norms(student: Student, x0: Tensor, tol: float = 1e-5, max_it
     """
     maps = layer_maps(student, x0, structured) if maps is None else maps
     n_layers, b, d = maps.n_layers, maps.batch, maps.dim
-    cap = max_iter or _default_max_iter(d)
-    _check(tol, cap, min_iter)
-    v0 = _start((n_layers, b, d), maps.trajectory, seed)
+    cap = max_iter or default_max_iter(d)
+    check_settings(tol, cap, min_iter)
+    v0 = random_start((n_layers, b, d), maps.trajectory, seed)
     two_stage = (warm_start is not None and maps.layers_similar and anchor_every >= 2
                  and n_layers >= 2 * anchor_every)
     if not two_stage:
@@ -646,7 +385,7 @@ def layer_spectral_norms(student: Student, x0: Tensor, tol: float = 1e-5, max_it
         if condition:
             lam_min = torch.empty_like(lam_max)
             lam_min[anchors], lam_min[rest] = min_a, min_r
-        info = _merge([info_a, info_r], tol, cap)
+        info = merge_info([info_a, info_r], tol, cap)
     smax = lam_max.clamp_min(0).sqrt()
     cond = None
     if lam_min is not None:
@@ -657,11 +396,6 @@ def layer_spectral_norms(student: Student, x0: Tensor, tol: float = 1e-5, max_it
 
 
 # ------------------------------------------------------------------------------------------ path norms
-def _merge(infos: Sequence[SpectralInfo], tol: float, max_iter: int) -> SpectralInfo:
-    return SpectralInfo(sum(i.iterations for i in infos), max(i.rel_change for i in infos),
-                        all(i.converged for i in infos), tol, max_iter, sum(i.problems for i in infos))
-
-
 def _path_chain(maps: LayerMaps, depths: list[int], tol: float, max_iter: int, min_iter: int,
                 seed: int) -> tuple[Tensor, SpectralInfo]:
     n_layers = maps.n_layers
@@ -681,7 +415,7 @@ def _path_chain(maps: LayerMaps, depths: list[int], tol: float, max_iter: int, m
             x = torch.cat([maps.vjp(x[:a], layer), x[a:]]) if a < len(inner) else maps.vjp(x, layer)
         return x
 
-    v0 = _start((len(inner), maps.batch, maps.dim), maps.trajectory, seed)
+    v0 = random_start((len(inner), maps.batch, maps.dim), maps.trajectory, seed)
     lam, _, _, info = lanczos_extremes(gram, v0, tol, max_iter, min_iter)
     out[: len(inner)] = lam.clamp_min(0).sqrt()
     return out, info
@@ -712,7 +446,7 @@ def _path_accumulate(maps: LayerMaps, depths: list[int], tol: float, max_iter: i
             pv = torch.mul(p, v, out=work).sum(-1, keepdim=True)
             return torch.mul(p, pv, out=work).sum(0)
 
-        v0 = _start((b, d), traj, seed + l)
+        v0 = random_start((b, d), traj, seed + l)
         if guess is not None and warm_start is not None:
             # the last solved depth k's top right singular vector y, pulled back: J_lᵀ⋯J_{k-1}ᵀ y ∝ P_lᵀ u_k
             unit = torch.linalg.vector_norm
@@ -721,15 +455,8 @@ def _path_accumulate(maps: LayerMaps, depths: list[int], tol: float, max_iter: i
         lam, _, guess, info = lanczos_extremes(gram, v0, tol, max_iter, min_iter, return_vector=warm_start is not None)
         out[depths.index(l)] = lam.clamp_min(0).sqrt()
         infos.append(info)
-    info = _merge(infos, tol, max_iter) if infos else SpectralInfo(0, 0.0, True, tol, max_iter, 0)
+    info = merge_info(infos, tol, max_iter) if infos else SpectralInfo(0, 0.0, True, tol, max_iter, 0)
     return out, frob, info
-
-
-def _check(tol: float, max_iter: int, min_iter: int) -> None:
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}")
-    if max_iter < 1 or min_iter < 1:
-        raise ValueError(f"max_iter and min_iter must be ≥ 1, got {max_iter}, {min_iter}")
 
 
 @torch.no_grad()
@@ -758,8 +485,8 @@ def path_spectral_norms(student: Student, x0: Tensor, depths: Sequence[int] | No
         method = "chain" if 40 * sum(n_layers - l for l in ds) <= n_layers * d else "accumulate"
     if method not in ("chain", "accumulate"):
         raise ValueError(f"method must be 'auto', 'chain' or 'accumulate', got {method!r}")
-    cap = max_iter or _default_max_iter(d)
-    _check(tol, cap, min_iter)
+    cap = max_iter or default_max_iter(d)
+    check_settings(tol, cap, min_iter)
     if method == "chain":
         norms, info = _path_chain(maps, ds, tol, cap, min_iter, seed)
         frob = None

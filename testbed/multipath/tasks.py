@@ -36,6 +36,7 @@ from torch import nn
 import systems
 from testbed.datasets import LabeledData, load_digits
 from testbed.path_data import PathData, aligned_paths, dense_paths, observation_layers
+from testbed.seeding import DATA_SEED
 from testbed.students.augmented import AugmentedResidualNet
 from testbed.students.classifier import ResidualClassifier
 from testbed.train import TrainConfig
@@ -99,7 +100,7 @@ def _observed_mask(n: int, fraction: float, gen: torch.Generator) -> Tensor:
 # ------------------------------------------------------------------ transport classification
 def transport_task(system: str, *, n_train: int, n_test: int, n_layers: int, n_obs: int, observed_fraction: float,
                    wedge_deg: tuple[float, float], noise_std: float, width: int, hidden_layers: int,
-                   seed: int = 10_000, dtype: torch.dtype = torch.float32) -> MultipathTask:
+                   seed: int = DATA_SEED, dtype: torch.dtype = torch.float32) -> MultipathTask:
     """Classify a 2-D data set from the endpoint of the flow that carries it (see the module docstring).
 
     Initial states in the polar wedge ``wedge_deg`` about the data set's centre are held out of training
@@ -213,7 +214,7 @@ def route_states(x0: Tensor, routes: list[tuple[int, ...]], horizon: float, stre
 
 def route_task(*, n_segments: int, n_seen_routes: int, n_train: int, n_test: int, n_layers: int,
                observed_fraction: float, noise_std: float, width: int, hidden_layers: int, strength: float = 1.5,
-               horizon: float = 1.0, seed: int = 10_000, dtype: torch.dtype = torch.float32) -> MultipathTask:
+               horizon: float = 1.0, seed: int = DATA_SEED, dtype: torch.dtype = torch.float32) -> MultipathTask:
     """Regress the endpoint of ``x0 ∈ [−1.5, 1.5]²`` carried along a route (``S`` segments, each one of the
     three elementary flows for ``T/S``). ``n_seen_routes`` of the ``3^S`` routes are trained on; the others
     are ``unseen_route``. The observed states are those at the segment boundaries. The student carries the
@@ -282,7 +283,7 @@ def shift_images(x: Tensor, dx: int, dy: int, side: int = 8) -> Tensor:
 
 
 def digits_task(*, n_labeled: int, n_layers: int, n_obs: int, observed_fraction: float, noise_std: float,
-                width: int, hidden_layers: int, dim: int, teacher_steps: int, seed: int = 10_000,
+                width: int, hidden_layers: int, dim: int, teacher_steps: int, seed: int = DATA_SEED,
                 dtype: torch.dtype = torch.float32) -> MultipathTask:
     """Few-label digits with a teacher's intermediate representations as the observed paths.
 

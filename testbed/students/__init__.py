@@ -1,7 +1,10 @@
 """Students: residual networks (tied / untied, branch scalings, MLP or local-stencil branches) and neural
-ODEs behind one interface, plus a residual classifier (embedding → propagation field → read-out).
+ODEs behind one interface, plus a residual classifier (embedding → propagation field → read-out), the adapter for
+any model's residual stages, and constructed students (:mod:`testbed.students.constructed`: the teacher's exact
+flow, warped clocks, conjugations and detours, which keep the endpoint map and change the field's interior).
 
-``build_student(kind, **kwargs)`` constructs by registry name; ``student.spec()`` gives back the kwargs.
+``build_student(kind, **kwargs)`` constructs by registry name; ``student.spec()`` gives back the kwargs (the
+adapter and the constructed students wrap live objects and are not in the registry).
 """
 
 from __future__ import annotations
@@ -14,6 +17,20 @@ from testbed.limits import build_checked
 from testbed.students.augmented import AugmentedResidualNet, ContextResidualStudent
 from testbed.students.base import Student
 from testbed.students.classifier import ResidualClassifier, ResidualNet
+from testbed.students.constructed import (
+    Conjugated,
+    Detour,
+    ExactFlowStudent,
+    LinearConjugacy,
+    PowerWarp,
+    Reparameterized,
+    Shear,
+    SineBump,
+    SineWarp,
+    TimeMap,
+    TimeWarp,
+    Translation,
+)
 from testbed.students.neural_ode import NeuralODEStudent
 from testbed.students.residual import BRANCH_SCALINGS, ResidualStudent
 from testbed.students.smooth import SmoothResidualStudent
@@ -42,4 +59,6 @@ def build_student(kind: str, **kwargs: Any) -> Any:
 
 __all__ = ["AugmentedResidualNet", "BRANCH_SCALINGS", "ContextResidualStudent", "NeuralODEStudent",
            "ResidualClassifier", "ResidualNet", "ResidualStages", "ResidualStudent", "STUDENTS",
-           "SmoothResidualStudent", "Student", "build_student"]
+           "SmoothResidualStudent", "Student", "build_student",
+           "Conjugated", "Detour", "ExactFlowStudent", "LinearConjugacy", "PowerWarp", "Reparameterized", "Shear",
+           "SineBump", "SineWarp", "TimeMap", "TimeWarp", "Translation"]

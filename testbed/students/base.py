@@ -4,11 +4,22 @@ A student maps an initial state ``x0`` (shape ``(B, dim)``) through a *propagati
 ``h_0 = x0, h_1, …, h_L`` at layer times ``t_0 = 0 < t_1 < … < t_L = T`` produced by ``L`` steps
 ``h_{l+1} = step(l, h_l)``. Every student also exposes its learned vector field ``f_θ(t, x)`` as a callable
 usable by :func:`torchdiffeq.odeint`, so the field can be re-integrated with any solver or step count.
+
+Optional structure, for code that can exploit it (each with a generic default):
+
+* :meth:`Student.branch_layers` — layer ``l`` as ``h + m·g(t, h)`` with ``g`` a chain of affine maps and elementwise
+  activations (:class:`BranchLayers`); the spectral field metrics then apply the layer Jacobians in closed form
+  (default ``None``: they differentiate :meth:`Student.step` instead);
+* :attr:`Student.layers_similar` — whether neighbouring layers have close Jacobians (a warm-start hint);
+* :meth:`Student.branch_first_layer_names` — the parameters of each residual branch's first internal layer (the
+  Depth-μP block-depth-2 learning-rate correction); the default raises ``NotImplementedError``.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,6 +28,31 @@ from torch import nn
 from testbed.grid import grid_indices
 
 Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Affine:
+    """``z ↦ z Wᵀ + b`` (``weight`` (out, in), ``bias`` (out,) or ``None``), one factor of a :class:`BranchLayers`."""
+
+    weight: Tensor
+    bias: Tensor | None
+
+
+@dataclass(frozen=True)
+class BranchLayers:
+    """Layer ``l`` of a residual student, ``step(l, h) = h + multiplier·g(h_in)``, with the branch ``g`` spelled out.
+
+    ``g`` is the composition of ``layers`` in order: :class:`Affine` maps and elementwise activations (any other
+    callable in ``layers`` must act elementwise, ``σ(z)_i = σ(z_i)``; its derivative is taken by forward-mode
+    autodiff). The branch input ``h_in`` is the state ``h`` itself, or ``[h, time]`` (the layer time appended as
+    one last coordinate) when ``time`` is not ``None``. Weights may be parameters or tensors derived from them
+    (e.g. interpolated); when several layers share a weight, return the *same* tensor object for each, so a
+    consumer can keep one copy.
+    """
+
+    multiplier: float
+    layers: tuple[Affine | Callable[[Tensor], Tensor], ...]
+    time: float | None = None
 
 
 class Student(nn.Module):
@@ -68,6 +104,26 @@ class Student(nn.Module):
                 f"observation times must lie on the student's layer grid t_l = l·{self.horizon}/{self.n_layers}; "
                 f"choose a depth L that is a multiple of the number of observation intervals"
             ) from None
+
+    # ---------------------------------------------------------------- optional structure (see the module docstring)
+    def branch_layers(self, l: int) -> BranchLayers | None:
+        """Layer ``l`` as ``h + m·g(h)`` with ``g`` spelled out (:class:`BranchLayers`), or ``None`` when the step
+        has no such form (the default): field metrics then differentiate :meth:`step` with ``torch.func``."""
+        return None
+
+    @property
+    def layers_similar(self) -> bool:
+        """Whether neighbouring layers have close Jacobians (tied or smoothly varying weights): lets the spectral
+        metrics warm-start one layer's solve from its neighbour's. A hint only (default ``True``)."""
+        return True
+
+    def branch_first_layer_names(self) -> set[str]:
+        """Names (as in :meth:`named_parameters`) of the first internal layer ``W₁, b₁`` of every residual branch
+        ``W₂ σ(W₁h + b₁) + b₂``, the layer the block-depth-2 learning-rate correction of
+        :func:`testbed.parameterization.param_groups` acts on; an empty set when every branch has a single weight
+        matrix. The default raises ``NotImplementedError``: a student without residual branches has no such layer."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its residual branches' first internal layer "
+                                  "(branch_first_layer_names)")
 
     @abstractmethod
     def spec(self) -> dict[str, Any]:

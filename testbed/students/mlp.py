@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from testbed.config import ConfigError
+from testbed.students.base import Affine
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "softplus": nn.Softplus, "silu": nn.SiLU}
+_ELEMENTWISE = tuple(ACTIVATIONS.values())
 
 
 def make_activation(name: str) -> nn.Module:
@@ -54,3 +58,30 @@ class FieldMLP(nn.Module):
             tt = tt.expand(x.shape[:-1]).unsqueeze(-1) if tt.ndim == 0 else tt.reshape(*x.shape[:-1], 1)
             x = torch.cat([x, tt], dim=-1)
         return self.net(x)
+
+    # ---------------------------------------------------------------- structure (for students' optional methods)
+    def linear_names(self) -> list[str]:
+        """Module names of the affine layers ``W_1, …, W_k`` in order (for ``get_submodule`` / ``get_parameter``)."""
+        return [f"net.{i}" for i, mod in enumerate(self.net) if isinstance(mod, nn.Linear)]
+
+    def first_layer_names(self) -> set[str]:
+        """Parameter names of the first internal layer ``W_1, b_1`` of a block with two or more matrices
+        (``hidden_layers ≥ 1``); empty for the one-matrix block ``W σ(x) + b``."""
+        if not isinstance(self.net[0], nn.Linear) or len(self.linear_names()) < 2:
+            return set()
+        return {f"net.0.{n}" for n, _ in self.net[0].named_parameters()}
+
+    def chain(self, params: Mapping[str, torch.Tensor] | None = None) -> tuple[Affine | nn.Module, ...] | None:
+        """The layers as :class:`~testbed.students.base.BranchLayers` factors, in order: :class:`Affine` maps with
+        this block's parameters (or those in ``params``, keyed as in :meth:`named_parameters`, e.g. interpolated
+        weights) and the elementwise activation modules; ``None`` if ``net`` holds anything else."""
+        params = dict(self.named_parameters()) if params is None else params
+        out: list[Affine | nn.Module] = []
+        for i, mod in enumerate(self.net):
+            if isinstance(mod, nn.Linear):
+                out.append(Affine(params[f"net.{i}.weight"], params.get(f"net.{i}.bias")))
+            elif isinstance(mod, _ELEMENTWISE):
+                out.append(mod)
+            else:
+                return None
+        return tuple(out)

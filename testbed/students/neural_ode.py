@@ -15,11 +15,11 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from testbed.config import check_choice, check_nonneg, check_positive, check_positive_int
 from testbed.errors import DivergenceError
+from testbed.solvers import ADAPTIVE_METHODS, FIXED_STEP_METHODS
 from testbed.students.base import Student, Tensor
 from testbed.students.mlp import ACTIVATIONS, FieldMLP
 
-FIXED_STEP = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
-ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_STEP, ADAPTIVE = FIXED_STEP_METHODS, ADAPTIVE_METHODS  # the old names (the table is testbed.solvers)
 #: accepted steps one adaptive solve may take before it is declared diverged
 MAX_ADAPTIVE_STEPS = 20_000
 
@@ -39,7 +39,7 @@ class NeuralODEStudent(Student):
         check_positive("horizon", horizon)
         check_positive_int("width", width)
         check_positive_int("hidden_layers", hidden_layers)
-        check_choice("method", method, FIXED_STEP + ADAPTIVE)
+        check_choice("method", method, FIXED_STEP_METHODS + ADAPTIVE_METHODS)
         check_choice("activation", activation, list(ACTIVATIONS))
         check_positive("rtol", rtol)
         check_positive("atol", atol)
@@ -57,7 +57,7 @@ class NeuralODEStudent(Student):
     def _solve(self, x0: Tensor, times: Tensor) -> Tensor:
         times = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
         kwargs: dict[str, Any] = {"method": self.method}
-        if self.method in FIXED_STEP:
+        if self.method in FIXED_STEP_METHODS:
             kwargs["options"] = {"step_size": self.horizon / self.n_layers}
         else:
             kwargs.update(rtol=self.rtol, atol=self.atol, options={"max_num_steps": MAX_ADAPTIVE_STEPS})
@@ -78,7 +78,7 @@ class NeuralODEStudent(Student):
         if times is None:
             times = self.layer_times
         times = torch.as_tensor(times, dtype=torch.float64)
-        if self.method in FIXED_STEP:
+        if self.method in FIXED_STEP_METHODS:
             # off-grid times would be silently linearly interpolated by torchdiffeq: refuse them, as the base does
             self.time_indices(times)
         if float(times[0]) != 0.0:

@@ -36,7 +36,7 @@ from testbed.config import (
     check_positive_int,
 )
 from testbed.grid import index_tolerance
-from testbed.students.base import Student, Tensor
+from testbed.students.base import BranchLayers, Student, Tensor
 from testbed.students.conv import StencilField
 from testbed.students.mlp import ACTIVATIONS, FieldMLP
 
@@ -119,6 +119,37 @@ class ResidualStudent(Student):
     def vector_field(self, t: Tensor | float, x: Tensor) -> Tensor:
         g = self.blocks[self.block_index(t)]
         return (self.multiplier / self.dt) * g(t, x)
+
+    # ---------------------------------------------------------------- structure (see testbed.students.base)
+    def branch_layers(self, l: int) -> BranchLayers | None:
+        """Layer ``l`` with its :class:`FieldMLP` branch spelled out; ``None`` for a stencil (or any other) branch
+        and for subclasses that change :meth:`step`."""
+        if type(self).step is not ResidualStudent.step:
+            return None
+        block = self.blocks[0 if self.tied else l]
+        if type(block) is not FieldMLP:
+            return None
+        layers = block.chain()
+        if layers is None:
+            return None
+        return BranchLayers(float(self.multiplier), layers, l * self.dt if block.time_conditioned else None)
+
+    @property
+    def layers_similar(self) -> bool:
+        """Tied branches make neighbouring layers alike; untied ones are independent."""
+        return self.tied
+
+    def branch_first_layer_names(self) -> set[str]:
+        """``blocks.<i>.<first-layer parameter>`` of every branch (empty for one-matrix blocks); a branch that does
+        not name its first layer (``first_layer_names``, e.g. a stencil branch) raises ``NotImplementedError``."""
+        names: set[str] = set()
+        for i, block in enumerate(self.blocks):
+            first = getattr(block, "first_layer_names", None)
+            if first is None:
+                raise NotImplementedError(f"a {type(block).__name__} branch does not name its first internal layer "
+                                          "(first_layer_names)")
+            names |= {f"blocks.{i}.{n}" for n in first()}
+        return names
 
     def spec(self) -> dict[str, Any]:
         return {

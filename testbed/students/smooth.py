@@ -18,7 +18,7 @@ from torch import nn
 from torch.func import functional_call
 
 from testbed.config import check_choice, check_nonneg, check_nonneg_int, check_positive, check_positive_int
-from testbed.students.base import Student, Tensor
+from testbed.students.base import BranchLayers, Student, Tensor
 from testbed.students.mlp import ACTIVATIONS, FieldMLP
 from testbed.students.residual import branch_multiplier
 
@@ -84,6 +84,17 @@ class SmoothResidualStudent(Student):
 
     def vector_field(self, t: Tensor | float, x: Tensor) -> Tensor:
         return (self.multiplier / self.dt) * self.branch(float(t), x)
+
+    def branch_layers(self, l: int) -> BranchLayers | None:
+        """Layer ``l`` with the interpolated branch ``g(·; W(t_l))`` spelled out (see :class:`FieldMLP`); ``None``
+        for subclasses that change :meth:`step`."""
+        if type(self).step is not SmoothResidualStudent.step or not all(type(a) is FieldMLP for a in self.anchors):
+            return None
+        block, t_l = self.anchors[0], l * self.dt
+        layers = block.chain(self.weights_at(t_l))
+        if layers is None:
+            return None
+        return BranchLayers(float(self.multiplier), layers, t_l if block.time_conditioned else None)
 
     def with_depth(self, n_layers: int) -> SmoothResidualStudent:
         """The same weight function ``W(t)`` discretised with ``n_layers`` layers (a copy)."""

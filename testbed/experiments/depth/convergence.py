@@ -49,8 +49,9 @@ import torch
 
 from testbed.config import ConfigError
 from testbed.fitting import loglog_slope
-from testbed.plotting import color_for, figures_enabled, save_figure, use_style
+from testbed.plotting import color_for, save_figure, use_style
 from testbed.results import read_csv, write_csv
+from testbed.seeding import generator
 from testbed.students.residual import ResidualStudent
 from testbed.students.smooth import SmoothResidualStudent
 
@@ -100,7 +101,7 @@ def _check_depths(depths: Sequence[int]) -> list[int]:
 
 
 def _inputs(n_inputs: int, dim: int, seed: int, salt: int) -> Tensor:
-    gen = torch.Generator().manual_seed(1_000_003 * seed + salt)
+    gen = generator(seed, salt)
     return torch.randn(n_inputs, dim, generator=gen, dtype=torch.float64)
 
 
@@ -136,7 +137,7 @@ def set_block_weights(student: ResidualStudent, W: Tensor, b: Tensor) -> None:
     """Load ``W`` (shape ``(L, n, n)``) and ``b`` (``(L, n)``) into the last Linear of every block."""
     with torch.no_grad():
         for l, block in enumerate(student.blocks):
-            lin = block.net[-1]
+            lin = block.get_submodule(block.linear_names()[-1])
             lin.weight.copy_(W[l])
             lin.bias.copy_(b[l])
 
@@ -153,7 +154,7 @@ def iid_case(cfg, seed: int, depths: Sequence[int]) -> list[dict[str, Any]]:
     n, D, K = cfg.conv_width, cfg.conv_n_draws, min(depths)
     l_max = max(depths)
     x0 = _inputs(cfg.conv_n_inputs, n, seed, 20).to(dev)
-    gen = torch.Generator().manual_seed(1_000_003 * seed + 21)
+    gen = generator(seed, 21)
     nets = {L: iid_student(n, L, dev) for L in depths}
     paths: dict[int, list[Tensor]] = {L: [] for L in depths}
     q: dict[int, list[float]] = {L: [] for L in depths}
@@ -198,8 +199,6 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
         for bd in (1, 2):
             rows += smooth_case(cfg, int(seed), bd, depths)
         rows += iid_case(cfg, int(seed), depths)
-    if figures_enabled():
-        _plot_rows(rows, out)
     write_csv(out / "results.csv", rows, COLUMNS)
     return rows
 

@@ -45,14 +45,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 import systems
 from testbed.experiments.common import make_splits
 from testbed.experiments.depth.convergence import depth_axis, loglog_slope, plain_log_label
 from testbed.objectives import relative_mse
 from testbed.parameterization import param_groups
-from testbed.plotting import PALETTE, figures_enabled, save_figure, use_style
+from testbed.plotting import PALETTE, save_figure, use_style
+from testbed.progress import progress
 from testbed.results import read_csv, write_csv
 from testbed.students.classifier import ResidualNet
 from testbed.train import NonFiniteLossError, TrainConfig, train
@@ -162,7 +162,7 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
     y_test = test_data.endpoints.to(DTYPE)
     jobs = [(v, seed, L) for seed in cfg.seeds for v in variants(cfg) for L in cfg.feat_depths]
     rows: list[dict[str, Any]] = []
-    for (variant, param, bd, corr), seed, L in tqdm(jobs, disable=not cfg.progress, desc="features", leave=False):
+    for (variant, param, bd, corr), seed, L in progress(jobs, enabled=cfg.progress, desc="features"):
         model = build_model(cfg, param, bd, L, int(seed))
         model0 = copy.deepcopy(model)
         ok = train_one(cfg, model, param, corr, train_data, int(seed))
@@ -182,8 +182,6 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
         r["vanishing"] = flags.get((r["variant"], r["block_depth"], r["quantity"]), "")
     write_csv(out / "vanishing.csv", van)
     write_csv(out / "exponents.csv", exponent_table(rows))
-    if figures_enabled():
-        _plot_rows(rows, out)
     write_csv(out / "results.csv", rows, COLUMNS)
     return rows
 

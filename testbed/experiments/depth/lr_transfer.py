@@ -57,7 +57,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from testbed.plotting import figures_enabled
 from testbed.results import read_csv, write_csv
 
 Tensor = torch.Tensor
@@ -266,7 +265,7 @@ class Lanes:
         self.factors: dict[str, float] = {}
         rate = {id(p): g["lr"] for g in param_groups(m0, 1.0, parameterization, "adam", correction)
                 for p in g["params"]}
-        layers = ["net.0", "net.2"] if self.block_depth == 2 else ["net.1"]
+        layers = flow.blocks[0].linear_names()  # the branch's weight matrices in order (FieldMLP)
         roles = {"embed.weight": [m0.embed.weight], "embed.bias": [m0.embed.bias],
                  "head.weight": [m0.head.weight], "head.bias": [m0.head.bias]}
         for i, layer in enumerate(layers):
@@ -334,7 +333,7 @@ class Lanes:
     @torch.no_grad()
     def load_lane(self, model: torch.nn.Module, lane: int) -> torch.nn.Module:
         """Copy lane ``lane``'s weights into ``model`` (same architecture); returns ``model``."""
-        layers = ["net.0", "net.2"] if self.block_depth == 2 else ["net.1"]
+        layers = model.flow.blocks[0].linear_names()  # the branch's weight matrices in order (FieldMLP)
         for name, p in self.params.items():
             if name.startswith("block"):
                 i, kind = name[5:].split(".")
@@ -480,7 +479,7 @@ def transfer(rows: list[dict[str, Any]], opt_rows: list[dict[str, Any]] | None =
 def run(cfg, out: Path) -> list[dict[str, Any]]:
     """Train every (task, variant, ``L``, ``η``, seed); write ``optima.csv``, ``transfer.csv``, the figures and
     finally ``results.csv``. Returns the per-run rows."""
-    from tqdm.auto import tqdm
+    from testbed.progress import progress
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -488,7 +487,7 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     vs = variants(cfg)
     n_runs = len(cfg.tasks) * len(vs) * len(cfg.lr_depths) * len(cfg.lr_grid) * len(cfg.seeds)
-    bar = tqdm(total=n_runs, disable=not cfg.progress, desc="lr_transfer", leave=False, dynamic_ncols=True)
+    bar = progress(total=n_runs, enabled=cfg.progress, desc="lr_transfer")
     for task in cfg.tasks:
         data = task_data(task, cfg)
         for v in vs:
@@ -499,8 +498,6 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
     opt_rows = optima(rows)
     write_csv(out / "optima.csv", opt_rows, OPTIMA_COLUMNS)
     write_csv(out / "transfer.csv", transfer(rows, opt_rows), TRANSFER_COLUMNS)
-    if figures_enabled():
-        _draw(rows, out)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     return rows
 

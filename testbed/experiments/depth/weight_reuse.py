@@ -105,8 +105,9 @@ from torch import nn
 
 from testbed.fitting import loglog_slope
 from testbed.parameterization import param_groups
-from testbed.plotting import color_for, figures_enabled, save_figure, use_style
+from testbed.plotting import color_for, save_figure, use_style
 from testbed.results import read_csv, write_csv
+from testbed.seeding import generator
 
 Tensor = torch.Tensor
 
@@ -115,7 +116,7 @@ BRANCH_MULTIPLIER = 1.0     # a in ε = a/√L
 MIN_DRAWS = 32              # weight draws per seed for the coupling at initialisation: max(MIN_DRAWS, n)
 MIRROR_LAYERS = 8           # layers per draw that get a mirrored (antithetic) pass
 COUPLING_INPUTS = 8         # inputs per draw (test initial states of the teacher flow)
-COPY_SALT = 7_919           # the decoupled copy W̃ is drawn from seed·1_000_003 + COPY_SALT
+COPY_SALT = 7_919           # the decoupled copy W̃ is drawn from derived_seed(seed, COPY_SALT)
 VARIANTS = ("tracking", "frozen", "reinit")
 WIDTH_CLAIM, DEPTH_CLAIM = -1.0, -2.0
 CLAIM_TOLERANCE = 0.5       # |measured − claimed slope| above this is reported as "not reproduced"
@@ -159,7 +160,7 @@ def decoupled_linear(x: Tensor, W: Tensor, b: Tensor | None, W_back: Tensor) -> 
 
 # ----------------------------------------------------------------------------------------------- the network
 def _gen(seed: int, salt: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(1_000_003 * int(seed) + salt)
+    return generator(seed, salt)
 
 
 class ReuseBlock(nn.Module):
@@ -476,7 +477,7 @@ def _mode(vals: list[int]) -> int:
 # -------------------------------------------------------------------------------------------- run / plot / summary
 def run(cfg, out: Path) -> list[dict[str, Any]]:
     """Both parts (module docstring) for every seed; writes the figure, then ``out/results.csv``; returns rows."""
-    from tqdm.auto import tqdm
+    from testbed.progress import progress
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -488,13 +489,11 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
     jobs = [("coupling", n, L, sd) for sd in cfg.seeds for n, L in pairs]
     jobs += [("dynamics", n_L, L, sd) for sd in cfg.seeds for L in depths]
     rows: list[dict[str, Any]] = []
-    for kind, n, L, sd in tqdm(jobs, desc="weight_reuse", disable=not cfg.progress, leave=False):
+    for kind, n, L, sd in progress(jobs, desc="weight_reuse", enabled=cfg.progress):
         if kind == "coupling":
             rows += coupling_rows(n, L, x_c, y_c, int(sd))
         else:
             rows += dynamics_rows(n, L, data, int(sd), cfg.reuse_steps, cfg.feat_lr, cfg.batch_size)
-    if figures_enabled():
-        _draw(rows, out)
     write_csv(out / "results.csv", rows, COLUMNS)
     return rows
 

@@ -1,4 +1,4 @@
-"""Endpoint-equivalent models: exact constructions that keep ``h_L(x0)`` and change the interior of the field.
+"""Constructed students: exact constructions that keep the endpoint ``h_L(x0)`` and change the interior of the field.
 
 Every wrapper here is itself a :class:`~testbed.students.base.Student` (so every field metric applies) whose
 endpoint map equals its base's to round-off, while the trajectory, the layer Jacobians and the continuous law
@@ -13,7 +13,8 @@ kinetic energy, curvature, layer conditioning).
 * :class:`Reparameterized` — the same flow run on a warped clock ``h_l = φ_{τ(t_l)}(x0)``.
 
 The wrappers' :meth:`spec` describes them (JSON-able) but they are *not* rebuildable by
-:func:`testbed.students.build_student`: they hold a live base model.
+:func:`testbed.students.build_student` (so they are not in its registry): they hold a live base model or system.
+They were ``testbed.field.equivalence``; import them from :mod:`testbed.students`.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.func import jvp
 
-from systems.base import TeacherFlow
 from testbed.students.base import Student
+
+if TYPE_CHECKING:  # annotations only: the students package does not import the systems at run time
+    from systems.base import TeacherFlow
 
 Tensor = torch.Tensor
 
@@ -409,3 +412,7 @@ class Reparameterized(Student):
 
     def extra_repr(self) -> str:
         return f"tau={self.tau.spec()}"
+
+
+__all__ = ["Conjugated", "Detour", "ExactFlowStudent", "LinearConjugacy", "PowerWarp", "Reparameterized", "Shear",
+           "SineBump", "SineWarp", "TimeMap", "TimeWarp", "Translation", "sine_sum", "sine_sum_jvp"]

@@ -1,0 +1,188 @@
+"""Running a sweep: every unfinished cell as one task on Dask distributed, or in sequence (:func:`run_sweep`).
+
+Re-running the same sweep skips cells whose status is ok and re-runs failed or missing ones; a killed sweep loses
+at most the cells in flight. At the end the sweep writes the merged tables (:mod:`testbed.sweep.merge`) and
+``SWEEP_DIR/sweep.json`` and ``spec.toml``: the spec and the list of cells.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from testbed.config import ConfigError
+from testbed.results import atomic_write_text, write_json
+from testbed.sweep.cells import STATUS_FAILED, STATUS_MISSING, STATUS_OK, _record_lost, cell_status, run_cell
+from testbed.sweep.merge import merge
+from testbed.sweep.spec import Cell, SweepSpec, canonical, load_spec
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """What a sweep call did and where the tables are."""
+
+    sweep_dir: Path
+    n_cells: int
+    skipped: int
+    ran: int
+    failed: list[str]  # ids of cells whose status is failed at the end
+    missing: list[str]  # ids of cells with no status at the end (interrupted)
+    results: Path | None
+    summary: Path | None
+    seconds: float
+
+
+def _task(spec: SweepSpec, cell: Cell, sweep_dir: Path, threads: int) -> dict[str, Any]:
+    return {"experiment": spec.experiment, "config": cell.config, "cell_id": cell.cell_id,
+            "options": canonical(cell.options), "sweep_dir": str(sweep_dir), "threads": threads,
+            "figures": spec.figures}
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="sweep", unit="cell", disable=not enabled, dynamic_ncols=True)
+
+
+def local_cluster(workers: int, threads: int = 1):
+    """A ``LocalCluster`` of ``workers`` single-threaded worker processes whose environment pins BLAS/OpenMP to
+    ``threads`` threads and can import this package; no dashboard (no port to clash with)."""
+    from distributed import LocalCluster
+
+    import testbed
+
+    root = str(Path(testbed.__file__).resolve().parent.parent)
+    pypath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": pypath}
+    # after Ctrl-C the interrupted workers leave semaphores behind; multiprocessing's resource tracker (started
+    # from this process's environment) would print a multi-line warning about them after our one-line message
+    if "PYTHONWARNINGS" not in os.environ:
+        os.environ["PYTHONWARNINGS"] = "ignore:resource_tracker:UserWarning"
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        env=env, silence_logs=50)  # CRITICAL: a lost worker becomes a failed cell, not log noise
+
+
+def default_workers() -> int:
+    return max(os.cpu_count() or 1, 1)
+
+
+def run_sweep(spec: SweepSpec | str | Path, sweep_dir: str | Path | None = None, *, workers: int | None = None,
+              threads: int | None = None, scheduler: str | None = None, sequential: bool = False,
+              rerun_failed: bool = True, progress: bool = True) -> SweepResult:
+    """Run every unfinished cell of ``spec`` and write the merged tables to ``sweep_dir``.
+
+    ``scheduler``: address of an existing Dask scheduler (``tcp://HOST:PORT``); otherwise a ``LocalCluster``
+    with ``workers`` single-threaded worker processes (default: one per core). ``threads``: torch threads per
+    task (default: cores // workers, at least 1). ``sequential``: run the cells one after another in this
+    process instead (no Dask; for debugging and as a benchmark baseline). ``rerun_failed=False`` leaves failed
+    cells as they are.
+    """
+    if not isinstance(spec, SweepSpec):
+        spec = load_spec(spec)
+    sweep_dir = Path(sweep_dir or Path("runs") / "sweeps" / spec.path.stem).resolve()
+    cells_dir = sweep_dir / "cells"
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    for stale in cells_dir.glob(".tmp-*"):  # left by a killed sweep
+        shutil.rmtree(stale, ignore_errors=True)
+    _write_spec(spec, sweep_dir)
+    t0 = time.perf_counter()
+    done = {c.cell_id for c in spec.cells if cell_status(sweep_dir, c.cell_id) == STATUS_OK}
+    if not rerun_failed:
+        done |= {c.cell_id for c in spec.cells if cell_status(sweep_dir, c.cell_id) == STATUS_FAILED}
+    todo = [c for c in spec.cells if c.cell_id not in done]
+    n_workers = workers if workers is not None else default_workers()
+    if n_workers <= 0:
+        raise ConfigError(f"--workers must be a positive integer, got {n_workers}")
+    if threads is None:
+        threads = max((os.cpu_count() or 1) // (1 if sequential else n_workers), 1)
+    if threads <= 0:
+        raise ConfigError(f"--threads must be a positive integer, got {threads}")
+    n_failed = 0
+    bar = _progress_bar(len(spec.cells), len(done), progress and bool(todo))
+    try:
+        if todo and sequential:
+            for cell in todo:
+                bar.set_postfix_str(f"failed={n_failed} running=1")
+                st = run_cell(_task(spec, cell, sweep_dir, threads))
+                n_failed += st["status"] != STATUS_OK
+                bar.update(1)
+        elif todo:
+            n_failed = _run_distributed(spec, todo, sweep_dir, threads, n_workers, scheduler, bar)
+        bar.set_postfix_str(f"failed={n_failed} running=0")
+    finally:
+        bar.close()
+    res, summ = merge(spec, sweep_dir)
+    statuses = {c.cell_id: cell_status(sweep_dir, c.cell_id) for c in spec.cells}
+    return SweepResult(sweep_dir=sweep_dir, n_cells=len(spec.cells), skipped=len(done), ran=len(todo),
+                       failed=[k for k, v in statuses.items() if v == STATUS_FAILED],
+                       missing=[k for k, v in statuses.items() if v == STATUS_MISSING], results=res, summary=summ,
+                       seconds=time.perf_counter() - t0)
+
+
+def _run_distributed(spec: SweepSpec, todo: list[Cell], sweep_dir: Path, threads: int, workers: int,
+                     scheduler: str | None, bar) -> int:
+    """Submit every cell to Dask and follow them with one progress bar; returns the number that failed."""
+    try:
+        from distributed import Client, as_completed
+    except ModuleNotFoundError:
+        raise ConfigError("testbed sweep needs dask distributed: pip install 'dask[distributed]' "
+                          "(or run with --sequential)") from None
+    cluster = None
+    try:
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout="20s")
+            except (OSError, TimeoutError) as err:
+                raise ConfigError(f"--scheduler: cannot connect to {scheduler}: {err}") from None
+        else:
+            cluster = local_cluster(workers, threads)
+            client = Client(cluster)
+        with client:
+            by_key = {}
+            futures = []
+            for cell in todo:
+                fut = client.submit(run_cell, _task(spec, cell, sweep_dir, threads), key=f"cell-{cell.cell_id}",
+                                    pure=False, retries=0)
+                by_key[fut.key] = cell
+                futures.append(fut)
+            n_failed, finished = 0, 0
+
+            def running() -> int:
+                try:
+                    slots = sum(client.nthreads().values())
+                    return min(sum(len(v) for v in client.processing().values()), slots, len(futures) - finished)
+                except Exception:  # noqa: BLE001 — the count is cosmetic
+                    return 0
+
+            bar.set_postfix_str(f"failed=0 running={running()}")
+            for fut in as_completed(futures):
+                cell = by_key[fut.key]
+                try:
+                    st = fut.result()
+                except Exception as err:  # noqa: BLE001 — the task died (worker killed, unpicklable, …)
+                    st = _record_lost(sweep_dir, cell, f"{type(err).__name__}: {err}")
+                finished += 1
+                n_failed += st["status"] != STATUS_OK
+                bar.update(1)
+                bar.set_postfix_str(f"failed={n_failed} running={running()}")
+            return n_failed
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _write_spec(spec: SweepSpec, sweep_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        atomic_write_text(sweep_dir / "spec.toml", spec.path.read_text())
+    write_json(sweep_dir / "sweep.json", {
+        "spec": str(spec.path), "experiment": spec.experiment, "quick": spec.quick, "seeds": list(spec.seeds),
+        "fixed": spec.fixed, "swept": spec.swept, "figures": spec.figures, "description": spec.description,
+        "command": " ".join(sys.argv),
+        "cells": [{"cell_id": c.cell_id, "options": c.options} for c in spec.cells],
+    })
