@@ -222,6 +222,17 @@ def check_nonneg_int(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a non-negative integer, got {shown(value)}")
 
 
+def check_positive_ints(name: str, values: Any) -> tuple[int, ...]:
+    """A non-empty tuple of positive integers (depths, widths, …), returned as a tuple."""
+    if not isinstance(values, (tuple, list)):
+        raise ConfigError(f"{name} must be a list of positive integers, got {shown(values)}")
+    if not values:
+        raise ConfigError(f"{name} must not be empty")
+    for v in values:
+        check_positive_int(name, v)
+    return tuple(values)
+
+
 def check_positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive finite number, got {shown(value)}")

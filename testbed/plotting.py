@@ -7,7 +7,10 @@ figures headless call :func:`headless` first.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -109,3 +112,70 @@ def consistency_panel(ax, curves: list[dict], series: list[str], key: str, ylabe
     ax.set_title(title)
     if legend:
         ax.legend(frameon=False)
+
+
+# --------------------------------------------------------------------------------------------- log–log panels
+def plain_log_label(y: float, _pos: Any = None) -> str:
+    """Tick label ``f"{y:g}"`` on a log axis for mantissas 1, 2, 3, 5 only (others blank): no mathtext, no clutter
+    when matplotlib falls back to linear-style ticks on a short log range."""
+    if y <= 0:
+        return ""
+    mant = y / 10 ** math.floor(math.log10(y) + 1e-9)
+    return f"{y:g}" if any(abs(mant - m) < 1e-6 for m in (1.0, 2.0, 3.0, 5.0)) else ""
+
+
+def log_axes(ax, xticks: Sequence[float] | None = None, log_y: bool = True) -> None:
+    """Log₂ x-axis (with plain integer ticks at ``xticks`` when given, e.g. the depths or widths drawn) and a log
+    y-axis whose ticks are labelled by :func:`plain_log_label` (mathtext-light: every minor ``6×10⁻³`` label would
+    cost a mathtext parse)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+
+    ax.set_xscale("log", base=2)
+    if xticks is not None:
+        ax.xaxis.set_major_locator(FixedLocator([float(v) for v in xticks]))
+        ax.set_xticklabels([f"{int(v)}" for v in xticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+    if log_y:
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(plain_log_label))
+        ax.yaxis.set_minor_formatter(FuncFormatter(plain_log_label))
+
+
+def loglog_line(ax, xs: Sequence[float], ys: Sequence[float], err: Sequence[float] | None = None, *, color: str,
+                label: str, ls: str = "-", marker: str | None = "o", lw: float = 1.0) -> float:
+    """One series on log–log axes with its fitted slope in the legend (``"label: slope +0.50"``); returns the slope.
+
+    The slope is :func:`testbed.fitting.loglog_slope` of ``(xs, ys)`` (points with ``y ≤ 0`` or non-finite are left
+    out, of the fit and of the drawing). ``err`` (one value per point, e.g. the std or standard error over seeds)
+    draws error bars when any is positive; the lower whisker is cut at 95 % of the value so it stays on the log
+    axis. Nothing is drawn (NaN returned) when no point is positive.
+    """
+    import numpy as np
+
+    from testbed.fitting import loglog_slope
+
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    ok = np.isfinite(y) & (y > 0)
+    if not ok.any():
+        return float("nan")
+    slope = loglog_slope(x, y)
+    yerr = None
+    if err is not None:
+        e = np.asarray(err, dtype=float)[ok]
+        if (e > 0).any():
+            yerr = [np.minimum(e, 0.95 * y[ok]), e]
+    ax.errorbar(x[ok], y[ok], yerr=yerr, color=color, ls=ls, marker=marker, ms=3, lw=lw, capsize=2,
+                label=f"{label}: slope {slope:+.2f}")
+    return slope
+
+
+def power_guide(ax, xs: Sequence[float], y0: float, power: float, label: str) -> None:
+    """A dotted grey guide ``y0·(x/x_min)^power`` over ``[min xs, max xs]`` (a claimed exponent, for the eye);
+    nothing when ``xs`` is empty or ``y0`` is not positive."""
+    import numpy as np
+
+    if not len(xs) or not (y0 > 0):
+        return
+    x = np.asarray([min(xs), max(xs)], dtype=float)
+    ax.plot(x, y0 * (x / x[0]) ** power, color="0.6", lw=0.8, ls=":", label=label)

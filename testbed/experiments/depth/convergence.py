@@ -1,25 +1,26 @@
 """Trajectory convergence of residual networks as depth ``L → ∞`` (paper B; Tensor Programs VI).
 
 Two cases, both on the residual stream ``h_{l+1} = h_l + m·g_l(h_l)``, ``l = 0..L−1``, layer time ``t_l = l·T/L``
-(``T = 1``), inputs ``x_i ~ N(0, I_n)`` (``i = 1..N``, ``N = cfg.conv_n_inputs``, ``n = cfg.conv_width``):
+(``T = 1``), inputs ``x_i ~ N(0, I_n)`` (``i = 1..N``, ``N = n_inputs``, ``n = width``; the settings are the
+fields of :class:`Config`, ``cfg.convergence`` of the depth-scaling config, set with ``--set convergence.FIELD=…``):
 
 **(a) smooth weights** (``case = "smooth"``). One :class:`~testbed.students.smooth.SmoothResidualStudent` per
 seed and block depth (``g = W(t)·tanh(h) + b(t)`` for block depth 1, ``W₂(t) tanh(W₁(t) h + b₁(t)) + b₂(t)``
-for block depth 2; ``cfg.conv_anchors`` anchors, ODE scaling ``m = T/L``, float64), discretised at every
-``L ∈ cfg.conv_depths`` and at the reference depth ``L_ref = REF_FACTOR · max(conv_depths)`` (the "finest
-network"). All of them are forward Euler for one ODE ``dh/dt = g(t, h; W(t))``, so
+for block depth 2; hidden width ``hidden``, ``anchors`` anchors, ODE scaling ``m = T/L``, float64), discretised at
+every ``L ∈ depths`` and at the reference depth ``L_ref = REF_FACTOR · max(depths)`` (the "finest network").
+All of them are forward Euler for one ODE ``dh/dt = g(t, h; W(t))``, so
 
     ``dist_traj(L) = sqrt( Σ_{k=1..K} Σ_i ‖h^L(s_k; x_i) − h^ref(s_k; x_i)‖² / Σ_{k,i} ‖h^ref(s_k; x_i)‖² )``
 
-on the common coarse grid ``s_k = k·T/K``, ``K = min(conv_depths)``, and its endpoint-only version ``dist_end``
+on the common coarse grid ``s_k = k·T/K``, ``K = min(depths)``, and its endpoint-only version ``dist_end``
 (``k = K`` only) should fall like ``C·(1/L − 1/L_ref)``: observed order 1 (:func:`loglog_slope`).
 
 **(b) diffusive limit** (``case = "iid"``, block depth 1). An untied
 :class:`~testbed.students.residual.ResidualStudent` with ``branch_scaling="depth_mup"`` (``m = 1/√L``) whose branch
 parameters are i.i.d. Gaussian, ``W_l, b_l ~ N(0, 1/n)`` entrywise (unit gain: ``init_scale = 1``), so that
 ``h_{l+1} = h_l + (W_l tanh(h_l) + b_l)/√L`` is an Euler–Maruyama step of an SDE driven by matrix-valued
-Brownian motion. For each seed, ``D = cfg.conv_n_draws`` independent draws of the finest network
-(``L_max = max(conv_depths)``) are made and every coarser network is obtained from it by the **Brownian
+Brownian motion. For each seed, ``D = n_draws`` independent draws of the finest network
+(``L_max = max(depths)``) are made and every coarser network is obtained from it by the **Brownian
 coupling** ``W^{(L)}_l = Σ_{j∈block l} W^{(L_max)}_j / √(L_max/L)`` (same for ``b``): each coarse network is then
 itself an exact i.i.d. ``N(0, 1/n)`` draw (in law), and the depth-``L`` weights of draw ``d`` are
 ``(W_{2l} + W_{2l+1})/√2`` of its depth-``2L`` weights. Quantities (``L_ref`` column says what is compared):
@@ -39,6 +40,7 @@ Outputs: ``results.csv`` (tidy: ``case, block_depth, L, L_ref, seed, quantity, v
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,18 +49,36 @@ from typing import Any
 import numpy as np
 import torch
 
-from testbed.config import ConfigError
+from testbed.config import ConfigError, check_positive_int, check_positive_ints
 from testbed.fitting import loglog_slope
-from testbed.plotting import color_for, save_figure, use_style
+from testbed.plotting import color_for, log_axes, loglog_line, power_guide, save_figure, use_style
 from testbed.results import read_csv, write_csv
 from testbed.seeding import generator
 from testbed.students.residual import ResidualStudent
 from testbed.students.smooth import SmoothResidualStudent
 
-REF_FACTOR = 8          # the finest smooth-weights network has REF_FACTOR · max(conv_depths) layers
+REF_FACTOR = 8          # the finest smooth-weights network has REF_FACTOR · max(depths) layers
 HORIZON = 1.0
 COLUMNS = ["case", "block_depth", "L", "L_ref", "seed", "quantity", "value"]
 Tensor = torch.Tensor
+
+
+@dataclasses.dataclass
+class Config:
+    """Settings of the ``convergence`` sub-study (``--set convergence.depths=4,8,16``); validated on construction."""
+
+    depths: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256, 512)
+    width: int = 64         # residual-stream width n
+    hidden: int = 64        # hidden width inside a two-matrix branch
+    anchors: int = 4        # anchors of the continuous weight function W(t)
+    n_inputs: int = 256     # inputs x_i ~ N(0, I_n)
+    n_draws: int = 64       # i.i.d. weight draws for the diffusive (SDE) limit
+
+    def __post_init__(self) -> None:
+        self.depths = check_positive_ints("convergence.depths", self.depths)
+        _check_depths(self.depths)
+        for name in ("width", "hidden", "anchors", "n_inputs", "n_draws"):
+            check_positive_int(f"convergence.{name}", getattr(self, name))
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -92,11 +112,12 @@ def relative_distance(a: Tensor, b: Tensor) -> float:
 def _check_depths(depths: Sequence[int]) -> list[int]:
     ds = sorted(set(int(d) for d in depths))
     if len(ds) < 2:
-        raise ConfigError(f"conv_depths needs at least two depths, got {tuple(depths)}")
+        raise ConfigError(f"convergence.depths needs at least two depths, got {tuple(depths)}")
     if any(d % ds[0] for d in ds):
-        raise ConfigError(f"conv_depths must all be multiples of the smallest ({ds[0]}): {tuple(ds)}")
+        raise ConfigError(f"convergence.depths must all be multiples of the smallest ({ds[0]}): {tuple(ds)}")
     if any(ds[-1] % d for d in ds):
-        raise ConfigError(f"the largest of conv_depths ({ds[-1]}) must be a multiple of every other: {tuple(ds)}")
+        raise ConfigError(f"the largest of convergence.depths ({ds[-1]}) must be a multiple of every other: "
+                          f"{tuple(ds)}")
     return ds
 
 
@@ -107,13 +128,14 @@ def _inputs(n_inputs: int, dim: int, seed: int, salt: int) -> Tensor:
 
 # ----------------------------------------------------------------------------------------- (a) smooth weights
 def smooth_case(cfg, seed: int, block_depth: int, depths: Sequence[int]) -> list[dict[str, Any]]:
-    """Distance of each depth-``L`` discretisation of one smooth weight function to the finest (see module doc)."""
-    dev = torch.device(cfg.device)
+    """Distance of each depth-``L`` discretisation of one smooth weight function to the finest (see module doc);
+    ``cfg`` is the depth-scaling config (its ``convergence`` settings and ``device``)."""
+    c, dev = cfg.convergence, torch.device(cfg.device)
     torch.manual_seed(seed)
-    base = SmoothResidualStudent(cfg.conv_width, n_layers=max(depths), horizon=HORIZON, width=cfg.conv_hidden,
-                                 hidden_layers=block_depth - 1, n_anchors=cfg.conv_anchors,
+    base = SmoothResidualStudent(c.width, n_layers=max(depths), horizon=HORIZON, width=c.hidden,
+                                 hidden_layers=block_depth - 1, n_anchors=c.anchors,
                                  branch_scaling="ode").double().to(dev)
-    x0 = _inputs(cfg.conv_n_inputs, cfg.conv_width, seed, 10 + block_depth).to(dev)
+    x0 = _inputs(c.n_inputs, c.width, seed, 10 + block_depth).to(dev)
     K = min(depths)
     l_ref = REF_FACTOR * max(depths)
     ref = grid_states(base.with_depth(l_ref), x0, K)
@@ -150,10 +172,10 @@ def brownian_coarsen(W: Tensor, L: int) -> Tensor:
 
 def iid_case(cfg, seed: int, depths: Sequence[int]) -> list[dict[str, Any]]:
     """Statistics and path distances of i.i.d.-weight depth-μP networks across depth (see module doc)."""
-    dev = torch.device(cfg.device)
-    n, D, K = cfg.conv_width, cfg.conv_n_draws, min(depths)
+    c, dev = cfg.convergence, torch.device(cfg.device)
+    n, D, K = c.width, c.n_draws, min(depths)
     l_max = max(depths)
-    x0 = _inputs(cfg.conv_n_inputs, n, seed, 20).to(dev)
+    x0 = _inputs(c.n_inputs, n, seed, 20).to(dev)
     gen = generator(seed, 21)
     nets = {L: iid_student(n, L, dev) for L in depths}
     paths: dict[int, list[Tensor]] = {L: [] for L in depths}
@@ -190,10 +212,11 @@ def iid_case(cfg, seed: int, depths: Sequence[int]) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------------ contract
 def run(cfg, out: Path) -> list[dict[str, Any]]:
-    """Run both cases for every seed; write ``out/results.csv`` (last) and the figure. Returns the rows."""
+    """Run both cases for every seed of the depth-scaling config ``cfg`` (settings ``cfg.convergence``); write
+    ``out/results.csv``. Returns the rows."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    depths = _check_depths(cfg.conv_depths)
+    depths = _check_depths(cfg.convergence.depths)
     rows: list[dict[str, Any]] = []
     for seed in cfg.seeds:
         for bd in (1, 2):
@@ -251,42 +274,6 @@ def plot(out: Path) -> list[Path]:
     return _plot_rows(read_csv(out / "results.csv"), out)
 
 
-def _loglog(ax, Ls, m, s, color, label, ls="-", marker="o") -> None:
-    slope = loglog_slope(Ls, m)
-    ax.errorbar(Ls, m, yerr=s if any(v > 0 for v in s) else None, color=color, ls=ls, marker=marker, ms=3, lw=1,
-                capsize=2, label=f"{label}: slope {slope:+.2f}")
-
-
-def _guide(ax, Ls: list[int], y0: float, power: float, text: str) -> None:
-    xs = np.array([Ls[0], Ls[-1]], dtype=float)
-    ax.plot(xs, y0 * (xs / xs[0]) ** power, color="0.6", lw=0.8, ls=":", label=text)
-
-
-def depth_axis(ax, Ls: Sequence[int], log_y: bool = True) -> None:
-    """Log₂ x-axis with plain integer ticks at the depths ``Ls``; log y-axis without minor labels (mathtext-light:
-    every minor ``6×10⁻³`` label costs a mathtext parse)."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
-
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_locator(FixedLocator([float(v) for v in Ls]))
-    ax.set_xticklabels([str(int(v)) for v in Ls])
-    ax.xaxis.set_minor_locator(NullLocator())
-    if log_y:
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(plain_log_label))
-        ax.yaxis.set_minor_formatter(FuncFormatter(plain_log_label))
-
-
-def plain_log_label(y: float, _pos: Any = None) -> str:
-    """Tick label ``f"{y:g}"`` on a log axis for mantissas 1, 2, 3, 5 only (others blank): no mathtext, no clutter
-    when matplotlib falls back to linear-style ticks on a short log range."""
-    if y <= 0:
-        return ""
-    mant = y / 10 ** math.floor(math.log10(y) + 1e-9)
-    return f"{y:g}" if any(abs(mant - m) < 1e-6 for m in (1.0, 2.0, 3.0, 5.0)) else ""
-
-
 def _plot_rows(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
@@ -302,9 +289,10 @@ def _plot_rows(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             if not Ls:
                 continue
             first = first or (Ls, m[0])
-            _loglog(ax, Ls, m, s, color_for("", i), f"block depth {bd}, {name}", ls=ls, marker=marker)
+            loglog_line(ax, Ls, m, s, color=color_for("", i), label=f"block depth {bd}, {name}", ls=ls,
+                        marker=marker)
     if first:
-        _guide(ax, first[0], first[1], -1.0, "∝ 1/L")
+        power_guide(ax, first[0], first[1], -1.0, "∝ 1/L")
     lo, hi = ax.get_ylim()
     if 0 < lo < hi:
         ax.set_ylim(lo / 5, hi)  # room for the legend below the lines
@@ -329,7 +317,7 @@ def _plot_rows(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     for i, (q, name) in enumerate((("stat_mean_err", "mean over draws"), ("stat_std_err", "spread over draws"))):
         Ls, m, s = _series(rows, "iid", q)
         if Ls:
-            _loglog(ax, Ls, m, s, color_for("", i), name)
+            loglog_line(ax, Ls, m, s, color=color_for("", i), label=name)
     ax.set_title("(c) i.i.d.: |stat(L) − stat(L_max)|", loc="left")
     ax.set_ylabel("|difference| in ‖h_T‖²/n")
     # (d) path distances
@@ -340,20 +328,20 @@ def _plot_rows(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         Ls, m, s = _series(rows, "iid", q)
         if Ls:
             first = (Ls, m[0]) if q == "path_dist_coupled" else first
-            _loglog(ax, Ls, m, s, color_for("", i + 2), name)
+            loglog_line(ax, Ls, m, s, color=color_for("", i + 2), label=name)
     if first:
-        _guide(ax, first[0], first[1], -0.5, "∝ 1/√L")
+        power_guide(ax, first[0], first[1], -0.5, "∝ 1/√L")
     ax.set_title("(d) i.i.d.: path distance, depth L vs next depth L'", loc="left")
     ax.set_ylabel("relative L² path distance")
     all_depths = sorted({int(r["L"]) for r in rows})
     for ax in axes.flat:
         ax.set_xlabel("depth L (layers)")
-        depth_axis(ax, all_depths, log_y=ax is not axes[0, 1])
+        log_axes(ax, all_depths, log_y=ax is not axes[0, 1])
         ax.legend(frameon=False, loc={0: "lower left", 1: "lower center"}.get(list(axes.flat).index(ax), "best"))
     fig.suptitle("Depth convergence: smooth weights converge at O(1/L); i.i.d. weights under 1/√L "
                  "converge in law, not pathwise\n(error bars: std over seeds)")
     return save_figure(fig, out / "convergence")
 
 
-__all__ = ["brownian_coarsen", "depth_axis", "grid_states", "iid_case", "loglog_slope", "plain_log_label", "plot",
-           "relative_distance", "run", "smooth_case", "summary"]
+__all__ = ["Config", "brownian_coarsen", "grid_states", "iid_case", "loglog_slope", "plot", "relative_distance", "run",
+           "smooth_case", "summary"]

@@ -1,13 +1,18 @@
 """Feature learning across depth: which layers still move after training, as ``L`` grows (paper B; TP VI).
 
+Settings: ``cfg`` is the depth-scaling config; this sub-study's own setting is ``cfg.features.depths``
+(:class:`Config`, ``--set features.depths=4,16``), the rest are shared with the other training sub-studies
+(``cfg.parameterizations``, ``cfg.block_depths``, ``cfg.correction_exponent``, ``cfg.width``, ``cfg.steps``,
+``cfg.batch_size``, ``cfg.lr``, ``cfg.flow_system``, ``cfg.n_train``, ``cfg.n_test``).
+
 For every parameterization ``p ∈ cfg.parameterizations``, block depth ``b ∈ cfg.block_depths`` and depth
-``L ∈ cfg.feat_depths`` (plus Depth-μP with block depth 2 *and* the first-layer learning-rate correction
+``L ∈ cfg.features.depths`` (plus Depth-μP with block depth 2 *and* the first-layer learning-rate correction
 ``L^γ``, ``γ = cfg.correction_exponent``: variant ``depth_mup+corr``) a
 :class:`~testbed.students.classifier.ResidualNet` ``x ∈ R² → h_0 = embed(x) ∈ R^n → h_L → head(h_L) ∈ R²``
 (``n = cfg.width``, untied blocks, ``branch_scaling = p``, ``hidden_layers = b − 1``) is trained on the teacher
 flow map ``x ↦ φ_T(x)`` of ``cfg.flow_system`` (objective ``endpoint``, Adam, cosine schedule, ``cfg.steps`` steps of
 ``cfg.batch_size``, learning-rate groups from :func:`testbed.parameterization.param_groups` with base rate
-``cfg.feat_lr``). With ``θ_0`` the initial and ``θ_T`` the trained parameters, on the ``N`` test inputs:
+``cfg.lr``). With ``θ_0`` the initial and ``θ_T`` the trained parameters, on the ``N`` test inputs:
 
 * ``feature_change``     (layer ``l = 0..L``)
   ``sqrt(Σ_i ‖h_l(x_i; θ_T) − h_l(x_i; θ_0)‖²) / sqrt(Σ_i ‖h_l(x_i; θ_0)‖²)`` — RMS over inputs of the change
@@ -39,6 +44,7 @@ block depth) and ``update_vs_depth`` (layer-mean changes vs ``L``, log-log, fitt
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +53,12 @@ import torch
 from torch import nn
 
 import systems
+from testbed.config import check_positive_ints
 from testbed.experiments.common import make_splits
-from testbed.experiments.depth.convergence import depth_axis, loglog_slope, plain_log_label
+from testbed.fitting import loglog_slope
 from testbed.objectives import relative_mse
 from testbed.parameterization import param_groups
-from testbed.plotting import PALETTE, save_figure, use_style
+from testbed.plotting import PALETTE, log_axes, loglog_line, plain_log_label, power_guide, save_figure, use_style
 from testbed.progress import progress
 from testbed.results import read_csv, write_csv
 from testbed.students.classifier import ResidualNet
@@ -65,6 +72,16 @@ LAYER_QUANTITIES = ("feature_change", "weight_change_last", "weight_change_first
                     "preact_own_change")
 VANISH_FACTOR = 2.0
 DTYPE = torch.float32  # training is overhead-bound at these widths; float32 is ample for relative changes ≥ 1e-4
+
+
+@dataclasses.dataclass
+class Config:
+    """Settings of the ``features`` sub-study (``--set features.depths=4,16,64``); validated on construction."""
+
+    depths: tuple[int, ...] = (4, 8, 16, 32, 64)
+
+    def __post_init__(self) -> None:
+        self.depths = check_positive_ints("features.depths", self.depths)
 
 
 # ---------------------------------------------------------------------------------------------- measurements
@@ -137,10 +154,10 @@ def build_model(cfg, parameterization: str, block_depth: int, L: int, seed: int)
 def train_one(cfg, model: ResidualNet, parameterization: str, correction: float | None, train_data, seed: int
               ) -> bool:
     """Train in place (Adam, ``param_groups`` of ``parameterization``); False when the loss became non-finite."""
-    groups = param_groups(model, cfg.feat_lr, parameterization, "adam", correction)
+    groups = param_groups(model, cfg.lr, parameterization, "adam", correction)
     for g in groups:
         g["fused"] = True  # one fused Adam update per group (the per-tensor loop dominates at large L on CPU)
-    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.feat_lr, seed=seed, progress=False,
+    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=False,
                        checkpoint_every=0, log_every=max(cfg.steps, 1))
     try:
         train(model, "endpoint", train_data, tcfg, None, device=cfg.device, param_groups=groups)
@@ -160,7 +177,7 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
     train_data, test_data, _ = make_splits(system, cfg.n_train, cfg.n_test, 1)
     x_test = test_data.x0.to(DTYPE)
     y_test = test_data.endpoints.to(DTYPE)
-    jobs = [(v, seed, L) for seed in cfg.seeds for v in variants(cfg) for L in cfg.feat_depths]
+    jobs = [(v, seed, L) for seed in cfg.seeds for v in variants(cfg) for L in cfg.features.depths]
     rows: list[dict[str, Any]] = []
     for (variant, param, bd, corr), seed, L in progress(jobs, enabled=cfg.progress, desc="features"):
         model = build_model(cfg, param, bd, L, int(seed))
@@ -356,25 +373,25 @@ def _plot_vs_depth(rows: list[dict[str, Any]], out: Path) -> list[Path]:
               ("weight_change_first", "(d) first matrix W₁ (block depth 2)", "mean over l of ‖ΔW₁‖_F / ‖W₁‖_F")]
     fig, axes = plt.subplots(2, 2, figsize=(7.0, 7.0), layout="constrained")
     for ax, (q, title, ylabel) in zip(axes.flat, panels, strict=True):
+        starts = []
         for variant, bd in fams:
             xs, m = layer_mean(rows, variant, bd, q)
             if not xs:
                 continue
-            ax.plot(xs, m, color=vcolor[variant], ls="-" if bd == 1 else "--", marker="o" if bd == 1 else "s", ms=3,
-                    lw=1, label=f"{variant}, bd {bd}: slope {loglog_slope(xs, m):+.2f}")
-        depth_axis(ax, Ls)
+            loglog_line(ax, xs, m, color=vcolor[variant], label=f"{variant}, bd {bd}", ls="-" if bd == 1 else "--",
+                        marker="o" if bd == 1 else "s")
+            starts += [v for v in m[:1] if v > 0]
+        log_axes(ax, Ls)
         ax.set_title(title, loc="left")
         ax.set_xlabel("depth L (layers)")
         ax.set_ylabel(ylabel)
-        if ax.lines:
-            xs = np.array([Ls[0], Ls[-1]], dtype=float)
-            y0 = float(np.median([ln.get_ydata()[0] for ln in ax.lines]))
-            ax.plot(xs, y0 * (xs / xs[0]) ** -0.5, color="0.6", lw=0.8, ls=":", label="∝ 1/√L")
+        if starts:
+            power_guide(ax, Ls, float(np.median(starts)), -0.5, "∝ 1/√L")
             ax.legend(frameon=False, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2,
                       columnspacing=1.0, handlelength=2.2)
     fig.suptitle("Layer-mean updates vs depth (mean over seeds; bd = block depth; slope = fitted exponent)")
     return save_figure(fig, out / "update_vs_depth")
 
 
-__all__ = ["build_model", "exponent_table", "hidden_states", "layer_changes", "layer_mean", "plot",
+__all__ = ["Config", "build_model", "exponent_table", "hidden_states", "layer_changes", "layer_mean", "plot",
            "rms_relative_change", "run", "summary", "train_one", "vanishing_table", "variants", "weight_change"]
