@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import testbed.continual.data as data_mod
+import testbed.continual.files as files_mod
 from testbed.continual.data import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -368,7 +368,7 @@ def test_cifar_pickle_with_absurd_length_field_is_one_line_error(tmp_path, op, n
 
 
 def test_oversized_cifar_file_is_refused_before_reading(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_mod, "MAX_DATA_BYTES", 1000)
+    monkeypatch.setattr(files_mod, "MAX_DATA_BYTES", 1000)
     p = tmp_path / "train"
     p.write_bytes(b"\x80\x02" + b"\0" * 2000)
     assert "at most 1000 bytes" in _one_line_error(read_cifar100_split, p)

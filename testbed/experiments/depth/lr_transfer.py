@@ -6,15 +6,15 @@ optimal base learning rate ``η*`` does not move with depth ``L``; under SP (mul
 with two-matrix blocks ``W₂σ(W₁h)`` Depth-μP loses transfer, and multiplying the first internal layer's learning
 rate by ``L^γ`` (``cfg.correction_exponent``) restores it.
 
-Protocol. For every task (``flow``: regression of the teacher flow map ``x₀ ↦ φ_T(x₀)`` of ``cfg.flow_system``
-with a :class:`~testbed.students.ResidualNet` ``d → n → d``; ``digits``: a
+Protocol. For every task in ``cfg.lr_transfer.tasks`` (``flow``: regression of the teacher flow map
+``x₀ ↦ φ_T(x₀)`` of ``cfg.flow_system`` with a :class:`~testbed.students.ResidualNet` ``d → n → d``; ``digits``: a
 :class:`~testbed.students.ResidualClassifier` ``64 → n → 10`` on scikit-learn's 8×8 digits, full stratified
 train/test split), every variant (each parameterization × block depth, plus Depth-μP + block depth 2 + the
-first-layer correction), depth ``L``, base learning rate ``η`` and seed: build the untied network (residual
-stream and hidden width ``cfg.width``, tanh) under ``torch.manual_seed(seed)`` (so every ``η`` starts from the
-same weights), train ``cfg.steps`` Adam steps (learning rates per parameter group from
-:func:`testbed.parameterization.param_groups`) of
-batch ``cfg.batch_size`` with a **cosine** schedule (``η_t = η·½(1 + cos(πt/T))``; the peak rate is ``η`` at the
+first-layer correction), depth ``L ∈ cfg.lr_transfer.depths``, base learning rate ``η ∈ cfg.lr_transfer.lr_grid``
+and seed: build the untied network (residual stream and hidden width ``cfg.width``, tanh) under
+``torch.manual_seed(seed)`` (so every ``η`` starts from the same weights), train ``cfg.steps`` Adam steps
+(learning rates per parameter group from :func:`testbed.parameterization.param_groups`) of batch
+``cfg.batch_size`` with a **cosine** schedule (``η_t = η·½(1 + cos(πt/T))``; the peak rate is ``η`` at the
 start, where instabilities show, and the annealed end makes the final loss a property of ``η`` rather than of
 the last minibatch's noise) and **no gradient clipping** (so a too-large ``η`` is not rescued). Then evaluate,
 in float32, the final loss on the whole training set and on the test set — flow: relative MSE
@@ -43,23 +43,29 @@ Outputs in ``out/``: ``results.csv`` (one row per run, :data:`RESULT_COLUMNS`, w
 (one row per task × variant × ``L``, :data:`OPTIMA_COLUMNS`), ``transfer.csv`` (one row per task × variant,
 :data:`TRANSFER_COLUMNS`), figures ``lr_curves.{png,pdf}`` (test loss vs ``η``, one curve per ``L``, a panel per
 task × variant) and ``optimal_lr.{png,pdf}`` (``η*`` vs ``L``, log–log, one line per variant).
+
+Settings: ``cfg`` is the depth-scaling config. This sub-study's own settings are :class:`Config`
+(``cfg.lr_transfer``: ``depths``, ``lr_grid``, ``tasks``; ``--set lr_transfer.depths=4,16,64``); the network and
+training settings above (``cfg.width``, ``cfg.steps``, ``cfg.batch_size``, ``cfg.parameterizations``,
+``cfg.block_depths``, ``cfg.correction_exponent``, ``cfg.flow_system``, ``cfg.n_train``, ``cfg.n_test``) are shared
+with ``features`` (and partly ``weight_reuse``). Layout: this module holds the protocol, metrics and summary,
+:mod:`~testbed.experiments.depth.lr_transfer_lanes` the batched trainer and
+:mod:`~testbed.experiments.depth.lr_transfer_plot` the figures.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from testbed.config import ConfigError, check_choice, check_positive, check_positive_ints
+from testbed.experiments.depth.lr_transfer_lanes import LOSS_NAMES, Lanes, task_data, train_lanes, train_reference
 from testbed.results import read_csv, write_csv
-
-Tensor = torch.Tensor
 
 RESULT_COLUMNS = ["task", "variant", "parameterization", "block_depth", "correction", "n_layers", "lr", "seed",
                   "diverged", "diverged_step", "train_loss", "test_loss", "test_accuracy", "loss_name", "steps",
@@ -71,8 +77,28 @@ TRANSFER_COLUMNS = ["task", "variant", "parameterization", "block_depth", "corre
                     "max_depth", "loss_transferred", "loss_best_at_max_depth", "transfer_regret"]
 TRANSFER_OCTAVES = 1.0  # a spread of η* across depth at most this many octaves counts as "transfers"
 DRIFT_TOL = 0.15  # |α| at most this counts as "no drift" (over L = 4…64 that is ≤ 0.6 octave of systematic drift)
-LOSS_NAMES = {"flow": "relative MSE", "digits": "cross entropy"}
-CLIP_DECADES = 1e4  # lr_curves panels show losses up to this factor above the panel's best (the rest is clipped)
+TASKS = ("flow", "digits")
+
+
+@dataclasses.dataclass
+class Config:
+    """Settings of the ``lr_transfer`` sub-study (``--set lr_transfer.depths=4,16,64``); validated on construction.
+    The network and training settings it shares with ``features`` and ``weight_reuse`` are fields of the
+    depth-scaling config itself."""
+
+    depths: tuple[int, ...] = (4, 8, 16, 32, 64)
+    lr_grid: tuple[float, ...] = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 0.128, 0.256)  # base rates η
+    tasks: tuple[str, ...] = TASKS
+
+    def __post_init__(self) -> None:
+        self.depths = check_positive_ints("lr_transfer.depths", self.depths)
+        self.lr_grid, self.tasks = tuple(self.lr_grid), tuple(self.tasks)
+        if not self.lr_grid:
+            raise ConfigError("lr_transfer.lr_grid must not be empty")
+        for lr in self.lr_grid:
+            check_positive("lr_transfer.lr_grid", lr)
+        for t in self.tasks:
+            check_choice("lr_transfer.tasks", t, TASKS)
 
 
 # ----------------------------------------------------------------------------------------------- pure helpers
@@ -171,271 +197,18 @@ def variant_label(variant: str, block_depth: int, correction: float = 0.0) -> st
     return label
 
 
-def _key(r: dict[str, Any]) -> tuple[str, str, int]:
+def family_key(r: dict[str, Any]) -> tuple[str, str, int]:
+    """``(task, variant, block depth)`` of a row: the curves that are compared across depth."""
     return str(r["task"]), str(r["variant"]), int(r["block_depth"])
 
 
-# ----------------------------------------------------------------------------------------------- tasks
-@dataclasses.dataclass
-class TaskData:
-    """Train/test tensors of one task: inputs ``x`` and targets ``y`` (flow: ``φ_T(x₀)``; digits: labels)."""
-
-    task: str
-    x_train: Tensor
-    y_train: Tensor
-    x_test: Tensor
-    y_test: Tensor
-    input_dim: int
-    output_dim: int
-    train_set: Any = None  # the TrajectoryData / LabeledData behind x_train, y_train (for testbed.train.train)
-
-    def to(self, device: str | torch.device, dtype: torch.dtype) -> TaskData:
-        def mv(t: Tensor) -> Tensor:
-            return t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device=device)
-
-        return dataclasses.replace(self, x_train=mv(self.x_train), y_train=mv(self.y_train),
-                                   x_test=mv(self.x_test), y_test=mv(self.y_test))
-
-
-def task_data(task: str, cfg) -> TaskData:
-    """Flow: ``cfg.n_train``/``cfg.n_test`` teacher endpoints of ``cfg.flow_system`` (:func:`make_splits`, one
-    observation interval). Digits: the stratified 75/25 split of :func:`~testbed.datasets.load_digits`."""
-    if task == "flow":
-        import systems
-        from testbed.experiments.common import make_splits
-
-        system = systems.get_system(cfg.flow_system)
-        tr, te, _ = make_splits(system, cfg.n_train, cfg.n_test, 1)
-        return TaskData(task, tr.x0, tr.endpoints, te.x0, te.endpoints, system.dim, system.dim, tr)
-    from testbed.datasets import load_digits
-
-    tr, te = load_digits(seed=0, dtype=torch.float64)
-    return TaskData(task, tr.x, tr.y, te.x, te.y, tr.input_dim, tr.n_classes, tr)
-
-
-def build_model(task: str, data: TaskData, variant: dict[str, Any], n_layers: int, width: int, seed: int):
-    """The untied :class:`~testbed.students.ResidualNet` (flow) / :class:`~testbed.students.ResidualClassifier`
-    (digits) of ``variant``, residual-stream and hidden width ``width``, built under ``torch.manual_seed(seed)``."""
-    from testbed.students.classifier import ResidualClassifier, ResidualNet
-
-    torch.manual_seed(seed)
-    cls = ResidualNet if task == "flow" else ResidualClassifier
-    return cls(data.input_dim, data.output_dim, dim=width, n_layers=n_layers, width=width,
-               hidden_layers=int(variant["block_depth"]) - 1, tied=False, branch_scaling=variant["parameterization"])
-
-
-def _correction(variant: dict[str, Any]) -> float | None:
-    return float(variant["correction"]) if str(variant["variant"]).endswith("+corr") else None
-
-
-def lane_losses(task: str, pred: Tensor, target: Tensor) -> Tensor:
-    """Per-lane loss of predictions ``(K, B, ·)``: flow — relative MSE ``Σ_B‖ŷ−y‖²/Σ_B‖y‖²`` (as the ``endpoint``
-    objective); digits — mean cross entropy (as ``classify``)."""
-    if task == "flow":
-        return (pred - target).pow(2).sum((1, 2)) / (target.pow(2).sum((1, 2)) + 1e-12)
-    K, B, C = pred.shape
-    return torch.nn.functional.cross_entropy(pred.reshape(K * B, C), target.reshape(K * B),
-                                             reduction="none").reshape(K, B).mean(1)
-
-
-class Lanes:
-    """``K`` copies ("lanes") of one architecture trained at once, each with its own learning rate and data stream.
-
-    The lanes of one (task, variant, ``L``) are every (seed, ``η``) pair; their weights are stacked along a leading
-    axis (one tensor per role, e.g. all first-layer branch weights ``(K, L, w, n)``), so one step costs a few
-    batched matmuls per layer instead of ``K`` separate small networks. The forward pass is exactly the
-    :class:`~testbed.students.ResidualNet` one, ``y = W_out h_L + b_out``, ``h_0 = W_in x + b_in``,
-    ``h_{l+1} = h_l + m·g_l(h_l)`` with ``g_l = W σ(h) + b`` (block depth 1) or ``W₂ σ(W₁h + b₁) + b₂`` (block
-    depth 2), σ = tanh; the per-role learning-rate factors come from :func:`testbed.parameterization.param_groups`.
-    Lanes never mix: a lane that diverges (NaN/inf) leaves the others untouched.
-    """
-
-    def __init__(self, models: Sequence[torch.nn.Module], base_lrs: Sequence[float], parameterization: str,
-                 correction: float | None) -> None:
-        from testbed.parameterization import param_groups
-
-        m0 = models[0]
-        flow = m0.flow
-        if flow.activation != "tanh" or flow.tied or flow.time_conditioned or flow.hidden_layers > 1:
-            raise ValueError("Lanes implement untied, autonomous tanh blocks of depth 1 or 2 only")
-        self.block_depth = flow.hidden_layers + 1
-        self.multiplier = float(flow.multiplier)
-        self.n_layers = flow.n_layers
-        self.params: dict[str, Tensor] = {}
-        self.factors: dict[str, float] = {}
-        rate = {id(p): g["lr"] for g in param_groups(m0, 1.0, parameterization, "adam", correction)
-                for p in g["params"]}
-        layers = flow.blocks[0].linear_names()  # the branch's weight matrices in order (FieldMLP)
-        roles = {"embed.weight": [m0.embed.weight], "embed.bias": [m0.embed.bias],
-                 "head.weight": [m0.head.weight], "head.bias": [m0.head.bias]}
-        for i, layer in enumerate(layers):
-            for kind in ("weight", "bias"):
-                roles[f"block{i}.{kind}"] = [b.get_parameter(f"{layer}.{kind}") for b in flow.blocks]
-        for name, ps in roles.items():
-            f = {rate[id(p)] for p in ps}
-            if len(f) != 1:
-                raise ValueError(f"parameters of role {name} have different learning-rate factors {f}")
-            self.factors[name] = f.pop()
-        for name in roles:
-            per_model = []
-            for m in models:
-                mf = m.flow
-                if name.startswith("block"):
-                    i, kind = name[5:].split(".")
-                    per_model.append(torch.stack([b.get_parameter(f"{layers[int(i)]}.{kind}").detach()
-                                                  for b in mf.blocks]))
-                else:
-                    per_model.append(m.get_parameter(name).detach())
-            self.params[name] = torch.stack(per_model).clone().requires_grad_(True)
-        self.base_lrs = torch.as_tensor(list(base_lrs), dtype=torch.float64)
-        self.exp_avg = {k: torch.zeros_like(p) for k, p in self.params.items()}
-        self.exp_avg_sq = {k: torch.zeros_like(p) for k, p in self.params.items()}
-        self.n_steps = 0
-
-    @property
-    def k(self) -> int:
-        return int(self.base_lrs.numel())
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Outputs ``(K, B, d_out)`` for inputs ``(K, B, d_in)`` (or ``(B, d_in)``, shared by every lane)."""
-        P = self.params
-        if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.k, *x.shape)
-        h = torch.baddbmm(P["embed.bias"].unsqueeze(1), x, P["embed.weight"].transpose(1, 2))
-        if self.block_depth == 1:
-            for w, b in zip(P["block0.weight"].unbind(1), P["block0.bias"].unbind(1), strict=True):
-                h = h + self.multiplier * torch.baddbmm(b.unsqueeze(1), torch.tanh(h), w.transpose(1, 2))
-        else:
-            for w1, b1, w2, b2 in zip(P["block0.weight"].unbind(1), P["block0.bias"].unbind(1),
-                                      P["block1.weight"].unbind(1), P["block1.bias"].unbind(1), strict=True):
-                a = torch.tanh(torch.baddbmm(b1.unsqueeze(1), h, w1.transpose(1, 2)))
-                h = h + self.multiplier * torch.baddbmm(b2.unsqueeze(1), a, w2.transpose(1, 2))
-        return torch.baddbmm(P["head.bias"].unsqueeze(1), h, P["head.weight"].transpose(1, 2))
-
-    @torch.no_grad()
-    def adam_step(self, scale: float, alive: Tensor, betas: tuple[float, float] = (0.9, 0.999),
-                  eps: float = 1e-8) -> None:
-        """One Adam step (PyTorch's update, no weight decay) with lane rate ``η_k·factor_role·scale``; lanes with
-        ``alive = False`` are not updated."""
-        self.n_steps += 1
-        b1, b2 = betas
-        bc1, bc2 = 1 - b1 ** self.n_steps, 1 - b2 ** self.n_steps
-        for name, p in self.params.items():
-            g, m, v = p.grad, self.exp_avg[name], self.exp_avg_sq[name]
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = v.sqrt().div_(math.sqrt(bc2)).add_(eps)
-            shape = (self.k,) + (1,) * (p.dim() - 1)
-            rate = self.base_lrs.to(p) * alive.to(p) * (self.factors[name] * scale / bc1)
-            p.addcdiv_(m * rate.reshape(shape), denom, value=-1.0)  # a dead lane's rate is 0: it stays put
-            p.grad = None
-
-    @torch.no_grad()
-    def load_lane(self, model: torch.nn.Module, lane: int) -> torch.nn.Module:
-        """Copy lane ``lane``'s weights into ``model`` (same architecture); returns ``model``."""
-        layers = model.flow.blocks[0].linear_names()  # the branch's weight matrices in order (FieldMLP)
-        for name, p in self.params.items():
-            if name.startswith("block"):
-                i, kind = name[5:].split(".")
-                for l, b in enumerate(model.flow.blocks):
-                    b.get_parameter(f"{layers[int(i)]}.{kind}").copy_(p[lane, l])
-            else:
-                model.get_parameter(name).copy_(p[lane])
-        return model
-
-
-def cosine(step: int, steps: int) -> float:
-    """Cosine schedule factor ``½(1 + cos(π·step/steps))`` (as :class:`~testbed.train.TrainConfig` ``"cosine"``)."""
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
-
-
-def train_lanes(task: str, data: TaskData, variant: dict[str, Any], n_layers: int, lrs: Sequence[float],
-                seeds: Sequence[int], cfg, dtype: torch.dtype = torch.float32) -> list[dict[str, Any]]:
-    """Train every (seed, ``η``) of one (task, variant, ``L``) at once (:class:`Lanes`); one result row each.
-
-    Lane (seed ``s``, ``η``) reproduces ``testbed.train.train`` with ``TrainConfig(steps, batch_size, lr=η,
-    seed=s, lr_schedule="cosine", grad_clip=0)`` and :func:`~testbed.parameterization.param_groups` on the network
-    of :func:`build_model` (same initial weights, same minibatch stream ``randperm(n, Generator(s))[:B]``).
-    A lane whose minibatch loss turns non-finite stops there (``diverged_step``, 1-based, as
-    :class:`~testbed.train.NonFiniteLossError` reports it) and gets loss ``inf``. ``wall_s`` is the group's
-    training time divided by its number of lanes.
-    """
-    device = torch.device(cfg.device)
-    d = data.to(device, dtype)
-    lanes_spec = [(int(s), float(lr)) for s in seeds for lr in lrs]
-    models = {s: build_model(task, data, variant, n_layers, cfg.width, s).to(dtype) for s in dict.fromkeys(seeds)}
-    lanes = Lanes([models[s] for s, _ in lanes_spec], [lr for _, lr in lanes_spec], variant["parameterization"],
-                  _correction(variant))
-    for k, p in lanes.params.items():
-        lanes.params[k] = p.detach().to(device).requires_grad_(True)
-    lanes.exp_avg = {k: v.to(device) for k, v in lanes.exp_avg.items()}
-    lanes.exp_avg_sq = {k: v.to(device) for k, v in lanes.exp_avg_sq.items()}
-    n = d.x_train.shape[0]
-    bs = min(cfg.batch_size, n)
-    gens = {s: torch.Generator().manual_seed(s) for s in models}
-    seed_of_lane = [s for s, _ in lanes_spec]
-    alive = torch.ones(lanes.k, dtype=torch.bool, device=device)
-    diverged_step = [0] * lanes.k
-    t0 = time.perf_counter()
-    for step in range(cfg.steps):
-        idx = {s: torch.randperm(n, generator=g)[:bs] for s, g in gens.items()}
-        lane_idx = torch.stack([idx[s] for s in seed_of_lane]).to(device)
-        loss = lane_losses(task, lanes.forward(d.x_train[lane_idx]), d.y_train[lane_idx])
-        bad = ~torch.isfinite(loss.detach()) & alive
-        if bool(bad.any()):
-            for k in torch.nonzero(bad).flatten().tolist():
-                diverged_step[k] = step + 1
-            alive &= ~bad
-        if not bool(alive.any()):
-            break
-        torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
-        lanes.adam_step(cosine(step, cfg.steps), alive)
-    wall = (time.perf_counter() - t0) / lanes.k
-    with torch.no_grad():
-        tr = lane_losses(task, lanes.forward(d.x_train), d.y_train.unsqueeze(0).expand(lanes.k, *d.y_train.shape))
-        te_out = lanes.forward(d.x_test)
-        te = lane_losses(task, te_out, d.y_test.unsqueeze(0).expand(lanes.k, *d.y_test.shape))
-        acc = ((te_out.argmax(-1) == d.y_test).double().mean(1) if task == "digits"
-               else torch.full((lanes.k,), float("nan"), dtype=torch.float64))
-    rows = []
-    for k, (s, lr) in enumerate(lanes_spec):
-        train_loss, test_loss, a = float(tr[k]), float(te[k]), float(acc[k])
-        div = diverged_step[k] > 0 or not (math.isfinite(train_loss) and math.isfinite(test_loss))
-        if div:
-            train_loss = test_loss = float("inf")
-            a = float("nan") if task == "flow" else 0.0
-        rows.append({"task": task, **variant, "n_layers": int(n_layers), "lr": lr, "seed": s, "diverged": bool(div),
-                     "diverged_step": diverged_step[k], "train_loss": train_loss, "test_loss": test_loss,
-                     "test_accuracy": a, "loss_name": LOSS_NAMES[task], "steps": cfg.steps, "wall_s": wall})
-    return rows
-
-
-def train_reference(task: str, data: TaskData, variant: dict[str, Any], n_layers: int, lr: float, seed: int, cfg,
-                    dtype: torch.dtype = torch.float64) -> tuple[torch.nn.Module, float]:
-    """The same run through the library loop :func:`testbed.train.train` (for checking :func:`train_lanes`):
-    returns the trained model and its test loss (``inf`` on :class:`~testbed.train.NonFiniteLossError`)."""
-    from testbed.parameterization import param_groups
-    from testbed.train import NonFiniteLossError, TrainConfig, train
-
-    model = build_model(task, data, variant, n_layers, cfg.width, seed).to(dtype)
-    groups = param_groups(model, lr, variant["parameterization"], "adam", _correction(variant))
-    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, seed=seed, grad_clip=0.0,
-                       lr_schedule="cosine", optimizer="adam", progress=False, log_every=cfg.steps, checkpoint_every=0)
-    try:
-        train(model, "endpoint" if task == "flow" else "classify", data.train_set, tcfg, param_groups=groups)
-    except NonFiniteLossError:
-        return model, float("inf")
-    d = data.to("cpu", dtype)
-    with torch.no_grad():
-        loss = float(lane_losses(task, model.cpu()(d.x_test).unsqueeze(0), d.y_test.unsqueeze(0))[0])
-    return model, loss if math.isfinite(loss) else float("inf")
 # ----------------------------------------------------------------------------------------------- metrics
 def optima(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (task, variant, block depth, ``L``): grid and parabola-refined optimum of the seed-aggregated
     test loss (:func:`aggregate_loss`, :func:`refine_optimum`)."""
     out: list[dict[str, Any]] = []
-    for key in sorted({_key(r) for r in rows}):
-        sel = [r for r in rows if _key(r) == key]
+    for key in sorted({family_key(r) for r in rows}):
+        sel = [r for r in rows if family_key(r) == key]
         for L in sorted({int(r["n_layers"]) for r in sel}):
             at_L = [r for r in sel if int(r["n_layers"]) == L]
             lrs = sorted({float(r["lr"]) for r in at_L})
@@ -454,13 +227,13 @@ def transfer(rows: list[dict[str, Any]], opt_rows: list[dict[str, Any]] | None =
     regret ``ℓ(L_max, η̂(L_min)) / min_η ℓ(L_max, η)`` (grid optimum ``η̂`` at the smallest depth)."""
     opt_rows = optima(rows) if opt_rows is None else opt_rows
     out: list[dict[str, Any]] = []
-    for key in sorted({_key(r) for r in opt_rows}):
-        sel = sorted((r for r in opt_rows if _key(r) == key), key=lambda r: int(r["n_layers"]))
+    for key in sorted({family_key(r) for r in opt_rows}):
+        sel = sorted((r for r in opt_rows if family_key(r) == key), key=lambda r: int(r["n_layers"]))
         depths = [int(r["n_layers"]) for r in sel]
         etas = [float(r["optimal_lr"]) for r in sel]
         lo, hi = depths[0], depths[-1]
         eta0 = float(sel[0]["grid_lr"])
-        at_hi = [r for r in rows if _key(r) == key and int(r["n_layers"]) == hi]
+        at_hi = [r for r in rows if family_key(r) == key and int(r["n_layers"]) == hi]
         transferred = aggregate_loss([float(r["test_loss"]) for r in at_hi if float(r["lr"]) == eta0]) \
             if math.isfinite(eta0) else float("inf")
         best = float(sel[-1]["grid_loss"])
@@ -477,8 +250,8 @@ def transfer(rows: list[dict[str, Any]], opt_rows: list[dict[str, Any]] | None =
 
 # ----------------------------------------------------------------------------------------------- run / plot
 def run(cfg, out: Path) -> list[dict[str, Any]]:
-    """Train every (task, variant, ``L``, ``η``, seed); write ``optima.csv``, ``transfer.csv``, the figures and
-    finally ``results.csv``. Returns the per-run rows."""
+    """Train every (task, variant, ``L``, ``η``, seed) of the depth-scaling config ``cfg``; write ``optima.csv``,
+    ``transfer.csv`` and finally ``results.csv``. Returns the per-run rows."""
     from testbed.progress import progress
 
     out = Path(out)
@@ -486,14 +259,15 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
     (out / "results.csv").unlink(missing_ok=True)
     rows: list[dict[str, Any]] = []
     vs = variants(cfg)
-    n_runs = len(cfg.tasks) * len(vs) * len(cfg.lr_depths) * len(cfg.lr_grid) * len(cfg.seeds)
+    c = cfg.lr_transfer
+    n_runs = len(c.tasks) * len(vs) * len(c.depths) * len(c.lr_grid) * len(cfg.seeds)
     bar = progress(total=n_runs, enabled=cfg.progress, desc="lr_transfer")
-    for task in cfg.tasks:
+    for task in c.tasks:
         data = task_data(task, cfg)
         for v in vs:
-            for L in cfg.lr_depths:
-                rows += train_lanes(task, data, v, int(L), cfg.lr_grid, cfg.seeds, cfg)
-                bar.update(len(cfg.lr_grid) * len(cfg.seeds))
+            for L in c.depths:
+                rows += train_lanes(task, data, v, int(L), c.lr_grid, cfg.seeds, cfg)
+                bar.update(len(c.lr_grid) * len(cfg.seeds))
     bar.close()
     opt_rows = optima(rows)
     write_csv(out / "optima.csv", opt_rows, OPTIMA_COLUMNS)
@@ -516,103 +290,11 @@ def _normalise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(out: Path) -> list[Path]:
-    """Redraw ``lr_curves`` and ``optimal_lr`` from ``out/results.csv``."""
+    """Redraw ``lr_curves`` and ``optimal_lr`` from ``out/results.csv`` (:mod:`.lr_transfer_plot`)."""
+    from testbed.experiments.depth.lr_transfer_plot import draw
+
     out = Path(out)
-    return _draw(_normalise(read_csv(out / "results.csv")), out)
-
-
-def _draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
-    from matplotlib.transforms import blended_transform_factory
-
-    from testbed.plotting import color_for, save_figure, use_style
-
-    use_style()
-    opt_rows = optima(rows)
-    tr = {_key(r): r for r in transfer(rows, opt_rows)}
-    tasks = list(dict.fromkeys(str(r["task"]) for r in rows))
-    keys = list(dict.fromkeys((str(r["variant"]), int(r["block_depth"])) for r in rows))
-    depths = sorted({int(r["n_layers"]) for r in rows})
-    colors = {L: color_for(f"L={L}", i) for i, L in enumerate(depths)}
-    lr_lo, lr_hi = min(float(r["lr"]) for r in rows), max(float(r["lr"]) for r in rows)
-    paths: list[Path] = []
-
-    # ---- loss vs lr, one panel per task × variant
-    nr, nc = len(tasks), len(keys)
-    fig, axes = plt.subplots(nr, nc, figsize=(2.1 * nc + 0.4, 2.0 * nr + 0.3), squeeze=False, sharex=True)
-    for i, task in enumerate(tasks):
-        for j, (v, b) in enumerate(keys):
-            ax = axes[i][j]
-            sel = [r for r in rows if str(r["task"]) == task and str(r["variant"]) == v and int(r["block_depth"]) == b]
-            if not sel:
-                ax.set_visible(False)
-                continue
-            corr = float(sel[0]["correction"])
-            top = blended_transform_factory(ax.transData, ax.transAxes)
-            for L in depths:
-                at_L = [r for r in sel if int(r["n_layers"]) == L]
-                lrs = sorted({float(r["lr"]) for r in at_L})
-                agg = np.array([aggregate_loss([float(r["test_loss"]) for r in at_L if float(r["lr"]) == lr])
-                                for lr in lrs])
-                ok = np.isfinite(agg)
-                ax.plot(np.array(lrs)[ok], agg[ok], marker="o", ms=2.5, lw=1, color=colors[L], label=f"L={L}")
-                bad = [lr for lr, a in zip(lrs, agg, strict=True) if not np.isfinite(a)]
-                if bad:
-                    ax.scatter(bad, [0.97] * len(bad), marker="x", s=14, color=colors[L], transform=top,
-                               clip_on=False)
-                o = next((r for r in opt_rows if _key(r) == (task, v, b) and int(r["n_layers"]) == L), None)
-                if o is not None and math.isfinite(o["optimal_loss"]):
-                    ax.plot([o["optimal_lr"]], [o["optimal_loss"]], marker="*", ms=7, color=colors[L],
-                            mec="k", mew=0.4, ls="none")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlim(lr_lo / 1.5, lr_hi * 1.5)  # every grid lr, diverged ones (× at the top) included
-            finite = [float(r["test_loss"]) for r in sel if math.isfinite(float(r["test_loss"]))]
-            if finite and max(finite) > CLIP_DECADES * min(finite):  # a blown-up (finite) loss would flatten the rest
-                ax.set_ylim(top=CLIP_DECADES * min(finite))
-            t = tr.get((task, v, b))
-            sub = "" if t is None else f"\nspread {t['spread_octaves']:.1f} oct, α={t['drift_exponent']:+.2f}"
-            ax.set_title(f"{task}: {variant_label(v, b, corr)}{sub}")
-            if i == nr - 1:
-                ax.set_xlabel("base learning rate η")
-            if j == 0:
-                ax.set_ylabel(f"test {LOSS_NAMES[task]}")
-    axes[0][0].legend(frameon=False, fontsize=6, handlelength=1.2)
-    fig.text(0.995, 0.001, "★ parabola-refined optimum, × diverged", ha="right", va="bottom", fontsize=6)
-    fig.tight_layout()
-    paths += save_figure(fig, out / "lr_curves")
-
-    # ---- optimal lr vs L, one panel per task
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
-    grid = sorted({float(r["lr"]) for r in rows})
-    for i, task in enumerate(tasks):
-        ax = axes[0][i]
-        for j, (v, b) in enumerate(keys):
-            sel = sorted((r for r in opt_rows if _key(r) == (task, v, b)), key=lambda r: int(r["n_layers"]))
-            if not sel:
-                continue
-            c = color_for(f"{v}-{b}", j)
-            ls = "-" if b == 1 else "--"
-            Ls = [int(r["n_layers"]) for r in sel]
-            eta = [float(r["optimal_lr"]) for r in sel]
-            t = tr[(task, v, b)]
-            ax.plot(Ls, eta, color=c, ls=ls, lw=1.2,
-                    label=f"{variant_label(v, b, float(sel[0]['correction']))} (α={t['drift_exponent']:+.2f})")
-            for L, e, r in zip(Ls, eta, sel, strict=True):
-                edge = str(r["at_edge"]) == "True"
-                ax.plot([L], [e], marker="o", ms=4, color=c, mfc="white" if edge else c, ls="none")
-        for g in (grid[0], grid[-1]):
-            ax.axhline(g, color="0.7", lw=0.6, ls=":", zorder=0)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
-        ax.set_xticks(depths, [str(L) for L in depths])
-        ax.set_xlabel("depth L")
-        ax.set_ylabel("optimal base learning rate η*")
-        ax.set_title(f"{task}: η*(L)\n(hollow: optimum on the grid edge; dotted: grid range)")
-        ax.legend(frameon=False, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-    fig.tight_layout()
-    paths += save_figure(fig, out / "optimal_lr")
-    return paths
+    return draw(_normalise(read_csv(out / "results.csv")), out)
 
 
 # ----------------------------------------------------------------------------------------------- summary
@@ -690,6 +372,6 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["OPTIMA_COLUMNS", "RESULT_COLUMNS", "TRANSFER_COLUMNS", "aggregate_loss", "drift_exponent",
-           "Lanes", "octave_spread", "optima", "parabola_vertex", "plot", "refine_optimum", "run", "summary",
-           "task_data", "train_lanes", "train_reference", "transfer", "variants"]
+__all__ = ["Config", "LOSS_NAMES", "OPTIMA_COLUMNS", "RESULT_COLUMNS", "TRANSFER_COLUMNS", "Lanes", "aggregate_loss",
+           "drift_exponent", "family_key", "octave_spread", "optima", "parabola_vertex", "plot", "refine_optimum",
+           "run", "summary", "task_data", "train_lanes", "train_reference", "transfer", "variant_label", "variants"]

@@ -1,0 +1,126 @@
+"""The figure of the ``weight_reuse`` sub-study, drawn from its ``results.csv`` rows only: (a) coupling at
+initialisation vs width, (b) vs depth, (c) true vs decoupled training vs depth; log–log with fitted slopes in the
+legends and dotted guides for the claimed exponents."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from testbed.experiments.depth.weight_reuse import (
+    DEPTH_CLAIM,
+    WIDTH_CLAIM,
+    final_loss_gap,
+    fixed_axes,
+    mode,
+    series,
+)
+from testbed.plotting import color_for, log_axes, loglog_line, power_guide, save_figure, use_style
+
+
+def _band(rows: list[dict[str, Any]], quantity: str, axis: str, **fixed: Any) -> tuple[list[int], np.ndarray,
+                                                                                          np.ndarray]:
+    """``(xs, mean, err)``: seed means along ``axis``; ``err`` the standard error over seeds, or (one seed) the
+    recorded ``<quantity>_se`` when there is one, else 0."""
+    xs, m = series(rows, quantity, axis, **fixed)
+    err = []
+    for x in xs:
+        vals = [float(r["value"]) for r in rows if r["quantity"] == quantity and int(r[axis]) == x
+                and all(int(r[k]) == int(v) for k, v in fixed.items())]
+        ses = [float(r["value"]) for r in rows if r["quantity"] == f"{quantity}_se" and int(r[axis]) == x
+               and all(int(r[k]) == int(v) for k, v in fixed.items())]
+        if len(vals) > 1:
+            err.append(float(np.std(vals, ddof=1) / math.sqrt(len(vals))))
+        elif ses and math.isfinite(ses[0]):
+            err.append(ses[0])
+        else:
+            err.append(0.0)
+    return xs, np.asarray(m), np.asarray(err)
+
+
+def _loglog(ax, xs: list[int], m: np.ndarray, err: np.ndarray, color: str, label: str, ls: str = "-",
+            marker: str = "o") -> None:
+    ok = m > 0
+    if not ok.any():
+        return
+    x = np.asarray(xs)[ok]
+    lo = np.minimum(err[ok], 0.95 * m[ok])          # keep the lower whisker on the log axis
+    ax.errorbar(x, m[ok], yerr=[lo, err[ok]], color=color, ls=ls, marker=marker, ms=3, lw=1, capsize=2,
+                label=f"{label}, slope {loglog_slope(xs, m):+.2f}")
+
+
+def _guide(ax, xs: list[int], y0: float, power: float, text: str) -> None:
+    if not xs or not (y0 > 0):
+        return
+    x = np.asarray([min(xs), max(xs)], dtype=float)
+    ax.plot(x, y0 * (x / x[0]) ** power, color="0.55", ls=":", lw=1, label=text)
+
+
+def _log_axes(ax) -> None:
+    """log₂ x-axis, log₁₀ y-axis; minor ticks unlabelled (labels cost most of the drawing time)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    use_style()
+    L_w, n_L = fixed_axes(rows)
+    dyn = [int(r["width"]) for r in rows if r["quantity"] == "test_loss_true"]
+    n_dyn = _mode(dyn) if dyn else n_L
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
+    ax = axes[0]
+    xs, m, e = _band(rows, "coupling_excess", "width", depth=L_w)
+    _loglog(ax, xs, m, e, color_for("field", 0), "excess κ − κ̃ (mirror est.)")
+    xf, mf, ef = _band(rows, "coupling_fluctuation", "width", depth=L_w)
+    _loglog(ax, xf, mf, ef, color_for("endpoint", 1), "one-draw fluctuation RMS ρ̃", ls="--", marker="s")
+    if len(m) and m[0] > 0:
+        _guide(ax, xs, float(m[0]), WIDTH_CLAIM, "claim ∝ 1/n")
+    ax.set(xlabel="width n", ylabel="forward/backward coupling at init",
+           title=f"(a) coupling vs width, L = {L_w}")
+    _log_axes(ax)
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    ax = axes[1]
+    xs, m, e = _band(rows, "coupling_excess", "depth", width=n_L)
+    _loglog(ax, xs, m, e, color_for("field", 0), "excess κ − κ̃ (mirror est.)")
+    xf, mf, ef = _band(rows, "coupling_fluctuation", "depth", width=n_L)
+    _loglog(ax, xf, mf, ef, color_for("endpoint", 1), "one-draw fluctuation RMS ρ̃", ls="--", marker="s")
+    xo, mo, eo = _band(rows, "backward_overlap", "depth", width=n_L)
+    _loglog(ax, xo, mo, eo, color_for("trajectory", 2), "cos(g₀, g̃₀) true vs decoupled", ls="-.", marker="^")
+    ax.set(xlabel="depth L", title=f"(b) coupling vs depth, n = {n_L}")
+    _log_axes(ax)
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    ax = axes[2]
+    styles = [("func_dist_tracking", "‖f_dec − f‖/‖f − f₀‖ (decoupled)", "-", "o", 0),
+              ("loss_dist_tracking", "loss-curve distance (decoupled)", "--", "s", 1),
+              ("func_dist_frozen", "‖f_dec − f‖/‖f − f₀‖ (frozen copy)", "-", "v", 3),
+              ("func_dist_reinit", "‖f' − f‖/‖f − f₀‖ (other init)", ":", "D", 7)]
+    xg, gap = final_loss_gap(rows, "tracking", n_dyn)
+    if xg:
+        _loglog(ax, xg, np.asarray(gap), np.zeros(len(gap)), color_for("gap", 4), "test-loss gap (decoupled)",
+                ls="-.", marker="x")
+    first = None
+    for q, label, ls, mk, c in styles:
+        xs, m, e = _band(rows, q, "depth", width=n_dyn)
+        _loglog(ax, xs, m, e, color_for(q, c), label, ls=ls, marker=mk)
+        if first is None and len(m) and m[0] > 0:
+            first = (xs, float(m[0]))
+    if first is not None:
+        _guide(ax, first[0], first[1], DEPTH_CLAIM, "claim ∝ L⁻²")
+    ax.set(xlabel="depth L", ylabel="true vs decoupled after training",
+           title=f"(c) effect on the dynamics, n = {n_dyn}")
+    _log_axes(ax)
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    fig.subplots_adjust(wspace=0.3)
+    return save_figure(fig, Path(out) / "weight_reuse")
+
+
+__all__ = ["draw"]
