@@ -32,4 +32,4 @@ def test_every_experiment_is_listed_with_config_and_quick_mode():
 def test_depth_scaling_quick_config_selects_sub_studies():
     cfg = depth_scaling.quick_config(studies=("weight_reuse",))
     assert cfg.studies == ("weight_reuse",)
-    assert depth_scaling.study_module("convergence").__name__.endswith("depth.convergence")
+    assert depth_scaling.STUDIES["convergence"].__name__.endswith("depth.convergence")

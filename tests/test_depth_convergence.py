@@ -14,14 +14,19 @@ from testbed.experiments.depth_scaling import DepthScalingConfig
 from testbed.results import read_csv
 from testbed.students.smooth import SmoothResidualStudent
 
-TINY = dict(studies=("convergence",), seeds=(0,), conv_depths=(4, 8, 16, 32), conv_width=8, conv_hidden=8,
-            conv_anchors=3, conv_n_inputs=16, conv_n_draws=8, progress=False)
+TINY = dict(depths=(4, 8, 16, 32), width=8, hidden=8, anchors=3, n_inputs=16, n_draws=8)
+
+
+def _cfg(**kw) -> DepthScalingConfig:
+    """The depth-scaling config of a tiny convergence run; ``kw`` override fields of ``convergence.Config``."""
+    return DepthScalingConfig(studies=("convergence",), seeds=(0,), progress=False,
+                              convergence=conv.Config(**{**TINY, **kw}))
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("conv")
-    rows = conv.run(DepthScalingConfig(**TINY), out)
+    rows = conv.run(_cfg(), out)
     conv.plot(out)
     return out, rows
 
@@ -62,7 +67,7 @@ def test_grid_states_are_the_trajectory_at_the_coarse_grid(float64_default):
 
 def test_depths_must_share_a_coarse_grid(tmp_path):
     with pytest.raises(ConfigError, match="multiples"):
-        conv.run(DepthScalingConfig(**{**TINY, "conv_depths": (4, 6, 8)}), tmp_path)
+        conv.run(_cfg(depths=(4, 6, 8)), tmp_path)
 
 
 def test_smooth_weights_converge_at_order_one(tiny_run):
@@ -115,7 +120,7 @@ def test_outputs_summary_keys_and_replot(tiny_run):
 
 
 def test_deterministic_given_seed(tmp_path):
-    cfg = DepthScalingConfig(**{**TINY, "conv_depths": (4, 8), "conv_n_draws": 3, "conv_n_inputs": 4})
+    cfg = _cfg(depths=(4, 8), n_draws=3, n_inputs=4)
     a = conv.smooth_case(cfg, 1, 2, [4, 8]) + conv.iid_case(cfg, 1, [4, 8])
     b = conv.smooth_case(cfg, 1, 2, [4, 8]) + conv.iid_case(cfg, 1, [4, 8])
     assert a == b

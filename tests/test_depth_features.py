@@ -13,8 +13,8 @@ from testbed.experiments.depth_scaling import DepthScalingConfig
 from testbed.results import read_csv
 from testbed.students.classifier import ResidualNet
 
-TINY = dict(studies=("features",), seeds=(0,), feat_depths=(2, 4), width=8, steps=12, batch_size=16, n_train=32,
-            n_test=16, parameterizations=("standard", "depth_mup"), block_depths=(1, 2), feat_lr=1e-2,
+TINY = dict(studies=("features",), seeds=(0,), features=feat.Config(depths=(2, 4)), width=8, steps=12, batch_size=16,
+            n_train=32, n_test=16, parameterizations=("standard", "depth_mup"), block_depths=(1, 2), lr=1e-2,
             progress=False)
 
 

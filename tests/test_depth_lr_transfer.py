@@ -13,7 +13,8 @@ from testbed.experiments.depth_scaling import DepthScalingConfig
 from testbed.results import read_csv
 
 DIVERGING_LR = 1e20  # Adam moves every weight by ~η per step: float32 outputs overflow after one step
-TINY = dict(seeds=(0,), lr_depths=(2, 4), lr_grid=(1e-2, 1e-1, DIVERGING_LR), tasks=("flow", "digits"),
+TINY = dict(seeds=(0,), lr_transfer=lt.Config(depths=(2, 4), lr_grid=(1e-2, 1e-1, DIVERGING_LR),
+                                              tasks=("flow", "digits")),
             parameterizations=("standard", "depth_mup"), block_depths=(1, 2), width=8, steps=10, batch_size=16,
             n_train=64, n_test=32, progress=False)
 
@@ -155,7 +156,7 @@ def test_deterministic_given_seed(tiny_run):
     cfg, _, rows = tiny_run
     data = lt.task_data("flow", cfg)
     v = lt.variants(cfg)[3]
-    again = lt.train_lanes("flow", data, v, 4, cfg.lr_grid, cfg.seeds, cfg)
+    again = lt.train_lanes("flow", data, v, 4, cfg.lr_transfer.lr_grid, cfg.seeds, cfg)
     first = [r for r in rows if r["task"] == "flow" and r["variant"] == v["variant"] and r["block_depth"] == 2
              and r["n_layers"] == 4]
     key = ("lr", "seed", "diverged", "train_loss", "test_loss")

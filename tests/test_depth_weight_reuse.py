@@ -16,7 +16,7 @@ TOL = 1e-12
 
 
 def _tiny_cfg(**kw):
-    base = dict(seeds=(0,), reuse_widths=(8, 16), reuse_depths=(2, 4), width=8, reuse_steps=3, n_train=32,
+    base = dict(seeds=(0,), weight_reuse=wr.Config(widths=(8, 16), depths=(2, 4), steps=3), width=8, n_train=32,
                 n_test=16, batch_size=8, progress=False, studies=("weight_reuse",))
     base.update(kw)
     return quick_config(**base)

@@ -16,18 +16,34 @@ Four sub-studies, selectable with ``--study`` (default: all), each in its own mo
                      whose backward pass uses an independent copy of each weight instead of ``Wᵀ`` (claims:
                      ``O(1/n)`` in width at initialisation, effect on the dynamics ``O(1/L²)`` in depth).
 
+Settings (:class:`DepthScalingConfig`): ``studies`` (``--study``), ``seeds`` (``--seed``), ``device`` (``--device``),
+the settings two or more sub-studies share (``width``, ``steps``, ``batch_size``, ``lr``, ``flow_system``,
+``n_train``, ``n_test``, ``parameterizations``, ``block_depths``, ``correction_exponent``; ``--set width=32``) and
+one sub-config per sub-study with its own settings (``convergence``, ``lr_transfer``, ``features``,
+``weight_reuse``: the ``Config`` of each module; ``--set convergence.depths=4,8,16 weight_reuse.steps=50``, or a
+``[fixed.convergence]`` table in a sweep spec). Every sub-study runs on ``--device``.
+
 The parameterizations and learning-rate rules are in :mod:`testbed.parameterization`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
-from testbed.config import ConfigError, canonical_choices, check_positive, check_positive_int
+from testbed.config import (
+    ConfigError,
+    canonical_choices,
+    check_choice,
+    check_positive,
+    check_positive_int,
+    check_positive_ints,
+    shown,
+)
+from testbed.experiments.depth import convergence, features, lr_transfer, weight_reuse
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.results import run_metadata, write_json
 
@@ -59,91 +75,74 @@ CAPTIONS = {
         "copy of each weight: excess coupling at initialisation vs width n (claim 1/n) and its effect on "
         "training vs depth L (claim 1/L²), log–log."),
 }
-STUDIES = ("convergence", "lr_transfer", "features", "weight_reuse")
 SUMMARY_COLUMNS = ["study", "key", "value", "claim"]
+#: the sub-studies, in run order: each module provides ``Config`` (its own settings), ``run(cfg, out) -> rows``
+#: (``cfg`` the whole :class:`DepthScalingConfig`), ``plot(out) -> paths`` and ``summary(rows) -> rows``
+STUDIES: dict[str, ModuleType] = {"convergence": convergence, "lr_transfer": lr_transfer, "features": features,
+                                  "weight_reuse": weight_reuse}
+PARAMETERIZATIONS = ("standard", "depth_mup", "ode")
 
 
 @dataclasses.dataclass
 class DepthScalingConfig(ExperimentConfig):
-    """Settings of every sub-study (each reads its own block of fields; validated on construction)."""
+    """Which sub-studies run, the settings two or more of them share, and one sub-config per sub-study (its own
+    settings, unprefixed: ``--set convergence.depths=4,8,16``). Validated on construction."""
 
     UNIQUE_FIELDS: ClassVar[tuple[str, ...]] = ("studies",)
 
-    studies: tuple[str, ...] = flag(STUDIES, name="--study", help="sub-study/studies to run")
+    studies: tuple[str, ...] = flag(tuple(STUDIES), name="--study", help="sub-study/studies to run")
     seeds: tuple[int, ...] = seeds_field((0, 1, 2))
-    # 1. convergence
-    conv_depths: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256, 512)
-    conv_width: int = 64            # residual-stream width n
-    conv_hidden: int = 64           # hidden width inside a two-matrix branch
-    conv_anchors: int = 4           # anchors of the continuous weight function W(t)
-    conv_n_inputs: int = 256
-    conv_n_draws: int = 64          # i.i.d. weight draws for the diffusive (SDE) limit
-    # 2. learning-rate transfer
-    lr_depths: tuple[int, ...] = (4, 8, 16, 32, 64)
-    lr_grid: tuple[float, ...] = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 0.128, 0.256)
-    parameterizations: tuple[str, ...] = ("standard", "depth_mup")
-    block_depths: tuple[int, ...] = (1, 2)
-    tasks: tuple[str, ...] = ("flow", "digits")
-    flow_system: str = "van_der_pol"
-    width: int = 64                 # residual-stream width for lr_transfer / features
-    steps: int = 500
-    batch_size: int = 64
-    n_train: int = 512
-    n_test: int = 256
-    correction_exponent: float = 0.5
-    # 3. features
-    feat_depths: tuple[int, ...] = (4, 8, 16, 32, 64)
-    feat_lr: float = 1e-2
-    # 4. weight reuse
-    reuse_widths: tuple[int, ...] = (16, 32, 64, 128, 256)
-    reuse_depths: tuple[int, ...] = (4, 8, 16, 32, 64)
-    reuse_steps: int = 200
+    # shared by two or more sub-studies (the readers in brackets)
+    flow_system: str = "van_der_pol"    # teacher flow of the regression task [lr_transfer, features, weight_reuse]
+    width: int = 64                     # residual-stream (and hidden) width [lr_transfer, features, weight_reuse]
+    steps: int = 500                    # training steps [lr_transfer, features]
+    batch_size: int = 64                # [lr_transfer, features, weight_reuse]
+    n_train: int = 512                  # teacher-flow trajectories [lr_transfer, features, weight_reuse]
+    n_test: int = 256                   # [lr_transfer, features, weight_reuse]
+    lr: float = 1e-2                    # base learning rate of a single training run [features, weight_reuse]
+    parameterizations: tuple[str, ...] = ("standard", "depth_mup")  # [lr_transfer, features]
+    block_depths: tuple[int, ...] = (1, 2)  # matrices per residual branch [lr_transfer, features]
+    correction_exponent: float = 0.5    # γ of the first-layer learning-rate correction L^γ [lr_transfer, features]
+    # one sub-config per sub-study (its own settings)
+    convergence: convergence.Config = dataclasses.field(default_factory=convergence.Config)
+    lr_transfer: lr_transfer.Config = dataclasses.field(default_factory=lr_transfer.Config)
+    features: features.Config = dataclasses.field(default_factory=features.Config)
+    weight_reuse: weight_reuse.Config = dataclasses.field(default_factory=weight_reuse.Config)
 
     def validate(self) -> None:
         if not self.studies:
             raise ConfigError("studies must name at least one sub-study")
         self.studies = canonical_choices("studies", self.studies, STUDIES)
-        for name in ("conv_depths", "lr_depths", "feat_depths", "reuse_depths", "reuse_widths", "block_depths"):
-            vals = getattr(self, name)
-            if not vals:
-                raise ConfigError(f"{name} must not be empty")
-            for v in vals:
-                check_positive_int(name, v)
+        self.block_depths = check_positive_ints("block_depths", self.block_depths)
         for b in self.block_depths:
             if b not in (1, 2):
                 raise ConfigError(f"block_depths must hold 1 and/or 2, got {b}")
         for p in self.parameterizations:
-            if p not in ("standard", "depth_mup", "ode"):
-                raise ConfigError(f"parameterizations: unknown {p!r}; choose from standard, depth_mup, ode")
-        for t in self.tasks:
-            if t not in ("flow", "digits"):
-                raise ConfigError(f"tasks: unknown {t!r}; choose from flow, digits")
-        for lr in self.lr_grid:
-            check_positive("lr_grid", lr)
-        for name in ("conv_width", "conv_hidden", "conv_anchors", "conv_n_inputs", "conv_n_draws", "width", "steps",
-                     "batch_size", "n_train", "n_test", "reuse_steps"):
+            check_choice("parameterizations", p, PARAMETERIZATIONS)
+        for name in ("width", "steps", "batch_size", "n_train", "n_test"):
             check_positive_int(name, getattr(self, name))
-        check_positive("feat_lr", self.feat_lr)
+        check_positive("lr", self.lr)
+        for name, module in STUDIES.items():
+            if not isinstance(getattr(self, name), module.Config):
+                raise ConfigError(f"{name} must be a {module.__name__}.Config, got {shown(getattr(self, name))}")
 
 
 def quick_config(**overrides: Any) -> DepthScalingConfig:
     """2 CPU cores, under 3 minutes for all four sub-studies: small depth ranges, one seed, short training."""
-    base = dict(seeds=(0,), conv_depths=(4, 8, 16, 32, 64, 128), conv_width=32, conv_hidden=32, conv_n_inputs=64,
-                conv_n_draws=16, lr_depths=(4, 16, 64), lr_grid=(2e-3, 8e-3, 3.2e-2, 0.128), tasks=("flow",),
-                block_depths=(1, 2), width=32, steps=150, n_train=256, n_test=128, feat_depths=(4, 16, 64),
-                reuse_widths=(16, 32, 64, 128), reuse_depths=(4, 8, 16, 32), reuse_steps=50)
+    base = dict(seeds=(0,), width=32, steps=150, n_train=256, n_test=128, block_depths=(1, 2),
+                convergence=convergence.Config(depths=(4, 8, 16, 32, 64, 128), width=32, hidden=32, n_inputs=64,
+                                               n_draws=16),
+                lr_transfer=lr_transfer.Config(depths=(4, 16, 64), lr_grid=(2e-3, 8e-3, 3.2e-2, 0.128),
+                                               tasks=("flow",)),
+                features=features.Config(depths=(4, 16, 64)),
+                weight_reuse=weight_reuse.Config(widths=(16, 32, 64, 128), depths=(4, 8, 16, 32), steps=50))
     base.update(overrides)
     return DepthScalingConfig(**base)
 
 
-def study_module(study: str):
-    """The module implementing ``study`` (``run(cfg, out) -> rows``, ``plot(out)``, ``summary(rows)``)."""
-    return importlib.import_module(f"testbed.experiments.depth.{study}")
-
-
 def run(cfg: DepthScalingConfig, out: str | Path) -> list[dict[str, Any]]:
-    """Run the selected sub-studies; each writes ``out/<study>/results.csv`` and its figures. Returns the summary
-    rows (``study``, ``key``, ``value``, ``claim``) also written to ``out/summary.csv``."""
+    """Run the selected sub-studies (:data:`STUDIES`); each writes its tables to ``out/<study>/`` (``results.csv``
+    last). Returns the summary rows (``study``, ``key``, ``value``, ``claim``) also written to ``out/summary.csv``."""
     from testbed.results import write_csv
 
     out = Path(out)
@@ -152,7 +151,7 @@ def run(cfg: DepthScalingConfig, out: str | Path) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     summary: list[dict[str, Any]] = []
     for study in cfg.studies:
-        mod = study_module(study)
+        mod = STUDIES[study]
         rows = mod.run(cfg, out / study)
         summary += [{"study": study, **r} for r in mod.summary(rows)]
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
@@ -165,9 +164,9 @@ def plot(out: str | Path) -> list[Path]:
     """Redraw the figures of every sub-study found under ``out``."""
     out = Path(out)
     paths: list[Path] = []
-    for study in STUDIES:
+    for study, mod in STUDIES.items():
         if (out / study / "results.csv").exists():
-            paths += study_module(study).plot(out / study)
+            paths += mod.plot(out / study)
     return paths
 
 

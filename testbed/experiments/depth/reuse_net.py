@@ -174,12 +174,12 @@ def coupling_from_weights(x: Tensor, y: Tensor, weights: dict[str, Tensor], laye
     """
     W_in, W, Wc, W_out = weights["W_in"], weights["W"], weights["W_copy"], weights["W_out"]
     L, R = W.shape[0], W.shape[1]
-    dt = W.dtype
+    dt, dev = W.dtype, W.device
     eps = branch_multiplier / math.sqrt(L)
-    x, y = x.to(dt), y.to(dt)
+    x, y = x.to(device=dev, dtype=dt), y.to(device=dev, dtype=dt)
     B = x.shape[0]
     K = len(layers) + 1
-    sign = torch.ones(L, K, dtype=dt)
+    sign = torch.ones(L, K, dtype=dt, device=dev)
     for k, l in enumerate(layers, start=1):
         sign[l - 1, k] = -1.0
     rows_sign = sign.repeat_interleave(B, dim=1).unsqueeze(0).unsqueeze(-1)   # (1, L, K·B, 1)
@@ -194,7 +194,7 @@ def coupling_from_weights(x: Tensor, y: Tensor, weights: dict[str, Tensor], laye
     g0: dict[str, Tensor] = {}
     for name, Wb in (("true", W), ("control", Wc)):
         gl = g_L
-        dot, den = torch.zeros(L, R, K, dtype=dt), torch.zeros(L, R, K, dtype=dt)
+        dot, den = torch.zeros(L, R, K, dtype=dt, device=dev), torch.zeros(L, R, K, dtype=dt, device=dev)
         for l in range(L, 0, -1):
             s = ss[l - 1]
             m = rows_sign[:, l - 1] * torch.bmm(gl, Wb[l - 1])                   # W_backᵀ g_l (mirror sign)
@@ -214,10 +214,11 @@ def coupling_from_weights(x: Tensor, y: Tensor, weights: dict[str, Tensor], laye
 def coupling_draws(width: int, depth: int, x: Tensor, y: Tensor, seed: int, n_draws: int = MIN_DRAWS,
                    mirror_layers: int = MIRROR_LAYERS, readout: str = "mup",
                    dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-    """:func:`coupling_from_weights` on ``n_draws`` fresh initialisations (:func:`init_weights`) and the
-    layers of :func:`mirror_layers_of`. float32 by default: the mirrored differences are ~1e-3 of the norms,
-    far above float32 round-off."""
-    w = init_weights(width, depth, x.shape[1], y.shape[1], seed, n_draws, readout, dtype)
+    """:func:`coupling_from_weights` on ``n_draws`` fresh initialisations (:func:`init_weights`, drawn on the CPU
+    and moved to the device of ``x``) and the layers of :func:`mirror_layers_of`. float32 by default: the mirrored
+    differences are ~1e-3 of the norms, far above float32 round-off."""
+    w = {k: v.to(x.device) for k, v in init_weights(width, depth, x.shape[1], y.shape[1], seed, n_draws, readout,
+                                                    dtype).items()}
     return coupling_from_weights(x, y, w, mirror_layers_of(depth, mirror_layers))
 
 
@@ -265,14 +266,15 @@ def train_reuse_net(model: ReuseNet, x: Tensor, y: Tensor, steps: int, lr: float
                     seed: int) -> list[float]:
     """Adam (Depth-μP groups, constant rate) on ``½·mean_i ‖model(x_i) − y_i‖²``; minibatches from ``seed``.
 
-    Returns the training loss of every step (on its minibatch, before the update).
+    Returns the training loss of every step (on its minibatch, before the update). ``model``, ``x`` and ``y``
+    share a device; the minibatch stream is drawn on the CPU (the same on every device).
     """
     opt = torch.optim.Adam(param_groups(model, lr, "depth_mup", "adam"))
     gen = torch.Generator().manual_seed(int(seed))
     bs = min(batch_size, x.shape[0])
     losses = []
     for _ in range(steps):
-        idx = torch.randperm(x.shape[0], generator=gen)[:bs]
+        idx = torch.randperm(x.shape[0], generator=gen)[:bs].to(x.device)
         loss = 0.5 * (model(x[idx]) - y[idx]).pow(2).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -283,12 +285,13 @@ def train_reuse_net(model: ReuseNet, x: Tensor, y: Tensor, steps: int, lr: float
 
 def dynamics_rows(width: int, depth: int, data: tuple[Tensor, Tensor, Tensor, Tensor], seed: int, steps: int,
                   lr: float, batch_size: int, variants: Sequence[str] = VARIANTS) -> list[dict[str, Any]]:
-    """Train the true net and each variant from the same start; rows of the distances (module docstring)."""
+    """Train the true net and each variant from the same start; rows of the distances (module docstring). The
+    networks are built on the CPU (seeded) and trained on the device of ``data``."""
     x_tr, y_tr, x_te, y_te = data
     d_in, d_out = x_tr.shape[1], y_tr.shape[1]
 
     def build(**kw: Any) -> ReuseNet:
-        return ReuseNet(d_in, d_out, width, depth, **kw)
+        return ReuseNet(d_in, d_out, width, depth, **kw).to(x_tr.device)
 
     def test_loss(m: ReuseNet) -> float:
         with torch.no_grad():

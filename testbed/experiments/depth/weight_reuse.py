@@ -61,15 +61,16 @@ depth, seed):
   (each layer adds an independent ``ε·W̃ᵀg̃`` vs ``ε·Wᵀg``; summed over ``L`` layers an ``O(a²)`` mismatch), so it
   is *not* a measure of the ``O(1/n)`` coupling — but it sets how differently the two twins of (2) learn.
 
-Width sweep: ``n ∈ cfg.reuse_widths`` at the fixed depth ``L_w`` = lower median of ``cfg.reuse_depths``; depth
-sweep: ``L ∈ cfg.reuse_depths`` at the fixed width ``n = cfg.width``. The paper's statement is ``O(1/n)``
-uniformly over depth (the coupling must not grow with ``L``); per layer we expect ``∝ ε = a/√L``.
+Width sweep: ``n ∈ cfg.weight_reuse.widths`` at the fixed depth ``L_w`` = lower median of
+``cfg.weight_reuse.depths``; depth sweep: ``L ∈ cfg.weight_reuse.depths`` at the fixed width ``n = cfg.width``.
+The paper's statement is ``O(1/n)`` uniformly over depth (the coupling must not grow with ``L``); per layer we
+expect ``∝ ε = a/√L``.
 
-**(2) Effect on the dynamics** (``n = cfg.width``, ``L ∈ cfg.reuse_depths``). Regression of the teacher flow map
-``x_0 ↦ φ_T(x_0)`` (``cfg.n_train`` / ``cfg.n_test`` trajectories, ``d = 2 → n → 2``): the true network and its
+**(2) Effect on the dynamics** (``n = cfg.width``, ``L ∈ cfg.weight_reuse.depths``). Regression of the teacher
+flow map ``x_0 ↦ φ_T(x_0)`` (``cfg.n_train`` / ``cfg.n_test`` trajectories, ``d = 2 → n → 2``): the true network and its
 decoupled twin start from the *same* weights (same seed; the copy ``W̃`` from a separate stream) and see the same
-minibatches (``cfg.batch_size``): ``cfg.reuse_steps`` Adam steps at a constant learning rate under the Depth-μP
-rule (:func:`testbed.parameterization.param_groups`: ``η = cfg.feat_lr`` for ``W_in, W_out, b_out``, ``η/√L``
+minibatches (``cfg.batch_size``): ``cfg.weight_reuse.steps`` Adam steps at a constant learning rate under the
+Depth-μP rule (:func:`testbed.parameterization.param_groups`: ``η = cfg.lr`` for ``W_in, W_out, b_out``, ``η/√L``
 for the branches), loss ``½·mean_i ‖y_i − y*_i‖²``. Variants ``v``: ``tracking`` (the decoupled twin above),
 ``frozen`` (``frozen_copy=True``) and ``reinit`` (a *true* network from another initialisation: the
 finite-width spread of the learned function, a floor for pathwise comparisons). Quantities:
@@ -90,6 +91,13 @@ distance need not fall like ``L^{-2}``; the summary reports what is measured.
 Outputs: ``results.csv`` (tidy: ``quantity, width, depth, seed, value``; written last), figure
 ``weight_reuse.{png,pdf}``: (a) coupling vs ``n``, (b) coupling vs ``L``, (c) dynamics difference vs ``L``;
 log–log with fitted slopes in the legends and dotted guides for the claimed exponents.
+
+Settings: ``cfg`` is the depth-scaling config; this sub-study's own settings are :class:`Config`
+(``cfg.weight_reuse``: ``widths``, ``depths``, ``steps``; ``--set weight_reuse.depths=4,8,16``), the others are
+shared fields (``width``, ``flow_system``, ``n_train``, ``n_test``, ``batch_size``, ``lr``, ``seeds``, ``device``).
+Both parts run on ``cfg.device`` (weights are drawn on the CPU from seeded generators, then moved). Layout: this
+module holds the protocol, the aggregates and the summary, :mod:`~testbed.experiments.depth.reuse_net` the autograd
+Function, the network and the estimators, :mod:`~testbed.experiments.depth.weight_reuse_plot` the figure.
 """
 
 from __future__ import annotations
@@ -145,22 +153,22 @@ class Config:
 
 
 # -------------------------------------------------------------------------------------------------- helpers
-
-
 def width_depth(cfg) -> tuple[int, int]:
-    """``(L_w, n_L)``: the fixed depth of the width sweep (lower median of ``reuse_depths``) and the fixed width
-    of the depth sweeps (``cfg.width``)."""
-    ds = sorted(int(d) for d in cfg.reuse_depths)
+    """``(L_w, n_L)``: the fixed depth of the width sweep (lower median of ``cfg.weight_reuse.depths``) and the
+    fixed width of the depth sweeps (``cfg.width``)."""
+    ds = sorted(int(d) for d in cfg.weight_reuse.depths)
     return ds[(len(ds) - 1) // 2], int(cfg.width)
 
 
 def flow_data(cfg) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(x_train, y_train, x_test, y_test)``: initial states and flow endpoints of ``cfg.flow_system``."""
+    """``(x_train, y_train, x_test, y_test)``: initial states and flow endpoints of ``cfg.flow_system`` (float64,
+    generated on the CPU, returned on ``cfg.device``)."""
     import systems
     from testbed.experiments.common import make_splits
 
     tr, te, _ = make_splits(systems.get_system(cfg.flow_system), cfg.n_train, cfg.n_test, 1, dtype=torch.float64)
-    return tr.states[0], tr.states[-1], te.states[0], te.states[-1]
+    dev = torch.device(cfg.device)
+    return tr.states[0].to(dev), tr.states[-1].to(dev), te.states[0].to(dev), te.states[-1].to(dev)
 
 
 def series(rows: list[dict[str, Any]], quantity: str, axis: str, **fixed: Any) -> tuple[list[int], list[float]]:
@@ -177,7 +185,7 @@ def fixed_axes(rows: list[dict[str, Any]]) -> tuple[int, int]:
     """``(L_w, n_L)`` recovered from coupling rows: the depth shared by the width sweep and the width shared by
     the depth sweep (the most frequent depth / width)."""
     cr = [r for r in rows if r["quantity"] == "coupling_excess"]
-    return _mode([int(r["depth"]) for r in cr]), _mode([int(r["width"]) for r in cr])
+    return mode([int(r["depth"]) for r in cr]), mode([int(r["width"]) for r in cr])
 
 
 def fitted_slopes(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -185,7 +193,7 @@ def fitted_slopes(rows: list[dict[str, Any]]) -> dict[str, float]:
     vs depth."""
     L_w, n_L = fixed_axes(rows)
     dyn = [int(r["width"]) for r in rows if r["quantity"] == "test_loss_true"]
-    n_dyn = _mode(dyn) if dyn else n_L
+    n_dyn = mode(dyn) if dyn else n_L
     out: dict[str, float] = {}
     for q in ("coupling_excess", "coupling_fluctuation", "coupling_true", "backward_overlap"):
         out[f"{q}_vs_width"] = loglog_slope(*series(rows, q, "width", depth=L_w))
@@ -205,14 +213,15 @@ def final_loss_gap(rows: list[dict[str, Any]], variant: str, width: int) -> tupl
     return common, [abs(lv[xv.index(x)] - lt[xs.index(x)]) / lt[xs.index(x)] for x in common]
 
 
-def _mode(vals: list[int]) -> int:
+def mode(vals: list[int]) -> int:
     """Most frequent value (the smallest among ties); 0 for an empty list."""
     return max(sorted(set(vals)), key=vals.count) if vals else 0
 
 
 # -------------------------------------------------------------------------------------------- run / plot / summary
 def run(cfg, out: Path) -> list[dict[str, Any]]:
-    """Both parts (module docstring) for every seed; writes the figure, then ``out/results.csv``; returns rows."""
+    """Both parts (module docstring) for every seed of the depth-scaling config ``cfg``, on ``cfg.device``; writes
+    ``out/results.csv`` and returns its rows."""
     from testbed.progress import progress
 
     out = Path(out)
@@ -220,8 +229,9 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
     data = flow_data(cfg)
     x_c, y_c = data[2][:COUPLING_INPUTS], data[3][:COUPLING_INPUTS]
     L_w, n_L = width_depth(cfg)
-    pairs = sorted({(int(n), L_w) for n in cfg.reuse_widths} | {(n_L, int(L)) for L in cfg.reuse_depths})
-    depths = sorted(int(L) for L in cfg.reuse_depths)
+    c = cfg.weight_reuse
+    pairs = sorted({(int(n), L_w) for n in c.widths} | {(n_L, int(L)) for L in c.depths})
+    depths = sorted(int(L) for L in c.depths)
     jobs = [("coupling", n, L, sd) for sd in cfg.seeds for n, L in pairs]
     jobs += [("dynamics", n_L, L, sd) for sd in cfg.seeds for L in depths]
     rows: list[dict[str, Any]] = []
@@ -229,7 +239,7 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
         if kind == "coupling":
             rows += coupling_rows(n, L, x_c, y_c, int(sd))
         else:
-            rows += dynamics_rows(n, L, data, int(sd), cfg.reuse_steps, cfg.feat_lr, cfg.batch_size)
+            rows += dynamics_rows(n, L, data, int(sd), c.steps, cfg.lr, cfg.batch_size)
     write_csv(out / "results.csv", rows, COLUMNS)
     return rows
 
@@ -238,6 +248,12 @@ def plot(out: Path) -> list[Path]:
     """Redraw ``weight_reuse.{png,pdf}`` from ``out/results.csv``."""
     out = Path(out)
     return _draw(read_csv(out / "results.csv"), out)
+
+
+def _draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    from testbed.experiments.depth.weight_reuse_plot import draw
+
+    return draw(rows, out)
 
 
 def _verdict(measured: float, claimed: float) -> str:
@@ -285,7 +301,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     L_w, n_L = fixed_axes(rows)
     dyn = [int(r["width"]) for r in rows if r["quantity"] == "test_loss_true"]
     if dyn:
-        n_dyn = _mode(dyn)
+        n_dyn = mode(dyn)
         xs, tr = series(rows, "func_dist_tracking", "depth", width=n_dyn)
         _, ri = series(rows, "func_dist_reinit", "depth", width=n_dyn)
         if xs and ri and ri[-1] > 0:
@@ -296,3 +312,9 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"key": "backward_overlap_mean", "value": float(np.mean(ov)),
                     "claim": "1 if the true and decoupled backward signals agreed pathwise (they need not)"})
     return out
+
+
+__all__ = ["BRANCH_MULTIPLIER", "COLUMNS", "Config", "DecoupledLinear", "MIN_DRAWS", "ReuseNet", "coupling_draws",
+           "coupling_from_weights", "coupling_rows", "coupling_stats", "decoupled_linear", "dynamics_rows",
+           "final_loss_gap", "fitted_slopes", "fixed_axes", "flow_data", "loglog_slope", "mode", "n_draws_for",
+           "plot", "run", "series", "summary", "width_depth"]

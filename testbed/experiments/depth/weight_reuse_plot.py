@@ -41,62 +41,43 @@ def _band(rows: list[dict[str, Any]], quantity: str, axis: str, **fixed: Any) ->
     return xs, np.asarray(m), np.asarray(err)
 
 
-def _loglog(ax, xs: list[int], m: np.ndarray, err: np.ndarray, color: str, label: str, ls: str = "-",
-            marker: str = "o") -> None:
-    ok = m > 0
-    if not ok.any():
-        return
-    x = np.asarray(xs)[ok]
-    lo = np.minimum(err[ok], 0.95 * m[ok])          # keep the lower whisker on the log axis
-    ax.errorbar(x, m[ok], yerr=[lo, err[ok]], color=color, ls=ls, marker=marker, ms=3, lw=1, capsize=2,
-                label=f"{label}, slope {loglog_slope(xs, m):+.2f}")
+def _ticks(ax) -> list[int]:
+    """The x values of every series drawn on ``ax`` (for :func:`~testbed.plotting.log_axes`)."""
+    return sorted({int(x) for ln in ax.lines for x in ln.get_xdata() if x > 0})
 
 
-def _guide(ax, xs: list[int], y0: float, power: float, text: str) -> None:
-    if not xs or not (y0 > 0):
-        return
-    x = np.asarray([min(xs), max(xs)], dtype=float)
-    ax.plot(x, y0 * (x / x[0]) ** power, color="0.55", ls=":", lw=1, label=text)
-
-
-def _log_axes(ax) -> None:
-    """log₂ x-axis, log₁₀ y-axis; minor ticks unlabelled (labels cost most of the drawing time)."""
-    from matplotlib.ticker import NullFormatter
-
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-def _draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+def draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """The three-panel figure ``weight_reuse.{png,pdf}`` from the rows of ``results.csv``; returns both paths."""
     import matplotlib.pyplot as plt
 
     use_style()
     L_w, n_L = fixed_axes(rows)
     dyn = [int(r["width"]) for r in rows if r["quantity"] == "test_loss_true"]
-    n_dyn = _mode(dyn) if dyn else n_L
+    n_dyn = mode(dyn) if dyn else n_L
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
     ax = axes[0]
     xs, m, e = _band(rows, "coupling_excess", "width", depth=L_w)
-    _loglog(ax, xs, m, e, color_for("field", 0), "excess κ − κ̃ (mirror est.)")
+    loglog_line(ax, xs, m, e, color=color_for("field", 0), label="excess κ − κ̃ (mirror est.)")
     xf, mf, ef = _band(rows, "coupling_fluctuation", "width", depth=L_w)
-    _loglog(ax, xf, mf, ef, color_for("endpoint", 1), "one-draw fluctuation RMS ρ̃", ls="--", marker="s")
+    loglog_line(ax, xf, mf, ef, color=color_for("endpoint", 1), label="one-draw fluctuation RMS ρ̃", ls="--",
+                marker="s")
     if len(m) and m[0] > 0:
-        _guide(ax, xs, float(m[0]), WIDTH_CLAIM, "claim ∝ 1/n")
+        power_guide(ax, xs, float(m[0]), WIDTH_CLAIM, "claim ∝ 1/n")
     ax.set(xlabel="width n", ylabel="forward/backward coupling at init",
            title=f"(a) coupling vs width, L = {L_w}")
-    _log_axes(ax)
+    log_axes(ax, _ticks(ax))
     ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     ax = axes[1]
     xs, m, e = _band(rows, "coupling_excess", "depth", width=n_L)
-    _loglog(ax, xs, m, e, color_for("field", 0), "excess κ − κ̃ (mirror est.)")
+    loglog_line(ax, xs, m, e, color=color_for("field", 0), label="excess κ − κ̃ (mirror est.)")
     xf, mf, ef = _band(rows, "coupling_fluctuation", "depth", width=n_L)
-    _loglog(ax, xf, mf, ef, color_for("endpoint", 1), "one-draw fluctuation RMS ρ̃", ls="--", marker="s")
+    loglog_line(ax, xf, mf, ef, color=color_for("endpoint", 1), label="one-draw fluctuation RMS ρ̃", ls="--",
+                marker="s")
     xo, mo, eo = _band(rows, "backward_overlap", "depth", width=n_L)
-    _loglog(ax, xo, mo, eo, color_for("trajectory", 2), "cos(g₀, g̃₀) true vs decoupled", ls="-.", marker="^")
+    loglog_line(ax, xo, mo, eo, color=color_for("trajectory", 2), label="cos(g₀, g̃₀) true vs decoupled", ls="-.",
+                marker="^")
     ax.set(xlabel="depth L", title=f"(b) coupling vs depth, n = {n_L}")
-    _log_axes(ax)
+    log_axes(ax, _ticks(ax))
     ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     ax = axes[2]
     styles = [("func_dist_tracking", "‖f_dec − f‖/‖f − f₀‖ (decoupled)", "-", "o", 0),
@@ -105,19 +86,18 @@ def _draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
               ("func_dist_reinit", "‖f' − f‖/‖f − f₀‖ (other init)", ":", "D", 7)]
     xg, gap = final_loss_gap(rows, "tracking", n_dyn)
     if xg:
-        _loglog(ax, xg, np.asarray(gap), np.zeros(len(gap)), color_for("gap", 4), "test-loss gap (decoupled)",
-                ls="-.", marker="x")
+        loglog_line(ax, xg, gap, color=color_for("gap", 4), label="test-loss gap (decoupled)", ls="-.", marker="x")
     first = None
     for q, label, ls, mk, c in styles:
         xs, m, e = _band(rows, q, "depth", width=n_dyn)
-        _loglog(ax, xs, m, e, color_for(q, c), label, ls=ls, marker=mk)
+        loglog_line(ax, xs, m, e, color=color_for(q, c), label=label, ls=ls, marker=mk)
         if first is None and len(m) and m[0] > 0:
             first = (xs, float(m[0]))
     if first is not None:
-        _guide(ax, first[0], first[1], DEPTH_CLAIM, "claim ∝ L⁻²")
+        power_guide(ax, first[0], first[1], DEPTH_CLAIM, "claim ∝ L⁻²")
     ax.set(xlabel="depth L", ylabel="true vs decoupled after training",
            title=f"(c) effect on the dynamics, n = {n_dyn}")
-    _log_axes(ax)
+    log_axes(ax, _ticks(ax))
     ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     fig.subplots_adjust(wspace=0.3)
     return save_figure(fig, Path(out) / "weight_reuse")
