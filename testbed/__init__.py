@@ -32,7 +32,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
         "ResidualStages", "STUDENTS")},
     # objectives and training
     **{n: ("testbed.objectives", n) for n in ("Objective", "make_objective")},
-    **{n: ("testbed.train", n) for n in ("train", "TrainConfig", "TrainResult", "load_student", "read_checkpoint",
+    **{n: ("testbed.train", n) for n in ("TrainConfig", "TrainResult", "load_student", "read_checkpoint",
                                          "save_checkpoint")},
     # field metrics
     **{n: ("testbed.field", n) for n in (
@@ -47,7 +47,12 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ConfigError": ("testbed.config", "ConfigError"),
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "train"])
+
+
+# ``train`` is also the name of the submodule ``testbed.train``: importing that submodule anywhere would set the
+# package attribute to the module, so the function is bound eagerly (after the submodule is loaded) instead.
+from testbed.train import train  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:

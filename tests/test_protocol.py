@@ -198,8 +198,10 @@ def test_public_api_resolves():
     for name in testbed.__all__:
         assert getattr(testbed, name) is not None, name
     from testbed.students import build_student
+    from testbed.train import train
 
     assert testbed.build_student is build_student and testbed.load_results is load
+    assert testbed.train is train  # the function, though a submodule has the same name
     with pytest.raises(AttributeError):
         testbed.no_such_name  # noqa: B018
     assert Path(testbed.__file__).name == "__init__.py"

@@ -46,6 +46,17 @@ def _ticks(ax) -> list[int]:
     return sorted({int(x) for ln in ax.lines for x in ln.get_xdata() if x > 0})
 
 
+
+def _coupling_lines(ax, rows, axis: str, **fixed):
+    """The excess coupling κ − κ̃ and the one-draw fluctuation ρ̃ against ``axis`` (width or depth), log–log;
+    returns the excess curve's ``(x, mean)``."""
+    xs, m, e = _band(rows, "coupling_excess", axis, **fixed)
+    loglog_line(ax, xs, m, e, color=color_for("field", 0), label="excess κ − κ̃ (mirror est.)")
+    xf, mf, ef = _band(rows, "coupling_fluctuation", axis, **fixed)
+    loglog_line(ax, xf, mf, ef, color=color_for("endpoint", 1), label="one-draw fluctuation RMS ρ̃", ls="--",
+                marker="s")
+    return xs, m
+
 def draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     """The three-panel figure ``weight_reuse.{png,pdf}`` from the rows of ``results.csv``; returns both paths."""
     import matplotlib.pyplot as plt
@@ -56,11 +67,7 @@ def draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     n_dyn = mode(dyn) if dyn else n_L
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
     ax = axes[0]
-    xs, m, e = _band(rows, "coupling_excess", "width", depth=L_w)
-    loglog_line(ax, xs, m, e, color=color_for("field", 0), label="excess κ − κ̃ (mirror est.)")
-    xf, mf, ef = _band(rows, "coupling_fluctuation", "width", depth=L_w)
-    loglog_line(ax, xf, mf, ef, color=color_for("endpoint", 1), label="one-draw fluctuation RMS ρ̃", ls="--",
-                marker="s")
+    xs, m = _coupling_lines(ax, rows, "width", depth=L_w)
     if len(m) and m[0] > 0:
         power_guide(ax, xs, float(m[0]), WIDTH_CLAIM, "claim ∝ 1/n")
     ax.set(xlabel="width n", ylabel="forward/backward coupling at init",
@@ -68,11 +75,7 @@ def draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     log_axes(ax, _ticks(ax))
     ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     ax = axes[1]
-    xs, m, e = _band(rows, "coupling_excess", "depth", width=n_L)
-    loglog_line(ax, xs, m, e, color=color_for("field", 0), label="excess κ − κ̃ (mirror est.)")
-    xf, mf, ef = _band(rows, "coupling_fluctuation", "depth", width=n_L)
-    loglog_line(ax, xf, mf, ef, color=color_for("endpoint", 1), label="one-draw fluctuation RMS ρ̃", ls="--",
-                marker="s")
+    _coupling_lines(ax, rows, "depth", width=n_L)
     xo, mo, eo = _band(rows, "backward_overlap", "depth", width=n_L)
     loglog_line(ax, xo, mo, eo, color=color_for("trajectory", 2), label="cos(g₀, g̃₀) true vs decoupled", ls="-.",
                 marker="^")
