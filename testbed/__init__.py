@@ -52,7 +52,7 @@ __all__ = sorted([*_EXPORTS, "train"])
 
 # ``train`` is also the name of the submodule ``testbed.train``: importing that submodule anywhere would set the
 # package attribute to the module, so the function is bound eagerly (after the submodule is loaded) instead.
-from testbed.train import train  # noqa: E402
+from testbed.train import train  # noqa: E402, F401
 
 
 def __getattr__(name: str) -> Any:
