@@ -333,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help, or an argparse error already printed as one line
         return int(stop.code or 0)
+    from testbed.results import git_state, set_command
+
+    set_command(["testbed", *(sys.argv[1:] if argv is None else argv)])
+    git_state()  # provenance of the tree as the command starts (before a run writes into tracked folders)
     try:
         if args.command == "list":
             return cmd_list()

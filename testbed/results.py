@@ -144,32 +144,128 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
-def git_commit(cwd: str | Path | None = None) -> str | None:
-    """The current git commit of the project (None outside a checkout)."""
+def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        here = Path(cwd) if cwd else Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout.decode("utf-8", "replace") if out.returncode == 0 else None
+
+
+def git_state(cwd: str | Path | None = None) -> dict[str, Any]:
+    """``{"commit", "dirty", "diff_sha256"}`` of the project's checkout: the HEAD commit, whether tracked files
+    differ from it or untracked (not ignored) files exist, and a SHA-256 of ``git diff HEAD`` plus the untracked
+    names (``None`` when clean). All ``None`` outside a checkout.
+
+    Without ``cwd`` the answer is computed once per process — the CLI asks before a run starts, so a run that
+    writes into tracked folders (``figures/``) is judged by the tree it started from.
+    """
+    if cwd is None:
+        global _STATE
+        if _STATE is None:
+            _STATE = git_state(Path(__file__).resolve().parent)
+        return dict(_STATE)
+    here = Path(cwd)
+    commit = (_git(["rev-parse", "HEAD"], here) or "").strip() or None
+    if commit is None:
+        return {"commit": None, "dirty": None, "diff_sha256": None}
+    status = _git(["status", "--porcelain", "--untracked-files=normal"], here) or ""
+    dirty = bool(status.strip())
+    digest = None
+    if dirty:
+        import hashlib
+
+        diff = _git(["diff", "HEAD", "--binary"], here) or ""
+        untracked = sorted(line[3:] for line in status.splitlines() if line.startswith("??"))
+        digest = hashlib.sha256((diff + "\n".join(untracked)).encode()).hexdigest()
+    return {"commit": commit, "dirty": dirty, "diff_sha256": digest}
+
+
+_STATE: dict[str, Any] | None = None
+_COMMAND: list[str] | None = None
+
+
+def set_command(argv: list[str]) -> None:
+    """Record the command this process is running (the CLI calls it; ``sys.argv`` otherwise)."""
+    global _COMMAND
+    _COMMAND = [str(a) for a in argv]
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The current git commit of the project (None outside a checkout)."""
+    return git_state(cwd)["commit"]
+
+
+def relative_command(argv: list[str] | None = None, cwd: str | Path | None = None) -> str:
+    """The command line as typed, with the program as its name (``testbed``) and paths inside the working folder
+    relative to it; the home folder becomes ``~`` (no absolute home paths in committed metadata)."""
+    argv = list((_COMMAND or sys.argv) if argv is None else argv)
+    if not argv:
+        return ""
+    here = Path(cwd) if cwd is not None else Path.cwd()
+    home = str(Path.home())
+    prog = Path(argv[0]).name
+    if prog in ("__main__.py", "cli.py"):
+        prog = "testbed"
+
+    def rel(arg: str) -> str:
+        head, eq, value = arg.partition("=") if arg.startswith("-") and "=" in arg else ("", "", arg)
+        if not value.startswith("/"):
+            return arg
+        try:
+            return head + eq + Path(value).relative_to(here).as_posix()
+        except ValueError:
+            if value == home or value.startswith(home + "/"):
+                return head + eq + "~" + value[len(home):]
+            return arg
+
+    return " ".join([prog, *(rel(a) for a in argv[1:])])
+
+
+def host_info() -> dict[str, Any]:
+    """CPU model, core count, GPU model (when CUDA is available), platform and torch threads."""
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "gpu": gpu,
+            "threads": torch.get_num_threads()}
 
 
 def run_metadata(config: Any = None, seeds: Iterable[int] | None = None, **extra: Any) -> dict[str, Any]:
-    """Command line, config, seeds, git commit, package versions and host for a results folder."""
+    """Provenance of a results folder: the command (paths relative to the working folder), config, seeds, git
+    commit with the dirty flag and diff hash of the tree the run started from, package versions, host (CPU/GPU
+    model, threads) and time."""
     import numpy
     import scipy
     import torch
     import torchdiffeq
 
+    state = git_state()
     return {
-        "command": " ".join(sys.argv),
+        "command": relative_command(),
         "config": to_jsonable(config),
         "seeds": list(seeds) if seeds is not None else None,
-        "commit": git_commit(),
+        "commit": state["commit"],
+        "dirty": state["dirty"],
+        "diff_sha256": state["diff_sha256"],
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchdiffeq": getattr(torchdiffeq, "__version__", "?"), "numpy": numpy.__version__,
-                     "scipy": scipy.__version__},
-        "host": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+                     "scipy": scipy.__version__, "testbed": _version()},
+        "host": host_info(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **extra,
     }
+
+
+def _version() -> str:
+    from testbed import __version__
+
+    return __version__

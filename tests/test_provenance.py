@@ -1,0 +1,55 @@
+"""Provenance in results.json: commit, dirty flag and diff hash of the tree a run started from, a command without
+absolute home paths, package versions and the host."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from testbed.cli import main
+from testbed.results import git_state, relative_command
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_git_state_tracks_dirty_trees_and_hashes_the_difference(tmp_path):
+    assert git_state(tmp_path) == {"commit": None, "dirty": None, "diff_sha256": None}
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "-c", "user.email=a@b", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "0")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    _git(tmp_path, "add", "a.py")
+    _git(tmp_path, "-c", "user.email=a@b", "-c", "user.name=t", "commit", "-q", "-m", "a")
+    clean = git_state(tmp_path)
+    assert len(clean["commit"]) == 40 and clean["dirty"] is False and clean["diff_sha256"] is None
+    (tmp_path / "a.py").write_text("x = 2\n")
+    one = git_state(tmp_path)
+    (tmp_path / "a.py").write_text("x = 3\n")
+    two = git_state(tmp_path)
+    assert one["dirty"] and two["dirty"] and one["diff_sha256"] != two["diff_sha256"]
+    assert one["commit"] == clean["commit"]
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "new.txt").write_text("untracked\n")
+    assert git_state(tmp_path)["dirty"] is True  # an untracked file makes the tree dirty too
+
+
+def test_command_has_no_absolute_home_paths(tmp_path):
+    home = str(Path.home())
+    cmd = relative_command(["/opt/venv/bin/testbed", "run", "law-recovery", "--out", f"{tmp_path}/figures/x",
+                            f"--data-dir={home}/data", "/etc/passwd"], tmp_path)
+    assert cmd == "testbed run law-recovery --out figures/x --data-dir=~/data /etc/passwd"
+
+
+def test_results_json_records_provenance(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "law-recovery", "--quick", "--system", "linear_spiral", "--no-progress", "--out", "o",
+                 "--set", "steps=5", "n_train=16", "n_test=8", "n_layers=8", "width=8", "objectives=endpoint"]) == 0
+    meta = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert meta["command"].startswith("testbed run law-recovery --quick --system linear_spiral --no-progress --out o")
+    assert str(Path.home()) + "/" not in json.dumps(meta["command"])
+    assert set(meta) >= {"commit", "dirty", "diff_sha256", "versions", "host", "config", "seeds"}
+    assert isinstance(meta["dirty"], bool) and len(meta["commit"]) == 40
+    assert (meta["diff_sha256"] is None) == (meta["dirty"] is False)
+    assert {"cpu", "cores", "gpu", "threads"} <= set(meta["host"]) and meta["versions"]["testbed"]

@@ -1,0 +1,95 @@
+"""The statistics module against hand-computed values, scipy, exact enumeration and simulated coverage."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from testbed.stats import bootstrap_interval, loglog_fit, paired, sign_flip_pvalue, summarize, t_interval
+
+
+def test_summary_of_one_to_five_by_hand():
+    s = summarize([1, 2, 3, 4, 5])
+    # mean 3, sample std sqrt(2.5), t_{0.975,4} = 2.7764451: half-width 2.7764451·1.5811388/√5 = 1.9632432
+    assert s.mean == 3.0 and s.std == pytest.approx(math.sqrt(2.5), rel=1e-12) and s.n == 5
+    assert s.half_width == pytest.approx(1.963243161, rel=1e-8)
+    assert (s.lo, s.hi) == pytest.approx((3 - 1.963243161, 3 + 1.963243161), rel=1e-8)
+    assert s.format() == "3 ± 2 (5)" and summarize([0.1234, 0.1236]).format().endswith("(2)")
+
+
+def test_t_interval_matches_scipy_and_drops_nans():
+    x = [0.3, 1.7, 2.2, 0.9, 1.1, float("nan")]
+    lo, hi = t_interval(x, 0.9)
+    ref = st.t.interval(0.9, 4, loc=np.mean(x[:5]), scale=st.sem(x[:5]))
+    assert (lo, hi) == pytest.approx(ref, rel=1e-12)
+    one = summarize([2.0, float("nan")])
+    assert one.n == 1 and one.mean == 2.0 and math.isnan(one.std) and math.isnan(one.half_width)
+    assert summarize([]).n == 0 and summarize([]).format() == "– (0)"
+
+
+def test_t_interval_covers_the_mean_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    hits = [lo <= 1.0 <= hi for lo, hi in (t_interval(rng.normal(1.0, 2.0, 5)) for _ in range(4000))]
+    assert abs(np.mean(hits) - 0.95) < 0.012  # binomial sd of the coverage ≈ 0.0034
+
+
+def test_bootstrap_interval_is_seeded_and_near_the_t_interval_for_normal_data():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 1.0, 400)
+    b1, b2 = bootstrap_interval(x, seed=3), bootstrap_interval(x, seed=3)
+    assert b1 == b2
+    t_lo, t_hi = t_interval(x)
+    assert b1[0] == pytest.approx(t_lo, abs=0.02) and b1[1] == pytest.approx(t_hi, abs=0.02)
+    skewed = summarize(rng.lognormal(0.0, 1.5, 30), method="bootstrap")
+    assert skewed.method == "bootstrap" and skewed.lo < skewed.mean < skewed.hi
+    with pytest.raises(ValueError, match="method"):
+        summarize([1, 2], method="z")
+
+
+def test_sign_flip_pvalue_by_enumeration():
+    # d = (1, 2, 3): |Σ ε d| ≥ 6 only for ε = ±(1, 1, 1): p = 2/8
+    assert sign_flip_pvalue([1, 2, 3]) == 0.25
+    # d = (1, −1): Σ d = 0, every sign vector is as extreme: p = 1
+    assert sign_flip_pvalue([1, -1]) == 1.0
+    # five equal positive differences: p = 2/32, the smallest a 5-seed study can reach
+    assert sign_flip_pvalue([0.5] * 5) == pytest.approx(2 / 32)
+    # above the exact limit the Monte Carlo estimate agrees with the exact one for the same data
+    d = np.random.default_rng(2).normal(0.3, 1.0, 18)
+    assert sign_flip_pvalue(d, n_perm=200_000) == pytest.approx(_exact(d), abs=0.005)
+
+
+def _exact(d):
+    import itertools
+
+    total = abs(sum(d)) - 1e-12
+    return np.mean([abs(sum(s * v for s, v in zip(signs, d, strict=True))) >= total
+                    for signs in itertools.product((1, -1), repeat=len(d))])
+
+
+def test_paired_comparison_matches_scipy_ttest_rel():
+    a = [0.81, 0.79, 0.85, 0.90, 0.77]
+    b = [0.78, 0.80, 0.80, 0.86, 0.75]
+    c = paired(a, b)
+    ref = st.ttest_rel(a, b)
+    assert c.t == pytest.approx(ref.statistic, rel=1e-10) and c.p_t == pytest.approx(ref.pvalue, rel=1e-10)
+    assert c.diff.mean == pytest.approx(np.mean(np.subtract(a, b)), rel=1e-12) and c.diff.n == 5
+    assert c.p_sign_flip == pytest.approx(_exact(np.subtract(a, b)))
+    same = paired([1.0, 2.0], [1.0, 2.0])
+    assert same.t == 0.0 and same.p_t == 1.0
+    with pytest.raises(ValueError, match="shared seed"):
+        paired([1, 2, 3], [1, 2])
+
+
+def test_loglog_fit_recovers_an_exact_power_law_and_brackets_a_noisy_one():
+    x = np.array([4, 8, 16, 32, 64, 128], dtype=float)
+    exact = loglog_fit(x, 3.0 * x ** -2.0)
+    assert exact.slope == pytest.approx(-2.0, abs=1e-12) and exact.r2 == pytest.approx(1.0, abs=1e-12)
+    assert exact.lo == pytest.approx(-2.0, abs=1e-9) and exact.hi == pytest.approx(-2.0, abs=1e-9)
+    rng = np.random.default_rng(4)
+    xs = np.repeat(x, 5)
+    noisy = loglog_fit(xs, xs ** -1.0 * np.exp(rng.normal(0, 0.1, xs.size)))
+    assert noisy.lo < -1.0 < noisy.hi and noisy.hi - noisy.lo < 0.15 and 0.95 < noisy.r2 < 1.0
+    assert math.isnan(loglog_fit([1.0], [2.0]).slope)
