@@ -170,7 +170,7 @@ def test_figures_from_sweep_error_bars(tmp_path: Path) -> None:
         for ext in (".png", ".pdf", ".caption.txt"):
             assert (figs / f"sweep_{opt}{ext}").exists()
     cap = (figs / "sweep_lr.caption.txt").read_text()
-    assert "mean ± std over 2 seeds" in cap and "seeds: 0, 1" in cap
+    assert "mean ± 95% CI over 2 seeds" in cap and "seeds: 0, 1" in cap
     assert not (figs / "merged").exists()  # options vary: no pooled experiment figure
     out = tmp_path / "chosen"
     assert main(["figures", "--from", str(sweep), "--out", str(out), "--metric", "law_error_id"]) == 0

@@ -16,8 +16,8 @@ Hyperparameters left at ``None`` (``lr``, ``alpha``, ``beta``, ``minibatch_size`
 ``backbone``) take the published per-benchmark, per-method, per-buffer values (:data:`PAPER_HPARAMS`,
 :data:`PROTOCOL`); field-preservation variants use their host method's values.
 
-Writes ``results.csv`` (one row per benchmark × method × buffer × seed), ``summary.csv`` (mean ± std over seeds,
-beside the DER paper's Seq-MNIST numbers), ``accuracy_matrices.csv`` (tidy), ``results.json`` and the figure
+Writes ``results.csv`` (one row per benchmark × method × buffer × seed), ``summary.csv`` (mean, std and 95% CI
+over seeds, beside the DER paper's Seq-MNIST numbers), ``accuracy_matrices.csv`` (tidy), ``results.json`` and the figure
 ``continual.png/.pdf``.
 """
 
@@ -47,6 +47,7 @@ from testbed.continual.data import SplitBenchmark, subsample_per_class
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.plotting import PALETTE, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
+from testbed.stats import summarize as summarize_values
 
 NAME = "continual"
 #: natural keys of a row besides its seed: rows sharing them are repeats over seeds
@@ -66,7 +67,7 @@ CAPTIONS = {
         "per method and buffer (plain: class-IL, hatched: task-IL; ×: the DER paper's Seq-MNIST value). Bottom "
         "middle: class-IL backward transfer (0 = no forgetting). Bottom right: field retention on past tasks' test "
         "inputs, 1 − relative drift of the stage states (plain) and of the JVP sketches (hatched). FP = field "
-        "preservation. Error bars: std over seeds."),
+        "preservation. Error bars: 95% t-interval of the mean over seeds."),
 }
 OUTPUT_FILES = ("results.csv", "summary.csv", "accuracy_matrices.csv", "results.json", "continual.png",
                 "continual.pdf", "results.partial.csv")
@@ -276,14 +277,15 @@ def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], list[dict[
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation (over seeds, ``ddof = 0``) of every metric per benchmark × method × buffer,
-    with the DER paper's Seq-MNIST numbers beside ours where it reports them."""
+    """Mean, sample std (``ddof = 1``) and 95% t-interval half-width over seeds (:mod:`testbed.stats`) of every
+    metric per benchmark × method × buffer, with the DER paper's Seq-MNIST numbers beside ours where it reports
+    them."""
     out = []
     for (bench, method, buf), rs in _groups(rows).items():
         rec: dict[str, Any] = {"benchmark": bench, "method": method, "buffer_size": buf, "n_seeds": len(rs)}
         for m in SUMMARY_METRICS:
-            vals = np.array([float(r[m]) for r in rs])
-            rec[f"{m}_mean"], rec[f"{m}_std"] = float(vals.mean()), float(vals.std())
+            s = summarize_values([float(r[m]) for r in rs])
+            rec[f"{m}_mean"], rec[f"{m}_std"], rec[f"{m}_ci95"] = s.mean, s.std, s.half_width
         paper = PAPER_SEQ_MNIST.get((method, buf)) if bench == "split_mnist" else None
         rec.update({"paper_class_il": paper[0] if paper else "", "paper_class_il_std": paper[1] if paper else "",
                     "paper_task_il": paper[2] if paper else "", "paper_task_il_std": paper[3] if paper else ""})
@@ -375,8 +377,9 @@ def _plot_benchmark(rows: list[dict[str, Any]], tidy: list[dict[str, Any]], benc
     x = np.arange(len(keys))
 
     def stat(key: tuple[str, str, int], metric: str) -> tuple[float, float]:
-        vals = np.array([float(r[metric]) for r in groups[key]])
-        return float(vals.mean()), float(vals.std()) if vals.size > 1 else 0.0
+        """Mean and 95% CI half-width over seeds (0 for one seed)."""
+        s = summarize_values([float(r[metric]) for r in groups[key]])
+        return s.mean, s.half_width if s.n > 1 else 0.0
 
     ax = fig.add_subplot(sub[0, 0])
     w = 0.38
@@ -420,8 +423,8 @@ def _plot_benchmark(rows: list[dict[str, Any]], tidy: list[dict[str, Any]], benc
               ncols=2)
     n_seeds = max(len(v) for v in groups.values())
     fig.suptitle(f"Continual learning on {bench}: class-IL accuracy matrices (mean of {n_seeds} seed(s); "
-                 "largest buffer),\naverage accuracy, backward transfer and field retention (error bars: std over "
-                 "seeds; FP = field preservation)")
+                 "largest buffer),\naverage accuracy, backward transfer and field retention (error bars: 95% CI "
+                 "over seeds; FP = field preservation)")
     return save_figure(fig, stem)
 
 

@@ -42,6 +42,7 @@ from testbed.field.consistency import default_step_counts
 from testbed.objectives import make_objective
 from testbed.plotting import color_for, consistency_panel, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
+from testbed.stats import summarize as summarize_values
 from testbed.students import build_student
 
 NAME = "law-recovery"
@@ -57,18 +58,8 @@ CAPTIONS = {
         "solver consistency — relative endpoint change when the learned field is re-integrated with L' Euler "
         "steps (dotted: dopri5), beside the teacher law's own curve. Column 5: the re-integrated endpoint's "
         "error against the exact flow map. Bottom: endpoint error, law error (ID / OOD) and consistency error "
-        "per system and objective (relative L2, log axis; error bars = std over seeds when there are "
-        "several)."),
-}
-CAPTIONS = {
-    "law_recovery": (
-        "One row per teacher flow. Columns 1–3: phase portraits of the teacher law f* and of the residual students "
-        "trained on the endpoint only and on the field objective (endpoint + trajectory + vector field); "
-        "streamlines coloured by log10 |f|, dashed box = region of training initial states. Column 4: solver "
-        "consistency — relative endpoint change when the learned field is re-integrated with L' Euler steps "
-        "(dotted: dopri5), beside the teacher law's own curve. Column 5: the re-integrated endpoint's error against "
-        "the exact flow map. Bottom: endpoint error, law error (ID / OOD) and consistency error per system and "
-        "objective (relative L2, log axis; error bars = std over seeds when there are several)."),
+        "per system and objective (relative L2, log axis; error bars = 95% t-interval of the "
+        "mean over seeds when there are several)."),
 }
 RESULT_COLUMNS = [
     "system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood", "consistency_error",
@@ -280,7 +271,8 @@ def _bars(ax, rows: list[dict[str, Any]], sys_names: list[str], objectives: list
                 vals = [r[mkey] for r in rows if r["system"] == sname and r["objective"] == obj]
                 if not vals:
                     continue
-                ax.bar(x + j * width, np.mean(vals), width, yerr=np.std(vals) if len(vals) > 1 else None,
+                ax.bar(x + j * width, np.mean(vals), width,
+                       yerr=summarize_values(vals).half_width if len(vals) > 1 else None,
                        color=color_for(obj, j), label=obj if (sname == sys_names[0] and mkey == "endpoint_error")
                        else None)
             xticks.append(x + 0.4 - width / 2)

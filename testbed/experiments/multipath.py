@@ -23,7 +23,7 @@ is the endpoint-only baseline shared by both variants. ``λ`` sweeps ``lambdas``
 Every task is also scored on a held-out *depth grid* (the learned field re-integrated with ``L/2`` and ``2L``
 Euler steps), on shifted and noisy inputs, and — for classifiers — by ECE (15 bins), NLL and a reliability
 diagram. Writes ``results.csv`` (one row per task × variant × λ × seed), ``reliability.csv``,
-``results.json``, ``multipath.png/.pdf`` (metrics vs λ, mean ± std over seeds) and
+``results.json``, ``multipath.png/.pdf`` (metrics vs λ, mean ± 95% CI over seeds) and
 ``reliability.png/.pdf``.
 """
 
@@ -49,6 +49,7 @@ from testbed.experiments.protocol import ExperimentConfig, seeds_field
 from testbed.multipath import SPLITS, VARIANTS, MultipathTask, digits_task, evaluate, route_task, transport_task
 from testbed.plotting import PALETTE, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
+from testbed.stats import summarize as summarize_values
 
 NAME = "multipath"
 #: natural keys of a row besides its seed: rows sharing them are repeats over seeds
@@ -70,7 +71,7 @@ CAPTIONS = {
         "observed). Classification rows show accuracy (higher is better), the routes row the relative endpoint "
         "error (lower is better). Columns: fresh in-distribution inputs, unseen paths (held-out wedge of initial "
         "states / unseen route combinations), the field re-integrated on unseen depth grids (L/2, 2L), shifted and "
-        "noisy inputs, ECE (15 bins). Error bars: std over seeds."),
+        "noisy inputs, ECE (15 bins). Error bars: 95% t-interval of the mean over seeds."),
     "reliability": (
         "Reliability diagrams on fresh in-distribution inputs, pooled over seeds: accuracy vs confidence per "
         "15-bin confidence bin (marker area ∝ √share of inputs) for the endpoint-only student, the aligned λ with "
@@ -222,19 +223,20 @@ def run(cfg: MultipathConfig, out: str | Path) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------------------- summaries
 def aggregate(rows: list[dict[str, Any]], key: str) -> dict[tuple[str, str, float], tuple[float, float, int]]:
-    """``(task, variant, λ) → (mean, std, n)`` of ``key`` over seeds (NaNs dropped; std with ddof=0 if n=1)."""
+    """``(task, variant, λ) → (mean, 95% CI half-width, n)`` of ``key`` over seeds (:mod:`testbed.stats`; NaNs
+    dropped; half-width 0 for one seed)."""
     groups: dict[tuple[str, str, float], list[float]] = {}
     for r in rows:
         v = r.get(key)
         if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
             continue
         groups.setdefault((r["task"], r["variant"], float(r["lam"])), []).append(float(v))
-    return {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
-            for k, v in groups.items()}
+    return {k: (s.mean, s.half_width if s.n > 1 else 0.0, s.n)
+            for k, s in ((k, summarize_values(v)) for k, v in groups.items())}
 
 
 def variant_curve(agg: dict, task: str, variant: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(λ, mean, std)`` of one variant, λ = 0 taken from the shared endpoint-only runs."""
+    """``(λ, mean, 95% CI half-width)`` of one variant, λ = 0 taken from the shared endpoint-only runs."""
     pts = sorted((lam, m, s) for (t, v, lam), (m, s, _) in agg.items()
                  if t == task and (v == variant or (v == "endpoint" and lam == 0.0)))
     if not pts:
@@ -306,7 +308,7 @@ def plot(out: str | Path) -> list[Path]:
                 ax.set_ylabel("ECE")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle("Multi-path tasks: field weight λ, aligned vs over-constrained (mean ± std over seeds; "
+    fig.suptitle("Multi-path tasks: field weight λ, aligned vs over-constrained (mean ± 95% CI over seeds; "
                  "dotted: endpoint-only, λ=0)", y=1.03, fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     paths = save_figure(fig, out / "multipath")

@@ -1,5 +1,5 @@
 """Figures of a sweep (``testbed figures --from SWEEP_DIR``; :func:`from_sweep`, re-exported by
-:mod:`testbed.figures`): each metric's mean ± std over seeds against the swept options, in the
+:mod:`testbed.figures`): each metric's mean ± 95% CI over seeds against the swept options, in the
 :mod:`testbed.plotting` style, with caption files written by :mod:`testbed.figures`' caption helpers."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from testbed.config import ConfigError
 from testbed.results import atomic_write_text, git_commit, read_csv, write_csv
+from testbed.stats import summarize as summarize_values
 
 PREFERRED_METRICS = ("endpoint_error", "law_error_id", "law_error_ood", "consistency_error", "path_sensitivity",
                      "trajectory_error", "rollout_error_4T", "endpoint_metric", "kinetic_energy", "value")
@@ -66,7 +67,7 @@ def _sweep_metrics(rows: list[dict[str, Any]], keys: Sequence[str], metrics: Seq
 
 def from_sweep(sweep_dir: str | Path, out: str | Path | None = None, metrics: Sequence[str] | None = None,
                log=print) -> list[Path]:
-    """Figures of a sweep: for each swept option (seed aside), each metric's mean ± std over seeds against the
+    """Figures of a sweep: for each swept option (seed aside), each metric's mean ± 95% CI over seeds against the
     option, one line per group of the experiment's natural keys (system × objective …); log axes where values
     span more than two decades. A seeds-only sweep gets one panel per metric with the groups on the x axis.
     When the sweep varies only seeds, the experiment's own figure is also drawn from the merged results.
@@ -120,7 +121,7 @@ def from_sweep(sweep_dir: str | Path, out: str | Path | None = None, metrics: Se
                         continue
                     allvals += vals
                     means.append(float(np.mean(vals)))
-                    stds.append(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+                    stds.append(summarize_values(vals).half_width if len(vals) > 1 else 0.0)  # 95% CI
                     dodge = (li - (len(lines) - 1) / 2) * min(0.08, 0.6 / len(lines))  # categorical x: side by side
                     xs.append(li if opt is None else xv if numeric_x else xi + dodge)
                 label = _label(line_keys, lk) if lk and opt is not None else None
@@ -145,14 +146,14 @@ def from_sweep(sweep_dir: str | Path, out: str | Path | None = None, metrics: Se
             handles, labels = axes.flat[0].get_legend_handles_labels()
             fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), frameon=False)
         n_seeds = len(meta.get("seeds") or [])
-        title = f"{meta['experiment']} sweep: mean ± std over {n_seeds} seed{'s' if n_seeds != 1 else ''}"
+        title = f"{meta['experiment']} sweep: mean ± 95% CI over {n_seeds} seed{'s' if n_seeds != 1 else ''}"
         fig.suptitle(title + (f" vs {opt}" if opt else ""))
         stem = out / (f"sweep_{opt}" if opt else "sweep_metrics")
         figs = save_figure(fig, stem)
         paths += figs
         desc = (f"{title}{' against the swept option ' + repr(opt) if opt else ''}: one panel per metric "
-                f"({', '.join(mets)}), one line per {' × '.join(line_keys) or 'cell'}; error bars = sample std over "
-                "seeds; log axes where values span more than two decades.")
+                f"({', '.join(mets)}), one line per {' × '.join(line_keys) or 'cell'}; error bars = 95% "
+                "t-interval of the mean over seeds; log axes where values span more than two decades.")
         cap = caption_path(stem.with_suffix(".png"))
         atomic_write_text(cap, caption_text(f"{meta['experiment']} sweep: {stem.name}", desc, info,
                                             _drawn_by()))

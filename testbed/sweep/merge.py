@@ -4,7 +4,7 @@ From the cells' ``rows.csv`` in spec order (so a resumed sweep gives the same ta
 
 * ``SWEEP_DIR/results.csv`` (and ``results.parquet`` if pyarrow is installed): ``cell_id``, one column per
   swept option (``seed`` included), then the experiment's own result columns;
-* ``SWEEP_DIR/summary.csv``: mean and sample std (ddof = 1) over seeds of every numeric result column,
+* ``SWEEP_DIR/summary.csv``: mean, sample std (ddof = 1) and 95% CI half-width over seeds of every numeric column,
   grouped by the swept options and the experiment's natural keys (its ``GROUP_KEYS``: system, objective, …),
   with ``n`` the number of rows in the group;
 * ``SWEEP_DIR/cells.csv``: one line per cell with its status, error and wall time.
@@ -12,12 +12,12 @@ From the cells' ``rows.csv`` in spec order (so a resumed sweep gives the same ta
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testbed.results import read_csv, write_csv
+from testbed.stats import summarize as summarize_values
 from testbed.sweep.cells import STATUS_FAILED, STATUS_MISSING, STATUS_OK, _status, cell_status
 from testbed.sweep.spec import SEED_COLUMN, SweepSpec
 
@@ -65,8 +65,9 @@ def group_keys(rows: Sequence[Mapping[str, Any]], swept: Sequence[str], module=N
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Mean and sample std (ddof = 1; empty for one row) of every numeric column over the rows of each group of
-    ``keys`` (groups in first-seen order), with ``n`` rows per group."""
+    """Mean, sample std (ddof = 1) and 95% t-interval half-width (:mod:`testbed.stats`; empty for one row) of
+    every numeric column over the rows of each group of ``keys`` (groups in first-seen order), with ``n`` rows per
+    group."""
     metrics = [c for c in dict.fromkeys(k for r in rows for k in r)
                if c not in keys and c not in ("cell_id", SEED_COLUMN)
                and any(_is_number(r.get(c)) for r in rows)
@@ -79,12 +80,10 @@ def summarize(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[di
         row: dict[str, Any] = dict(zip(keys, gkey, strict=True))
         row["n"] = len(members)
         for m in metrics:
-            vals = [float(r[m]) for r in members if _is_number(r.get(m))]
-            finite = [v for v in vals if not math.isnan(v)]
-            mean = sum(finite) / len(finite) if finite else float("nan")
-            row[f"{m}_mean"] = mean
-            row[f"{m}_std"] = (math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
-                               if len(finite) > 1 else "")
+            s = summarize_values([float(r[m]) for r in members if _is_number(r.get(m))])
+            row[f"{m}_mean"] = s.mean
+            row[f"{m}_std"] = s.std if s.n > 1 else ""
+            row[f"{m}_ci95"] = s.half_width if s.n > 1 else ""
         out.append(row)
     return out
 
