@@ -20,6 +20,7 @@ import systems
 from testbed.config import ConfigError, apply_overrides, check_unique, parse_int_list, to_jsonable
 from testbed.experiments import get_experiment, list_experiments
 from testbed.lock import describe_os_error, output_lock
+from testbed.results import check_clean_tree, set_allow_dirty
 
 #: longest error message printed (the first line of it)
 MAX_MESSAGE = 600
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any config field, e.g. --set steps=500 n_layers=64")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    r.add_argument("--allow-dirty", action="store_true",
+                   help="write under figures/ from a tree with uncommitted changes (recorded in results.json)")
     r.add_argument("--fresh", action="store_true",
                    help="delete OUT/checkpoints first: train every student from scratch instead of resuming")
 
@@ -123,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--device", default=None, help="torch device for experiments that must be run")
     fg.add_argument("--no-progress", action="store_true", help="hide progress bars")
     fg.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    fg.add_argument("--allow-dirty", action="store_true",
+                    help="regenerate under figures/ from a tree with uncommitted changes (recorded)")
     return p
 
 
@@ -187,6 +192,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / exp.NAME
+    check_clean_tree(out, args.allow_dirty)
+    if args.allow_dirty:
+        set_allow_dirty()
     with output_lock(out):
         if args.fresh:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -304,6 +312,9 @@ def cmd_figures(args: argparse.Namespace) -> int:
     if args.experiments:
         check_unique("EXPERIMENT", args.experiments)
     out = args.out or Path("figures")
+    check_clean_tree(out, args.allow_dirty)
+    if args.allow_dirty:
+        set_allow_dirty()
     with output_lock(out):
         figures.regenerate(args.experiments or None, quick=args.quick, out=out, rerun=args.rerun,
                            progress=not args.no_progress, device=args.device)

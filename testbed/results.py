@@ -185,10 +185,46 @@ _STATE: dict[str, Any] | None = None
 _COMMAND: list[str] | None = None
 
 
+_ALLOW_DIRTY = False
+
+
+def set_allow_dirty(value: bool = True) -> None:
+    """Record that this process was told to write committed results from a dirty tree (``--allow-dirty``)."""
+    global _ALLOW_DIRTY
+    _ALLOW_DIRTY = bool(value)
+
+
 def set_command(argv: list[str]) -> None:
     """Record the command this process is running (the CLI calls it; ``sys.argv`` otherwise)."""
     global _COMMAND
     _COMMAND = [str(a) for a in argv]
+
+
+def project_root() -> Path | None:
+    """The checkout holding this package (``git rev-parse --show-toplevel``), or None outside one."""
+    top = (_git(["rev-parse", "--show-toplevel"], Path(__file__).resolve().parent) or "").strip()
+    return Path(top) if top else None
+
+
+def committed_results_folders() -> list[Path]:
+    """Folders whose results are committed: ``figures/`` of the project checkout."""
+    root = project_root()
+    return [root / "figures"] if root else []
+
+
+def check_clean_tree(out: str | Path, allow_dirty: bool = False) -> None:
+    """Refuse to write results under a committed folder (``figures/``) from a dirty tree: committed numbers must
+    be traceable to a commit. ``allow_dirty`` overrides (and is recorded in ``results.json``)."""
+    from testbed.config import ConfigError
+
+    target = Path(out).resolve()
+    protected = [p.resolve() for p in committed_results_folders()]
+    if allow_dirty or not any(target == p or target.is_relative_to(p) for p in protected):
+        return
+    state = git_state()
+    if state["dirty"]:
+        raise ConfigError(f"{out} is under a committed results folder and the working tree has uncommitted changes "
+                          f"(diff {str(state['diff_sha256'])[:12]}): commit first, or pass --allow-dirty (recorded)")
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -256,6 +292,7 @@ def run_metadata(config: Any = None, seeds: Iterable[int] | None = None, **extra
         "commit": state["commit"],
         "dirty": state["dirty"],
         "diff_sha256": state["diff_sha256"],
+        "allow_dirty": _ALLOW_DIRTY,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchdiffeq": getattr(torchdiffeq, "__version__", "?"), "numpy": numpy.__version__,
                      "scipy": scipy.__version__, "testbed": _version()},

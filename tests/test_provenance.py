@@ -53,3 +53,24 @@ def test_results_json_records_provenance(tmp_path, monkeypatch):
     assert isinstance(meta["dirty"], bool) and len(meta["commit"]) == 40
     assert (meta["diff_sha256"] is None) == (meta["dirty"] is False)
     assert {"cpu", "cores", "gpu", "threads"} <= set(meta["host"]) and meta["versions"]["testbed"]
+
+
+def test_writing_under_figures_needs_a_clean_tree(tmp_path, monkeypatch, capsys):
+    import testbed.results as results
+
+    monkeypatch.setattr(results, "committed_results_folders", lambda: [tmp_path / "figures"])
+    monkeypatch.setattr(results, "git_state", lambda cwd=None: {"commit": "a" * 40, "dirty": True,
+                                                                "diff_sha256": "b" * 64})
+    monkeypatch.setattr(results, "_ALLOW_DIRTY", False)
+    tiny = ["--quick", "--system", "linear_spiral", "--no-progress", "--set", "steps=5", "n_train=16", "n_test=8",
+            "n_layers=8", "width=8", "objectives=endpoint"]
+    out = tmp_path / "figures" / "law-recovery"
+    assert main(["run", "law-recovery", *tiny, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "uncommitted changes (diff bbbbbbbbbbbb)" in err and "--allow-dirty" in err and not out.exists()
+    assert main(["figures", "law-recovery", "--out", str(tmp_path / "figures")]) == 2
+    assert main(["run", "law-recovery", *tiny, "--out", str(tmp_path / "runs" / "x")]) == 0  # not committed
+    assert json.loads((tmp_path / "runs" / "x" / "results.json").read_text())["allow_dirty"] is False
+    assert main(["run", "law-recovery", *tiny, "--out", str(out), "--allow-dirty"]) == 0
+    meta = json.loads((out / "results.json").read_text())
+    assert meta["dirty"] is True and meta["allow_dirty"] is True and meta["diff_sha256"] == "b" * 64
