@@ -35,8 +35,11 @@ def reliability_bins(logits: Tensor, y: Tensor, n_bins: int = 15) -> list[dict[s
 def _bins(conf: Tensor, correct: Tensor, n_bins: int) -> list[dict[str, float]]:
     if n_bins < 1:
         raise ValueError(f"n_bins must be ≥ 1, got {n_bins}")
-    # bin b holds confidences in ((b-1)/B, b/B]; confidence 0 cannot occur for a top label (≥ 1/C)
-    idx = (torch.ceil(conf * n_bins) - 1).clamp(0, n_bins - 1).long()
+    # bin b holds confidences in ((b-1)/B, b/B], the edges being the floats the rows report (bin_hi = b/B): the first
+    # bin with conf ≤ bin_hi (ceil(conf·B) can round across an edge: (7/25)·25 = 7.000000000000001); confidence 0
+    # cannot occur for a top label (≥ 1/C) and is clamped into the first bin
+    hi = torch.tensor([(b + 1) / n_bins for b in range(n_bins)], dtype=conf.dtype, device=conf.device)
+    idx = torch.searchsorted(hi, conf).clamp(0, n_bins - 1)
     rows = []
     for b in range(n_bins):
         sel = idx == b

@@ -12,6 +12,7 @@ from testbed.config import ConfigError
 from testbed.experiments.depth import convergence as conv
 from testbed.experiments.depth_scaling import DepthScalingConfig
 from testbed.results import read_csv
+from testbed.seeding import generator
 from testbed.students.smooth import SmoothResidualStudent
 
 TINY = dict(depths=(4, 8, 16, 32), width=8, hidden=8, anchors=3, n_inputs=16, n_draws=8)
@@ -71,16 +72,30 @@ def test_depths_must_share_a_coarse_grid(tmp_path):
 
 
 def test_smooth_weights_converge_at_order_one(tiny_run):
+    """Forward Euler of one smooth ODE: dist(L) = C·(1/L − 1/L_ref) + O(1/L²) against the finest network."""
     _, rows = tiny_run
     summ = {r["key"]: r["value"] for r in conv.summary(rows)}
+    l_ref = 256  # REF_FACTOR (8) × the largest depth (32)
+    assert {int(r["L_ref"]) for r in rows if r["case"] == "smooth"} == {l_ref}
     for bd in (1, 2):
         for q in ("dist_traj", "dist_end"):
             Ls, d = _series(rows, "smooth", q, bd)
             assert Ls == [4, 8, 16, 32]
             assert all(np.isfinite(d)) and all(v > 0 for v in d)
             assert all(a > b for a, b in zip(d, d[1:], strict=False)), f"{q} bd{bd} not decreasing: {d}"
-        assert summ[f"order_smooth_weights_bd{bd}"] == pytest.approx(1.0, abs=0.15)
-        assert summ[f"order_smooth_weights_bd{bd}_endpoint"] == pytest.approx(1.0, abs=0.15)
+            # closed form 1: dist(L)/dist(2L) → (1/L − 1/L_ref)/(1/2L − 1/L_ref) (2.03, 2.07, 2.14 here), the
+            # relative gap shrinking with L (it is O(1/L)) and below 0.5 % at the last pair
+            gaps = [abs((d[i] / d[i + 1]) / ((1 / L - 1 / l_ref) / (1 / (2 * L) - 1 / l_ref)) - 1)
+                    for i, L in enumerate(Ls[:-1])]
+            assert all(a > b for a, b in zip(gaps, gaps[1:], strict=False)), f"{q} bd{bd}: {gaps}"
+            assert gaps[-1] < 0.005, f"{q} bd{bd}: {gaps}"
+        # closed form 2: the fitted order is the log-log slope of 1/L − 1/L_ref over these depths (1.056, not
+        # exactly 1, because of the finite reference) within 0.03, and within 0.1 of the asymptotic order 1
+        ideal = -conv.loglog_slope(Ls, [1 / L - 1 / l_ref for L in Ls])
+        assert ideal == pytest.approx(1.0557, abs=1e-4)
+        for key in (f"order_smooth_weights_bd{bd}", f"order_smooth_weights_bd{bd}_endpoint"):
+            assert summ[key] == pytest.approx(ideal, abs=0.03), key
+            assert summ[key] == pytest.approx(1.0, abs=0.1), key
 
 
 def test_iid_paths_do_not_converge_but_the_statistic_does(tiny_run):
@@ -97,7 +112,47 @@ def test_iid_paths_do_not_converge_but_the_statistic_does(tiny_run):
     summ = {r["key"]: r["value"] for r in conv.summary(rows)}
     assert abs(summ["slope_iid_path_independent"]) < 0.1
     assert summ["order_iid_path_coupled"] == pytest.approx(0.5, abs=0.15)
-    assert summ["order_iid_stat_mean"] > 0.3
+
+
+def test_iid_case_matches_a_direct_computation():
+    """iid_case against the module docstring's definitions, evaluated here in numpy: the same seeded draws, the
+    Brownian coupling by block sums / √k, the depth-μP recursion h ← h + (W_l tanh h + b_l)/√L written out, and
+    the statistics / coupled path distances on the coarse grid."""
+    depths, n, n_in, D, seed = [2, 4, 8], 4, 5, 3, 1
+    cfg = _cfg(depths=tuple(depths), width=n, n_inputs=n_in, n_draws=D)
+    got = {(r["quantity"], r["L"]): r["value"] for r in conv.iid_case(cfg, seed, depths)}
+    x0 = torch.randn(n_in, n, generator=generator(seed, 20), dtype=torch.float64).numpy()
+    gen = generator(seed, 21)
+    K, l_max = min(depths), max(depths)
+    q = {L: [] for L in depths}
+    paths = {L: [] for L in depths}
+    for _ in range(D):
+        W = (torch.randn(l_max, n, n, generator=gen, dtype=torch.float64) / math.sqrt(n)).numpy()
+        b = (torch.randn(l_max, n, generator=gen, dtype=torch.float64) / math.sqrt(n)).numpy()
+        for L in depths:
+            k = l_max // L
+            WL, bL = W.reshape(L, k, n, n).sum(1) / math.sqrt(k), b.reshape(L, k, n).sum(1) / math.sqrt(k)
+            h, grid = x0.copy(), []
+            for l in range(L):
+                h = h + (np.tanh(h) @ WL[l].T + bL[l]) / math.sqrt(L)
+                if (l + 1) % (L // K) == 0:
+                    grid.append(h)
+            q[L].append(float((h**2).sum(1).mean() / n))
+            paths[L].append(np.stack(grid))
+
+    def rel(a, c):
+        return float(np.sqrt(((a - c) ** 2).sum() / (c**2).sum()))
+
+    for i, L in enumerate(depths):
+        assert got["stat_mean", L] == pytest.approx(np.mean(q[L]), rel=1e-12)
+        assert got["stat_std", L] == pytest.approx(np.std(q[L]), rel=1e-10)
+        if L < l_max:
+            assert got["stat_mean_err", L] == pytest.approx(abs(np.mean(q[L]) - np.mean(q[l_max])), rel=1e-9)
+            nxt = depths[i + 1]
+            assert got["path_dist_coupled", L] == pytest.approx(
+                np.mean([rel(paths[L][d], paths[nxt][d]) for d in range(D)]), rel=1e-12)
+            assert got["path_dist_independent", L] == pytest.approx(
+                np.mean([rel(paths[L][d], paths[nxt][(d + 1) % D]) for d in range(D)]), rel=1e-12)
 
 
 def test_outputs_summary_keys_and_replot(tiny_run):

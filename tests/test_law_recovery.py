@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy.linalg import expm
 
+import systems
 from testbed import cli
 from testbed.config import ConfigError
+from testbed.evaluate import evaluate_student, teacher_reference
 from testbed.experiments import common, get_experiment, law_recovery
+from testbed.field.consistency import default_step_counts
 from testbed.results import read_csv
+from testbed.students.residual import ResidualStudent
 
 TINY = dict(systems=("linear_spiral",), objectives=("endpoint", "field"), seeds=(0,), n_layers=8, n_obs=4,
             width=16, hidden_layers=1, n_train=64, n_test=32, steps=150, batch_size=32, progress=False)
@@ -50,11 +56,52 @@ def test_tiny_run_writes_complete_results(tiny_run):
     assert (out / "checkpoints" / "linear_spiral-field-s0" / "checkpoint.pt").exists()
 
 
-def test_field_objective_fits_the_trajectory_it_is_trained_on(tiny_run):
-    _, rows = tiny_run
-    by = {r["objective"]: r for r in rows}
-    # the field student is trained on the trajectory; the endpoint student never sees it
-    assert by["field"]["trajectory_error"] < by["endpoint"]["trajectory_error"]
+def _teacher_law_student(system, n_layers: int) -> ResidualStudent:
+    """A tied, ODE-scaled (m = Δt) residual student whose branch *is* the linear spiral's law f*(x) = A x:
+    W₂ relu(W₁ x) with W₁ = [I; −I], W₂ = [A, −A] and zero biases is A relu(x) − A relu(−x) = A x."""
+    s = ResidualStudent(2, n_layers=n_layers, horizon=float(system.horizon), width=4, hidden_layers=1, tied=True,
+                        activation="relu", branch_scaling="ode").double()
+    A, eye = system.matrix_tensor(), torch.eye(2, dtype=torch.float64)
+    first, last = s.blocks[0].net[0], s.blocks[0].net[2]
+    with torch.no_grad():
+        first.weight.copy_(torch.cat([eye, -eye]))
+        last.weight.copy_(torch.cat([A, -A], 1))
+        first.bias.zero_()
+        last.bias.zero_()
+    return s
+
+
+def test_teacher_law_as_the_student_scores_zero_law_error_and_the_euler_error():
+    """Evaluated through the experiment's metrics, a student whose field is exactly f* has law error 0 (ID and
+    OOD), the teacher's own consistency numbers, and trajectory / endpoint / flow-Jacobian errors equal to forward
+    Euler's global error, computed here independently: h_l = (I + ΔtA)^l x₀ against φ_t(x₀) = expm(tA) x₀ (scipy)."""
+    system = systems.get_system("linear_spiral")
+    L, n_obs = 8, 4
+    _, test_id, test_ood = common.make_splits(system, 8, 32, n_obs)
+    steps = default_step_counts(L)
+    ev = evaluate_student(_teacher_law_student(system, L), teacher_reference(system, test_id, test_ood, L, steps),
+                          steps)
+    m = ev.metrics
+    assert m["law_error_id"] < 1e-15 and m["law_error_ood"] < 1e-15
+    assert m["consistency_error"] == pytest.approx(m["teacher_consistency_error"], rel=1e-12)
+    assert m["consistency_error_mean"] == pytest.approx(ev.consistency.mean_change(), rel=1e-12)
+
+    A, T = system.matrix_tensor().numpy(), float(system.horizon)
+    P = np.eye(2) + (T / L) * A  # one Euler step
+
+    def euler_error(x0: np.ndarray, ks) -> float:
+        pred = np.stack([x0 @ np.linalg.matrix_power(P, k * L // n_obs).T for k in ks])
+        exact = np.stack([x0 @ expm(k * T / n_obs * A).T for k in ks])
+        return float(np.sqrt(((pred - exact) ** 2).sum() / (exact**2).sum()))
+
+    x0_id, x0_ood = test_id.x0.numpy(), test_ood.x0.numpy()
+    assert m["trajectory_error"] == pytest.approx(euler_error(x0_id, range(1, n_obs + 1)), rel=1e-10)
+    assert m["endpoint_error"] == pytest.approx(euler_error(x0_id, [n_obs]), rel=1e-10)
+    assert m["endpoint_error_ood"] == pytest.approx(euler_error(x0_ood, [n_obs]), rel=1e-10)
+    # ∂h_L/∂h_0 = P^L for every input, against ∂φ_T/∂x_0 = expm(TA)
+    PL, E = np.linalg.matrix_power(P, L), expm(T * A)
+    assert m["flow_jacobian_error"] == pytest.approx(np.linalg.norm(PL - E) / np.linalg.norm(E), rel=1e-9)
+    assert m["trajectory_error"] > 0.1  # L = 8 Euler steps over T = 5: far from the exact flow
 
 
 def test_same_seed_same_numbers(tiny_run, tmp_path):

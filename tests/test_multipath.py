@@ -11,7 +11,13 @@ import torch
 from scipy.integrate import solve_ivp
 
 import systems
-from testbed.calibration import classification_metrics, expected_calibration_error, reliability_bins
+from testbed.calibration import (
+    _bins,
+    classification_metrics,
+    ece_from_bins,
+    expected_calibration_error,
+    reliability_bins,
+)
 from testbed.config import ConfigError
 from testbed.experiments import get_experiment
 from testbed.multipath.tasks import (
@@ -103,6 +109,45 @@ def test_bin_edges_are_right_closed():
     logits = torch.tensor([[math.log(2.0), 0.0]], dtype=torch.float64)
     rows = reliability_bins(logits, torch.tensor([0]), n_bins=15)
     assert [i for i, r in enumerate(rows) if r["count"]] == [9]
+
+
+def test_exact_softmax_confidences_on_bin_edges():
+    """B = 4, confidences exactly 1/4, 1/2, 3/4 and 1 (equal logits, log 3 vs 0, one logit −1000 below): each is the
+    right edge of a bin and lands in that bin; confidence 1 lands in the last bin."""
+    cases = [([0.0] * 4, 0), ([0.0, 0.0], 1), ([math.log(3.0), 0.0], 2), ([0.0, -1000.0], 3)]
+    for logits, b in cases:
+        rows = reliability_bins(torch.tensor([logits], dtype=torch.float64), torch.tensor([0]), n_bins=4)
+        assert [i for i, r in enumerate(rows) if r["count"]] == [b]
+        assert rows[b]["confidence"] == rows[b]["bin_hi"] == (b + 1) / 4  # the softmax hit the edge exactly
+    one = torch.tensor([[0.0, -1000.0, -1000.0]] * 3, dtype=torch.float64)
+    for n_bins in (1, 10, 15, 25):
+        rows = reliability_bins(one, torch.tensor([0, 0, 1]), n_bins=n_bins)
+        assert [r["count"] for r in rows] == [0] * (n_bins - 1) + [3]
+        assert rows[-1]["confidence"] == 1.0 and rows[-1]["accuracy"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("n_bins", [4, 10, 15, 25, 29, 41])
+def test_a_confidence_equal_to_a_bin_edge_lands_in_the_bin_it_closes(n_bins):
+    """Bins are right-closed, ((b−1)/B, b/B]: the confidence b/B — the value the table reports as that bin's
+    bin_hi — is counted in bin b−1 (0-based), for every edge b = 1..B."""
+    for b in range(1, n_bins + 1):
+        rows = _bins(torch.tensor([b / n_bins], dtype=torch.float64), torch.ones(1, dtype=torch.float64), n_bins)
+        assert [i for i, r in enumerate(rows) if r["count"]] == [b - 1], (n_bins, b)
+        assert rows[b - 1]["bin_hi"] == rows[b - 1]["confidence"] == b / n_bins
+        if b < n_bins:  # and the next bin, whose open left edge it is, stays empty
+            assert rows[b]["bin_lo"] == b / n_bins and rows[b]["count"] == 0
+
+
+def test_confidence_zero_and_the_smallest_top_label_confidence():
+    """A top-label confidence is ≥ 1/C > 0, so 0 is outside (0, 1]; the binning clamps it into the first bin (no
+    sample is dropped). 1/C itself (C equal logits) lands in bin ⌈B/C⌉ − 1."""
+    rows = _bins(torch.tensor([0.0, 0.5], dtype=torch.float64), torch.tensor([1.0, 0.0], dtype=torch.float64), 4)
+    assert [r["count"] for r in rows] == [1, 1, 0, 0]
+    assert rows[0]["confidence"] == 0.0 and rows[0]["accuracy"] == 1.0
+    assert ece_from_bins(rows) == pytest.approx(0.5 * 1.0 + 0.5 * 0.5)
+    for C, n_bins in ((10, 15), (3, 15), (7, 10)):
+        rows = reliability_bins(torch.zeros(1, C, dtype=torch.float64), torch.tensor([0]), n_bins=n_bins)
+        assert [i for i, r in enumerate(rows) if r["count"]] == [math.ceil(n_bins / C) - 1], (C, n_bins)
 
 
 # ------------------------------------------------------------------ partially observed paths
