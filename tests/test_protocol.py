@@ -34,6 +34,7 @@ def test_every_registered_experiment_meets_the_contract():
         assert isinstance(module.quick_config(), module.Config)
         assert module.CAPTIONS and all(len(c) > 40 for c in module.CAPTIONS.values())
         assert module.SUMMARY_COLUMNS and isinstance(list(module.GROUP_KEYS), list)
+        assert len(module.Config().seeds) >= 5 and len(module.quick_config().seeds) == 1  # full: ≥ 5 seeds
 
 
 def test_a_module_missing_a_hook_is_refused_with_its_name():

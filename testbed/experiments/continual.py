@@ -128,7 +128,7 @@ class ContinualConfig(ExperimentConfig):
     benchmarks: tuple[str, ...] = flag(("split_mnist",), name="--benchmark", help="benchmark(s)")
     methods: tuple[str, ...] = ALL_METHODS
     buffer_sizes: tuple[int, ...] = (200, 500)
-    seeds: tuple[int, ...] = seeds_field((0, 1, 2))
+    seeds: tuple[int, ...] = seeds_field((0, 1, 2, 3, 4))
     backbone: str | None = None
     lr: float | None = None
     alpha: float | None = None

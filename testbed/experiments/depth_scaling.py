@@ -91,7 +91,7 @@ class DepthScalingConfig(ExperimentConfig):
     UNIQUE_FIELDS: ClassVar[tuple[str, ...]] = ("studies",)
 
     studies: tuple[str, ...] = flag(tuple(STUDIES), name="--study", help="sub-study/studies to run")
-    seeds: tuple[int, ...] = seeds_field((0, 1, 2))
+    seeds: tuple[int, ...] = seeds_field((0, 1, 2, 3, 4))
     # shared by two or more sub-studies (the readers in brackets)
     flow_system: str = "van_der_pol"    # teacher flow of the regression task [lr_transfer, features, weight_reuse]
     width: int = 64                     # residual-stream (and hidden) width [lr_transfer, features, weight_reuse]

@@ -93,7 +93,7 @@ class EndpointEquivalenceConfig(ExperimentConfig):
     init_scales: tuple[float, ...] = (0.1, 1.0)
     regularizers: tuple[str, ...] = REGULARIZERS
     reg_weight: float = 0.1
-    seeds: tuple[int, ...] = seeds_field((0,))
+    seeds: tuple[int, ...] = seeds_field((0, 1, 2, 3, 4))
     target_error: float = 0.02
     band_ratio: float = 2.0
     max_steps: int = 4000
@@ -141,7 +141,7 @@ class EndpointEquivalenceConfig(ExperimentConfig):
 def quick_config(**overrides: Any) -> EndpointEquivalenceConfig:
     """A 2-core CPU in about 3 minutes: 8 flow students + 8 digits classifiers (no Jacobian regulariser),
     a looser band."""
-    base = dict(depths=(4, 16), widths=(32,), init_scales=(0.1, 2.0), target_error=0.05, max_steps=600,
+    base = dict(seeds=(0,), depths=(4, 16), widths=(32,), init_scales=(0.1, 2.0), target_error=0.05, max_steps=600,
                 n_train=256, n_test=128, regularizers=("none", "kinetic"), digits_dim=12,
                 digits_target_accuracy=0.93, conjugation_strengths=(1.0, 3.0), detour_amplitudes=(4.0,),
                 warp_powers=(3.0,), n_eval=64)

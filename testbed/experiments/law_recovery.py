@@ -79,7 +79,7 @@ class LawRecoveryConfig(ExperimentConfig):
     systems: tuple[str, ...] = flag(("van_der_pol", "linear_spiral", "lotka_volterra", "damped_pendulum"),
                                     name="--system", help="teacher system(s)")
     objectives: tuple[str, ...] = ("endpoint", "field")
-    seeds: tuple[int, ...] = seeds_field((0, 1, 2))
+    seeds: tuple[int, ...] = seeds_field((0, 1, 2, 3, 4))
     student: str = "residual"
     n_layers: int = 32
     width: int = 64

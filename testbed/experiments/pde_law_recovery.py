@@ -82,7 +82,7 @@ class PDELawRecoveryConfig(ExperimentConfig):
     systems: tuple[str, ...] = flag(PDE_SYSTEMS, name="--system", help="PDE system(s)")
     students: tuple[str, ...] = ("conv", "mlp")
     objectives: tuple[str, ...] = ("endpoint", "field")
-    seeds: tuple[int, ...] = seeds_field((0, 1, 2))
+    seeds: tuple[int, ...] = seeds_field((0, 1, 2, 3, 4))
     n_grid: int = 32
     n_layers: int = 16
     conv_width: int = 16
