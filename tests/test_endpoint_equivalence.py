@@ -14,7 +14,8 @@ from testbed.experiments import get_experiment
 from testbed.results import read_csv
 from testbed.students import ExactFlowStudent
 
-TINY = dict(seeds=(0,), depths=(4,), tied=(True, False), widths=(8,), init_scales=(0.5,), regularizers=("none", "kinetic"),
+TINY = dict(seeds=(0,), depths=(4,), tied=(True, False), widths=(8,), init_scales=(0.5,),
+            regularizers=("none", "kinetic"),
             target_error=0.3, band_ratio=4.0, max_steps=120, check_every=10, n_train=64, n_test=32, batch_size=32,
             digits_dim=6, digits_target_accuracy=0.6, conjugation_strengths=(3.0,), detour_amplitudes=(4.0,),
             warp_powers=(3.0,), construct_depth=8, n_eval=16, progress=False)
