@@ -1,4 +1,4 @@
-"""Command line: ``testbed list | run | plot | consistency | sweep | figures``. Thin: parse, look up, call the library.
+"""Command line: ``testbed list | run | plot | consistency | sweep | figures | report`` (thin: parse, call the library).
 
 Every error a user can cause (unknown system/experiment/key, bad value, NaN loss, a diverged student, a
 checkpoint that is not data, a size past the machine's memory, an unusable path, a locked output folder) is
@@ -128,7 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     fg.add_argument("--allow-dirty", action="store_true",
                     help="regenerate under figures/ from a tree with uncommitted changes (recorded)")
+    rp = sub.add_parser("report", help="the README's measured tables, generated from the results in figures/")
+    rp.add_argument("--figures", type=Path, default=Path("figures"), help="results folder (default: figures/)")
+    rp.add_argument("--write", type=Path, default=None, metavar="README",
+                    help="replace the generated block of this file instead of printing the tables")
     return p
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from testbed import report
+
+    if not args.figures.is_dir():
+        raise FileNotFoundError(f"{args.figures} is not a folder of results")
+    if args.write is None:
+        print(report.render(args.figures), end="")
+        return 0
+    print(f"wrote {report.write(args.write, args.figures)}")
+    return 0
 
 
 def cmd_list() -> int:
@@ -361,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sweep(args)
         if args.command == "figures":
             return cmd_figures(args)
+        if args.command == "report":
+            return cmd_report(args)
     except (ConfigError, systems.SystemSpecError, FloatingPointError, ValueError) as err:
         _fail(str(err) or type(err).__name__)
         return 2

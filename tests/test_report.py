@@ -1,0 +1,36 @@
+"""``testbed report``: the README's generated tables equal the report of the committed results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from testbed import report
+from testbed.cli import main
+from testbed.results import write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_block_equals_the_report_of_figures():
+    block = report.current_block(ROOT / "README.md")
+    assert block is not None, "README.md lost its report markers"
+    assert block == report.render(ROOT / "figures"), "README tables are stale: run `testbed report --write README.md`"
+
+
+def test_report_groups_seeds_into_mean_and_ci(tmp_path, capsys):
+    rows = [{"system": s, "objective": o, "seed": k, "endpoint_error": e, "law_error_id": 1.0, "flag": "ok",
+             "student": "residual", "n_layers": 8, "width": 8, "tied": True}
+            for s, o, k, e in [("a", "field", 0, 1.0), ("a", "field", 1, 2.0), ("a", "field", 2, 3.0),
+                               ("a", "field", 3, 4.0), ("a", "field", 4, 5.0), ("b", "endpoint", 0, 0.5)]]
+    write_csv(tmp_path / "law-recovery" / "results.csv", rows)
+    out = report.render(tmp_path, ["law-recovery"])
+    # 1..5: mean 3, t-interval half-width 1.963 → "3 ± 2 (5)"; one seed → "(n=1)"
+    assert "| a | field | 3 ± 2 (5) | 1 ± 0 (5) | ok |" in out and "| b | endpoint | 0.5 (n=1) |" in out
+    assert out.startswith(report.BEGIN) and out.rstrip().endswith(report.END)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\noutro\n")
+    assert main(["report", "--figures", str(tmp_path), "--write", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "3 ± 2 (5)" in text and "old" not in text
+    (tmp_path / "bare.md").write_text("no markers\n")
+    assert main(["report", "--figures", str(tmp_path), "--write", str(tmp_path / "bare.md")]) == 2
