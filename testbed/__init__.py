@@ -1,6 +1,6 @@
 """Propagation-field testbed: students, objectives, field metrics, training, experiments and the CLI.
 
-The public API in one namespace (names resolve on first use, so ``import testbed`` stays cheap)::
+The public API in one namespace (names resolve on first use; ``train`` is bound at import, see below)::
 
     import testbed
 

@@ -164,46 +164,136 @@ def parse_value(value: Any, annotation: Any) -> Any:
     return value
 
 
-def apply_overrides(cfg: T, assignments: Iterable[str]) -> T:
-    """Return a copy of ``cfg`` with ``key=value`` strings applied (values parsed by field type)."""
-    hints = typing.get_type_hints(type(cfg))
+@dataclasses.dataclass(frozen=True)
+class UnknownOption:
+    """Where a (possibly dotted) option name fails on a config: the sub-config path before it (``("inner",)``), the
+    failing part and what follows it, the valid names there, the nearest one, and whether the part exists but has
+    no sub-options (``lr.x``)."""
+
+    path: tuple[str, ...]
+    part: str
+    rest: str
+    valid: list[str]
+    close: str | None
+    owner: str
+    no_sub_options: bool = False
+
+    @property
+    def prefix(self) -> str:
+        return "".join(p + "." for p in self.path)
+
+    @property
+    def hint(self) -> str:
+        """`` (did you mean 'inner.width'?)`` or `` ('lr' has no sub-options)`` (dotted from the top)."""
+        if self.no_sub_options:
+            return f" ({self.prefix + self.part!r} has no sub-options)"
+        return f" (did you mean {self.prefix + self.close + self.rest!r}?)" if self.close else ""
+
+    @property
+    def valid_dotted(self) -> list[str]:
+        return [self.prefix + v for v in self.valid]
+
+
+def unknown_option(cfg: Any, name: str, exclude: Iterable[str] = ()) -> UnknownOption | None:
+    """``None`` when the (possibly dotted) ``name`` is a field of the dataclass ``cfg`` or of its sub-configs
+    (``exclude`` hides top-level fields); else where it fails (:class:`UnknownOption`)."""
+    obj, parts = cfg, name.split(".")
+    for i, part in enumerate(parts):
+        valid = [f for f in field_names(type(obj)) if i or f not in set(exclude)]
+        rest = "".join(f".{p}" for p in parts[i + 1:])
+        if part not in valid:
+            close = difflib.get_close_matches(part[:200], valid, n=1)
+            return UnknownOption(tuple(parts[:i]), part, rest, valid, close[0] if close else None,
+                                 type(obj).__name__)
+        obj = getattr(obj, part)
+        if rest and not (dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
+            return UnknownOption(tuple(parts[:i]), part, rest, valid, None, type(obj).__name__, True)
+    return None
+
+
+def option_hint(cfg: Any, name: str) -> Any:
+    """The type annotation of the (possibly dotted) option ``name`` of ``cfg``."""
+    head, dot, rest = name.partition(".")
+    if dot:
+        return option_hint(getattr(cfg, head), rest)
+    return typing.get_type_hints(type(cfg))[name]
+
+
+def option_of(cfg: Any, name: str) -> Any:
+    """The value of the (possibly dotted) option ``name`` of ``cfg``."""
+    for part in name.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def option_value(cfg: Any, name: str, value: Any, where: str) -> Any:
+    """``value`` (a string or a TOML value) read as the type of the option ``name`` of ``cfg`` by
+    :func:`parse_value`; a :class:`ConfigError` naming ``where``, the value and the option otherwise."""
+    try:
+        return parse_value(value, option_hint(cfg, name))
+    except (ValueError, TypeError, OverflowError) as err:
+        raise ConfigError(f"{where}: bad value {shown(value)} for option {name!r}: {err}") from None
+
+
+def apply_options(cfg: T, options: Mapping[str, Any]) -> T:
+    """A copy of the dataclass ``cfg`` with ``options`` applied (values already of the fields' types): a dotted
+    name ``head.rest`` replaces the sub-config ``head`` by ``dataclasses.replace(cfg.head, rest=value)``
+    (recursively), so its other fields keep their values; each (sub-)config is validated on construction.
+
+    Raises :class:`ConfigError` for an unknown name (with a "did you mean"), or a sub-config set both whole and
+    by its fields."""
     changes: dict[str, Any] = {}
-    valid = field_names(type(cfg))
-    nested: dict[str, list[str]] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for name, value in options.items():
+        miss = unknown_option(cfg, name)
+        if miss is not None:
+            raise ConfigError(f"unknown option {name!r}{miss.hint} for {type(cfg).__name__}; "
+                              f"valid options: {', '.join(miss.valid_dotted)}")
+        head, dot, rest = name.partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            changes[name] = value
+    for head, sub in nested.items():
+        if head in changes:
+            raise ConfigError(f"option {head!r} is set both whole and by its fields ({', '.join(sub)})")
+        changes[head] = apply_options(getattr(cfg, head), sub)
+    return dataclasses.replace(cfg, **changes)
+
+
+def apply_overrides(cfg: T, assignments: Iterable[str]) -> T:
+    """Return a copy of ``cfg`` with ``key=value`` strings applied (values parsed by field type; ``sub.key=value``
+    sets one field of a sub-config, see :func:`apply_options`)."""
+    parsed: dict[str, Any] = {}
     for item in assignments:
         if "=" not in item:
             raise ConfigError(f"override {shown(item)} must look like key=value")
         key, value = item.split("=", 1)
         key = key.strip()
-        head, dot, rest = key.partition(".")
-        if dot and head in valid and dataclasses.is_dataclass(getattr(cfg, head)):
-            nested.setdefault(head, []).append(f"{rest}={value}")  # sub-config: "convergence.depths=4,8"
-            continue
-        if key not in valid:
-            close = difflib.get_close_matches(key[:200], valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"unknown config key {shown(key)}{hint} for {type(cfg).__name__}; valid keys: {', '.join(valid)}"
-            )
-        if key in changes:
-            raise ConfigError(f"config key {key!r} is set twice in the overrides")
+        miss = unknown_option(cfg, key)
+        if miss is not None:
+            hint = f" (did you mean {miss.close!r}?)" if miss.close else ""
+            raise ConfigError(f"{_levels(miss.path)}unknown config key {shown(miss.part + miss.rest)}{hint} for "
+                              f"{miss.owner}; valid keys: {', '.join(miss.valid)}")
+        *path, leaf = key.split(".")
+        if key in parsed:
+            raise ConfigError(f"{_levels(path)}config key {leaf!r} is set twice in the overrides")
         try:
-            changes[key] = parse_value(value, hints[key])
+            parsed[key] = parse_value(value, option_hint(cfg, key))
         except (ValueError, TypeError, OverflowError) as err:
-            raise ConfigError(f"bad value {shown(value)} for config key {key!r}: {_cut(err)}") from None
-    for head, items in nested.items():
-        if head in changes:
-            raise ConfigError(f"config key {head!r} is set both whole and by its fields")
-        try:
-            changes[head] = apply_overrides(getattr(cfg, head), items)
-        except ConfigError as err:
-            raise ConfigError(f"{head}: {err}") from None
+            raise ConfigError(f"{_levels(path)}bad value {shown(value)} for config key {leaf!r}: {_cut(err)}") \
+                from None
     try:
-        return dataclasses.replace(cfg, **changes)
+        return apply_options(cfg, parsed)
     except ConfigError:
         raise
     except (TypeError, OverflowError) as err:  # a value of the wrong kind reached a check
         raise ConfigError(f"bad override for {type(cfg).__name__}: {_cut(err)}") from None
+
+
+def _levels(path: Iterable[str]) -> str:
+    """``("inner",)`` → ``"inner: "``: the sub-config an override message is about."""
+    return "".join(f"{p}: " for p in path)
 
 
 def _cut(err: BaseException) -> str:

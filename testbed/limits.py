@@ -25,6 +25,8 @@ from testbed.errors import ResourceError
 
 #: share of the available memory a single request may claim
 DEFAULT_FRACTION = 0.8
+#: requests below this are never refused (no /proc reads on the common path: every solve asks)
+ALWAYS_FITS = 64 << 20
 
 
 def format_bytes(n: float) -> str:
@@ -67,7 +69,10 @@ def available_memory() -> int:
 
 
 def check_memory(nbytes: float, what: str, fraction: float = DEFAULT_FRACTION) -> None:
-    """Refuse ``what`` if its estimated ``nbytes`` exceed ``fraction`` of :func:`available_memory`."""
+    """Refuse ``what`` if its estimated ``nbytes`` exceed ``fraction`` of :func:`available_memory` (requests
+    under :data:`ALWAYS_FITS` pass without asking)."""
+    if nbytes < ALWAYS_FITS:
+        return
     avail = available_memory()
     if nbytes > fraction * avail:
         raise ResourceError(f"{what} needs an estimated {format_bytes(nbytes)} of memory; this machine has "

@@ -35,10 +35,8 @@ def result_folders(root: Path) -> list[Path]:
                                        and not (q / "results.csv").exists() for q in tops)]
 
 
-def table(module, folder: Path) -> str:
-    """One markdown table of a results folder (see the module docstring)."""
-    path = folder / "results.csv" if (folder / "results.csv").exists() else folder / "summary.csv"
-    rows = read_csv(path)
+def table(module, rows: list[dict[str, Any]]) -> str:
+    """One markdown table of the rows of a results folder (see the module docstring)."""
     if not rows:
         return "(no rows)"
     columns = [c for c in module.SUMMARY_COLUMNS if c in rows[0]]
@@ -72,10 +70,11 @@ def render(figures: str | Path = "figures", experiments: Sequence[str] | None = 
             continue
         for sub in result_folders(folder):
             rel = sub.relative_to(root).as_posix()
-            n_rows = len(read_csv(sub / "results.csv")) if (sub / "results.csv").exists() else None
-            what = f"{n_rows} rows" if n_rows is not None else "summary"
+            has_results = (sub / "results.csv").exists()
+            rows = read_csv(sub / ("results.csv" if has_results else "summary.csv"))
+            what = f"{len(rows)} rows" if has_results else "summary"
             parts += [f"<details><summary><code>{rel}/</code> — {module.NAME} ({what}; mean ± 95% CI (n) over "
-                      "seeds)</summary>", "", table(module, sub), "", "</details>", ""]
+                      "seeds)</summary>", "", table(module, rows), "", "</details>", ""]
     parts.append(END)
     return "\n".join(parts) + "\n"
 

@@ -110,8 +110,7 @@ def load(path: str | Path, types: Mapping[str, type] | None = None, frame: bool 
         if frame:
             raise
         return rows
-    with open(path, newline="", encoding="utf-8") as fh:
-        header = next(csv.reader(fh), [])
+    header = list(rows[0]) if rows else []
     df = pd.DataFrame(rows, columns=header)
     for col in header:
         if col in STRING_COLUMNS or (types or {}).get(col) is str:

@@ -37,9 +37,6 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from testbed.config import check_seeds, check_unique
 from testbed.devices import check_device
 
-#: flags every experiment accepts (they map to :class:`ExperimentConfig` fields)
-SHARED_FLAGS = ("--seed", "--device")
-
 
 def flag(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, name: str,
          help: str = "") -> Any:  # noqa: A002 - mirrors argparse
@@ -125,8 +122,3 @@ def check_experiment(module: ModuleType) -> ModuleType:
         raise TypeError(f"experiment module {module.__name__} does not meet the protocol "
                         f"(testbed.experiments.protocol): missing or invalid {', '.join(problems)}")
     return module
-
-
-def canonical_name(name: str) -> str:
-    """``law_recovery`` / ``Law-Recovery`` → ``law-recovery`` (experiment names are hyphenated)."""
-    return str(name).strip().lower().replace("_", "-")

@@ -19,7 +19,6 @@ from testbed.solvers import ADAPTIVE_METHODS, FIXED_STEP_METHODS
 from testbed.students.base import Student, Tensor
 from testbed.students.mlp import ACTIVATIONS, FieldMLP
 
-FIXED_STEP, ADAPTIVE = FIXED_STEP_METHODS, ADAPTIVE_METHODS  # the old names (the table is testbed.solvers)
 #: accepted steps one adaptive solve may take before it is declared diverged
 MAX_ADAPTIVE_STEPS = 20_000
 

@@ -34,17 +34,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import hashlib
 import itertools
 import json
 import math
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from testbed.config import ConfigError, parse_value, shown, to_jsonable
+from testbed.config import ConfigError, apply_options, option_of, option_value, to_jsonable, unknown_option
 
 #: default bound on the number of cells in one spec (``--max-cells`` raises it); checked before expanding
 MAX_CELLS = 10_000
@@ -136,91 +134,14 @@ def flatten_options(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any
     return out
 
 
-def _fields(obj: Any, exclude: Sequence[str] = ()) -> list[str]:
-    return [f.name for f in dataclasses.fields(obj) if f.init and f.name not in exclude]
-
-
-def _unknown_option(cfg: Any, name: str, exclude: Sequence[str] = ()) -> tuple[str, list[str]] | None:
-    """``None`` when the (possibly dotted) ``name`` is a field of ``cfg`` (or of its sub-configs); else the "did
-    you mean" hint and the valid names at the level where it fails (dotted)."""
-    obj, parts = cfg, name.split(".")
-    for i, part in enumerate(parts):
-        prefix = ".".join(parts[:i]) + "." if i else ""
-        valid = _fields(obj, exclude if i == 0 else ())
-        if part not in valid:
-            close = difflib.get_close_matches(part, valid, n=1)
-            rest = "".join(f".{p}" for p in parts[i + 1:])
-            hint = f" (did you mean {prefix + close[0] + rest!r}?)" if close else ""
-            return hint, [prefix + v for v in valid]
-        obj = getattr(obj, part)
-        if i + 1 < len(parts) and not (dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
-            return f" ({prefix + part!r} has no sub-options)", [prefix + v for v in valid]
-    return None
-
-
-@functools.lru_cache(maxsize=64)
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _option_hint(cfg: Any, name: str) -> Any:
-    """The type annotation of the (possibly dotted) option ``name`` of ``cfg``."""
-    head, dot, rest = name.partition(".")
-    if dot:
-        return _option_hint(getattr(cfg, head), rest)
-    return _hints(type(cfg))[name]
-
-
-def option_value(cfg: Any, name: str, value: Any, where: str) -> Any:
-    """``value`` (TOML) read as the type of the option ``name`` of ``cfg`` by :func:`testbed.config.parse_value`;
-    a :class:`ConfigError` naming ``where``, the value and the option otherwise."""
-    try:
-        return parse_value(value, _option_hint(cfg, name))
-    except (ValueError, TypeError, OverflowError) as err:
-        raise ConfigError(f"{where}: bad value {shown(value)} for option {name!r}: {err}") from None
-
-
-def option_of(cfg: Any, name: str) -> Any:
-    """The value of the (possibly dotted) option ``name`` of ``cfg``."""
-    for part in name.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
-def apply_options(cfg: Any, options: Mapping[str, Any]) -> Any:
-    """A copy of the dataclass ``cfg`` with ``options`` applied (values already of the fields' types): a dotted
-    name ``head.rest`` replaces the sub-config ``head`` by ``dataclasses.replace(cfg.head, rest=value)``
-    (recursively), so its other fields keep their values; each (sub-)config is validated on construction.
-
-    Raises :class:`ConfigError` for an unknown name (with a "did you mean"), or a sub-config set both whole and
-    by its fields."""
-    changes: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
-    for name, value in options.items():
-        miss = _unknown_option(cfg, name)
-        if miss is not None:
-            raise ConfigError(f"unknown option {name!r}{miss[0]} for {type(cfg).__name__}; "
-                              f"valid options: {', '.join(miss[1])}")
-        head, dot, rest = name.partition(".")
-        if dot:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            changes[name] = value
-    for head, sub in nested.items():
-        if head in changes:
-            raise ConfigError(f"option {head!r} is set both whole and by its fields ({', '.join(sub)})")
-        changes[head] = apply_options(getattr(cfg, head), sub)
-    return dataclasses.replace(cfg, **changes)
-
-
 def _check_options(opts: Mapping[str, Any], base: Any, seed_field: str, where: str, experiment: str) -> None:
     for key in opts:
         if key in ("seeds", "seed"):
             raise ConfigError(f"{where}: option {key!r}: set seeds with the top-level `seeds = [...]` of the spec")
-        miss = _unknown_option(base, key, exclude=(seed_field,))
+        miss = unknown_option(base, key, exclude=(seed_field,))
         if miss is not None:
-            raise ConfigError(f"{where}: unknown option {key!r}{miss[0]} for experiment {experiment!r}; "
-                              f"valid options: {', '.join(miss[1])}")
+            raise ConfigError(f"{where}: unknown option {key!r}{miss.hint} for experiment {experiment!r}; "
+                              f"valid options: {', '.join(miss.valid_dotted)}")
     for key in opts:
         whole = next((k for k in opts if key.startswith(k + ".")), None)
         if whole is not None:
