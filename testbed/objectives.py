@@ -27,6 +27,11 @@ Partially observed paths (a :class:`~testbed.path_data.PathData` batch):
 * ``observed_path``  ``Σ m_nk ‖obs(h_{l_k}(x_n)) − s_nk‖² / Σ m_nk ‖s_nk‖²`` over the observed (input, depth)
                      pairs only (mask ``m``); ``obs`` is the model's ``observe`` read-out (identity if none).
 
+* ``distill``        ``Σ_n m_n KL(softmax(z*_n) ‖ softmax(z_θ(x_n))) / Σ_n m_n`` — logit distillation (temperature
+                     1) from a teacher's logits ``z*`` on the observed inputs only (``m_n = 1`` where any state
+                     of ``x_n`` is observed): the same inputs and the same teacher as ``observed_path``, but
+                     only the teacher's *output*, not its interior.
+
 An :class:`Objective` is a weighted sum of named terms, built from a preset name (``"endpoint"``,
 ``"field"``, …) or a spec like ``"endpoint=1,trajectory=1,vector_field=0.5"``.
 """
@@ -167,6 +172,20 @@ def observed_path_term(cache: _Cache) -> Tensor:
     return err / (norm + 1e-12)   # no observation in the batch: err = 0 exactly, still on the graph
 
 
+def distill_term(cache: _Cache) -> Tensor:
+    """``Σ_n m_n KL(p*_n ‖ p_θ,n) / Σ_n m_n`` with ``p = softmax(logits)`` (temperature 1) over the inputs of a
+    :class:`~testbed.path_data.PathData` batch whose path is observed (``m_n = max_k path_mask[n, k]``); a batch
+    with none gives 0 on the graph."""
+    b = cache.batch
+    if getattr(b, "teacher_logits", None) is None:
+        raise ConfigError("the 'distill' objective term needs PathData with teacher_logits (a teacher network)")
+    logp = torch.log_softmax(cache.model.head(cache.full_trajectory[-1]), -1)
+    logq = torch.log_softmax(b.teacher_logits.to(logp.dtype), -1)
+    kl = (logq.exp() * (logq - logp)).sum(-1)                          # (N,)
+    m = b.path_mask.amax(-1).to(kl.dtype) if b.path_mask.numel() else torch.zeros_like(kl)
+    return (kl * m).sum() / m.sum().clamp_min(1.0)
+
+
 TERMS: dict[str, Callable[[_Cache], Tensor]] = {
     "endpoint": endpoint_term,
     "trajectory": trajectory_term,
@@ -176,6 +195,7 @@ TERMS: dict[str, Callable[[_Cache], Tensor]] = {
     "jacobian_norm": jacobian_norm_term,
     "cross_entropy": cross_entropy_term,
     "observed_path": observed_path_term,
+    "distill": distill_term,
 }
 
 PRESETS: dict[str, dict[str, float]] = {

@@ -7,7 +7,9 @@ observed for *some* inputs at *some* depths.
 * ``path_layers``  layer indices ``l_1 < … < l_K`` (``0 < l_k ≤ L``) where states may be observed;
 * ``path_targets`` observed states ``(N, K, d_obs)`` (anything where the mask is 0);
 * ``path_mask``    ``(N, K)`` weights in ``[0, 1]``: 1 where ``x_n`` was observed at ``l_k``, 0 where not;
-* ``y`` (int64 labels, with ``n_classes``) and/or ``endpoints`` (regression targets ``(N, d_out)``).
+* ``y`` (int64 labels, with ``n_classes``) and/or ``endpoints`` (regression targets ``(N, d_out)``);
+* ``teacher_logits`` (optional, ``(N, n_classes)``): a teacher network's logits on every input, read by the
+  ``distill`` objective term on the observed inputs only (the same inputs whose states are observed).
 
 Two ways of building targets from the same observations (:func:`aligned_paths`, :func:`dense_paths`) are the
 *aligned* and *over-constrained* field objectives of the multi-path study.
@@ -36,10 +38,12 @@ class PathData(SampleData):
     y: Tensor | None = None
     n_classes: int = 0
     endpoints: Tensor | None = None
+    teacher_logits: Tensor | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    SAMPLE_AXES: ClassVar[dict[str, int]] = {"x": 0, "path_targets": 0, "path_mask": 0, "y": 0, "endpoints": 0}
-    FLOAT_FIELDS: ClassVar[tuple[str, ...]] = ("x", "path_targets", "path_mask", "endpoints")
+    SAMPLE_AXES: ClassVar[dict[str, int]] = {"x": 0, "path_targets": 0, "path_mask": 0, "y": 0, "endpoints": 0,
+                                             "teacher_logits": 0}
+    FLOAT_FIELDS: ClassVar[tuple[str, ...]] = ("x", "path_targets", "path_mask", "endpoints", "teacher_logits")
 
     def __post_init__(self) -> None:
         n = self.x.shape[0]
@@ -59,7 +63,10 @@ class PathData(SampleData):
                 raise ValueError(f"labels must lie in [0, n_classes={self.n_classes})")
         if self.endpoints is not None and self.endpoints.shape[0] != n:
             raise ValueError(f"endpoints must have {n} rows, got {self.endpoints.shape[0]}")
-        for name in ("x", "path_targets", "endpoints"):
+        if self.teacher_logits is not None and tuple(self.teacher_logits.shape) != (n, self.n_classes):
+            raise ValueError(f"teacher_logits must have shape (N={n}, n_classes={self.n_classes}), got "
+                             f"{tuple(self.teacher_logits.shape)}")
+        for name in ("x", "path_targets", "endpoints", "teacher_logits"):
             v = getattr(self, name)
             if v is not None and not torch.isfinite(v).all():
                 raise ValueError(f"{name} contains NaN/inf")

@@ -6,10 +6,16 @@ and prints each numeric column of its ``SUMMARY_COLUMNS`` as ``mean ± 95% CI ha
 (:mod:`testbed.stats`). The README holds the output between the markers :data:`BEGIN` and :data:`END`;
 ``testbed report --write README.md`` replaces that block and a test checks that it is current, so no number in
 that block lacks a file behind it.
+
+An experiment may define ``report(folder) -> str`` (markdown) to replace the generic table with its own — e.g. the
+test metrics at a hyperparameter chosen on validation data and paired differences. Any README section may also
+hold the report of one folder between ``<!-- testbed section: EXPERIMENT/SUB -->`` and
+``<!-- testbed section end: EXPERIMENT/SUB -->`` (:func:`section_markers`); ``--write`` refreshes those too.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +63,62 @@ def table(module, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def folder_report(module, folder: Path) -> str:
+    """The markdown report of one results folder: the experiment's own ``report`` if it has one, else
+    :func:`table` of its ``results.csv`` (or ``summary.csv``)."""
+    own = getattr(module, "report", None)
+    if own is not None:
+        return own(folder)
+    has_results = (folder / "results.csv").exists()
+    return table(module, read_csv(folder / ("results.csv" if has_results else "summary.csv")))
+
+
+def section_markers(key: str) -> tuple[str, str]:
+    """The begin/end markers of a README section holding the report of ``figures/KEY``."""
+    return f"<!-- testbed section: {key} -->", f"<!-- testbed section end: {key} -->"
+
+
+_SECTION = re.compile(r"<!-- testbed section: ([\w./-]+) -->")
+
+
+def render_section(key: str, figures: str | Path = "figures") -> str:
+    """The block for ``figures/KEY`` (markers included): ``KEY`` is ``EXPERIMENT`` or ``EXPERIMENT/SUB``."""
+    from testbed.experiments import get_experiment
+
+    folder = Path(figures) / key
+    if not folder.is_dir():
+        from testbed.config import ConfigError
+
+        raise ConfigError(f"README section asks for the report of {folder}, which does not exist")
+    begin, end = section_markers(key)
+    return f"{begin}\n\n{folder_report(get_experiment(key.split('/')[0]), folder)}\n\n{end}"
+
+
+def sections(text: str) -> dict[str, str]:
+    """``{key: current block}`` of every section block in ``text`` (markers included)."""
+    out = {}
+    for m in _SECTION.finditer(text):
+        key = m.group(1)
+        end = section_markers(key)[1]
+        stop = text.find(end, m.end())
+        if stop < 0:
+            from testbed.config import ConfigError
+
+            raise ConfigError(f"README section {key!r} has no end marker {end!r}")
+        out[key] = text[m.start():stop + len(end)]
+    return out
+
+
+def stale(readme: str | Path, figures: str | Path = "figures") -> list[str]:
+    """Names of the README's generated blocks that differ from the report of ``figures`` (empty: current)."""
+    text = Path(readme).read_text()
+    bad = [k for k, block in sections(text).items() if block != render_section(k, figures)]
+    block = current_block(readme)
+    if block is None or block != render(figures):
+        bad.append("measured results")
+    return bad
+
+
 def render(figures: str | Path = "figures", experiments: Sequence[str] | None = None) -> str:
     """The report for every (or each named) experiment with results under ``figures``."""
     from testbed.experiments import get_experiment, list_experiments
@@ -74,7 +136,7 @@ def render(figures: str | Path = "figures", experiments: Sequence[str] | None = 
             rows = read_csv(sub / ("results.csv" if has_results else "summary.csv"))
             what = f"{len(rows)} rows" if has_results else "summary"
             parts += [f"<details><summary><code>{rel}/</code> — {module.NAME} ({what}; mean ± 95% CI (n) over "
-                      "seeds)</summary>", "", table(module, rows), "", "</details>", ""]
+                      "seeds)</summary>", "", folder_report(module, sub), "", "</details>", ""]
     parts.append(END)
     return "\n".join(parts) + "\n"
 
@@ -99,4 +161,7 @@ def write(readme: str | Path, figures: str | Path = "figures") -> Path:
         raise ConfigError(f"{readme} has no report block: add the two lines\n{BEGIN}\n{END}\nwhere it belongs")
     from testbed.results import atomic_write_text
 
-    return atomic_write_text(readme, text.replace(block.rstrip("\n"), render(figures).rstrip("\n")))
+    text = text.replace(block.rstrip("\n"), render(figures).rstrip("\n"))
+    for key, old in sections(text).items():
+        text = text.replace(old, render_section(key, figures))
+    return atomic_write_text(readme, text)

@@ -199,6 +199,15 @@ def set_command(argv: list[str]) -> None:
     _COMMAND = [str(a) for a in argv]
 
 
+def pin_git_state(state: dict[str, Any], command: str | None = None) -> None:
+    """Make this process report ``state`` (and ``command``) as its provenance: a sweep's worker processes record the
+    tree and command the sweep started from, not whatever the working tree holds when a cell runs."""
+    global _STATE, _COMMAND
+    _STATE = dict(state)
+    if command:
+        _COMMAND = command.split()
+
+
 def project_root() -> Path | None:
     """The checkout holding this package (``git rev-parse --show-toplevel``), or None outside one."""
     top = (_git(["rev-parse", "--show-toplevel"], Path(__file__).resolve().parent) or "").strip()

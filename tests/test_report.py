@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from testbed import report
+from testbed.config import ConfigError
 from testbed.cli import main
 from testbed.results import write_csv
 
@@ -15,6 +18,25 @@ def test_readme_block_equals_the_report_of_figures():
     block = report.current_block(ROOT / "README.md")
     assert block is not None, "README.md lost its report markers"
     assert block == report.render(ROOT / "figures"), "README tables are stale: run `testbed report --write README.md`"
+    assert report.stale(ROOT / "README.md", ROOT / "figures") == [], "run `testbed report --write README.md`"
+
+
+def test_readme_sections_hold_the_reports_of_their_folders(tmp_path):
+    """A section block names a folder; --write fills it with that folder's report and leaves the rest alone."""
+    rows = [{"system": "a", "objective": "field", "seed": k, "endpoint_error": float(k + 1)} for k in range(3)]
+    write_csv(tmp_path / "law-recovery" / "full" / "results.csv", rows)
+    begin, end = report.section_markers("law-recovery/full")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{begin}\nstale 9.99\n{end}\ntext\n{report.BEGIN}\n{report.END}\n")
+    assert report.stale(readme, tmp_path) == ["law-recovery/full", "measured results"]
+    report.write(readme, tmp_path)
+    text = readme.read_text()
+    assert "9.99" not in text and "| 2 ± 2.5 (3) | a | field |" in text and text.startswith("# x\n")
+    assert report.stale(readme, tmp_path) == []
+    readme.write_text(f"{report.section_markers('law-recovery/none')[0]}\n{report.section_markers('law-recovery/none')[1]}"
+                      f"\n{report.BEGIN}\n{report.END}\n")
+    with pytest.raises(ConfigError, match="does not exist"):
+        report.write(readme, tmp_path)
 
 
 def test_report_groups_seeds_into_mean_and_ci(tmp_path, capsys):

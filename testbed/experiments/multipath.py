@@ -10,9 +10,20 @@ has two sides, and this study measures both on the same tasks, students, data an
   was observed (depth-interpolation between the known states; "stay at x0" for inputs never observed) —
   it should collapse as ``λ`` grows;
 
+* **distill** (tasks with a teacher network, i.e. ``digits``): ``L = L_out + λ·KL(teacher ‖ student)`` on the
+  same observed inputs — the teacher's *outputs* instead of its interior, at the same budget, so a gain of
+  ``aligned`` over ``distill`` is a field effect and not distillation.
+
 ``L_out`` is the cross-entropy (classification) or the relative endpoint error (regression), and ``λ = 0``
-is the endpoint-only baseline shared by both variants. ``λ`` sweeps ``lambdas`` (at least five values from
-0 to clearly too large). Tasks (:mod:`testbed.multipath.tasks`):
+is the endpoint-only baseline shared by every variant. ``λ`` sweeps ``lambdas`` (at least five values from
+0 to clearly too large).
+
+**Selection on validation data.** A fraction ``val_fraction`` of the training inputs (stratified by label) is
+held out of training (:func:`testbed.multipath.tasks.hold_out_validation`). Each variant's ``λ`` is chosen among
+its positive candidates by :class:`testbed.selection.SelectionRule` — the smallest seed-mean validation loss
+(``select_on``; cross-entropy or relative endpoint error), ties to the smaller ``λ`` — and every test metric is
+reported at that one ``λ`` (:func:`derive`: ``selection.csv``, ``selected.csv``, ``paired.csv``). The full
+sweep over ``λ`` stays in ``results.csv`` and the figure. Tasks (:mod:`testbed.multipath.tasks`):
 
 * ``moons_shear`` / ``spiral_twist`` / ``circles_lift`` — a 2-D data set carried by a transport teacher flow,
   classified from the endpoint; unseen paths = initial states in a held-out polar wedge;
@@ -46,9 +57,12 @@ from testbed.config import (
 )
 from testbed.experiments.common import fit
 from testbed.experiments.protocol import ExperimentConfig, seeds_field
-from testbed.multipath import SPLITS, VARIANTS, MultipathTask, digits_task, evaluate, route_task, transport_task
+from testbed.multipath import SPLITS, MultipathTask, digits_task, evaluate, route_task, transport_task
+from testbed.multipath.tasks import hold_out_validation
 from testbed.plotting import PALETTE, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
+from testbed.selection import SelectionRule, rows_at_choice, select
+from testbed.stats import paired
 from testbed.stats import summarize as summarize_values
 
 NAME = "multipath"
@@ -56,8 +70,19 @@ NAME = "multipath"
 GROUP_KEYS = ["task", "variant", "lam", "metric"]
 TRANSPORT = ("moons_shear", "spiral_twist", "circles_lift")
 TASKS = (*TRANSPORT, "routes", "digits")
+VARIANTS = ("aligned", "over", "distill")
+#: the validation metrics λ may be chosen on
+SELECT_ON = ("val_loss", "val_score")
+#: config fields that only partition the rows: a sweep over tasks still draws this study's figure
+PARTITION_FIELDS = ("tasks",)
+DERIVED_FILES = ("selection.csv", "selected.csv", "paired.csv", "selection.json")
+#: test metrics reported at the selected λ (and compared, paired over seeds, against the endpoint-only student)
+TEST_METRICS = (*SPLITS, "ece", "nll")
+#: paired comparisons (variant − reference) over shared seeds
+COMPARISONS = (("aligned", "endpoint"), ("over", "endpoint"), ("distill", "endpoint"), ("aligned", "distill"))
 RESULT_COLUMNS = [
-    "task", "variant", "lam", "seed", "metric", *SPLITS, "ece", "nll", "path_error_seen", "path_error_unseen_path",
+    "task", "variant", "lam", "seed", "metric", *SPLITS, "ece", "nll", "val_score", "val_loss", "path_error_seen",
+    "path_error_unseen_path",
     "law_error_seen", "law_error_unseen_path", "path_error_shifted", "path_error_noisy", "path_sensitivity",
     "final_loss", "train_seconds", "n_layers",
 ]
@@ -71,14 +96,17 @@ CAPTIONS = {
         "observed). Classification rows show accuracy (higher is better), the routes row the relative endpoint "
         "error (lower is better). Columns: fresh in-distribution inputs, unseen paths (held-out wedge of initial "
         "states / unseen route combinations), the field re-integrated on unseen depth grids (L/2, 2L), shifted and "
-        "noisy inputs, ECE (15 bins). Error bars: 95% t-interval of the mean over seeds."),
+        "noisy inputs, ECE (15 bins), and the validation loss λ is chosen on (cross-entropy / relative endpoint "
+        "error on the split held out of the training inputs). Green: logit distillation from the same teacher on "
+        "the same inputs (digits). Stars: each variant's validation-selected λ. Error bars: 95% t-interval of the "
+        "mean over seeds."),
     "reliability": (
         "Reliability diagrams on fresh in-distribution inputs, pooled over seeds: accuracy vs confidence per "
-        "15-bin confidence bin (marker area ∝ √share of inputs) for the endpoint-only student, the aligned λ with "
-        "the best accuracy and the largest over-constrained λ; the dashed diagonal is perfect calibration."),
+        "15-bin confidence bin (marker area ∝ √share of inputs) for the endpoint-only student, the aligned λ chosen "
+        "on validation data and the largest over-constrained λ; the dashed diagonal is perfect calibration."),
 }
 OUTPUT_FILES = ("results.csv", "reliability.csv", "results.json", "multipath.png", "multipath.pdf",
-                "reliability.png", "reliability.pdf")
+                "reliability.png", "reliability.pdf", *DERIVED_FILES)
 
 
 @dataclasses.dataclass
@@ -91,7 +119,9 @@ class MultipathConfig(ExperimentConfig):
     variants: tuple[str, ...] = VARIANTS
     lambdas: tuple[float, ...] = (0.0, 0.1, 1.0, 10.0, 100.0)
     seeds: tuple[int, ...] = seeds_field((0, 1, 2, 3, 4))
-    steps: int = 2000
+    val_fraction: float = 0.2       # of the training inputs, held out for choosing λ
+    select_on: str = "val_loss"     # val_loss (min) | val_score (accuracy: max; relative error: min)
+    steps: int = 1000
     batch_size: int = 128
     lr: float = 3e-3
     grad_clip: float = 1.0
@@ -123,8 +153,15 @@ class MultipathConfig(ExperimentConfig):
         self.tasks = canonical_choices("tasks", self.tasks, TASKS)
         if not self.variants or any(v not in VARIANTS for v in self.variants):
             raise ConfigError(f"variants must be a non-empty subset of {VARIANTS}, got {self.variants}")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction must lie in (0, 0.5), got {self.val_fraction}")
+        if self.select_on not in SELECT_ON:
+            raise ConfigError(f"select_on must be one of {SELECT_ON}, got {self.select_on!r}")
         if len(self.lambdas) < 2 or any(not math.isfinite(v) or v < 0 for v in self.lambdas):
             raise ConfigError(f"lambdas must hold ≥ 2 finite values ≥ 0, got {self.lambdas}")
+        if 0.0 not in self.lambdas:
+            raise ConfigError(f"lambdas must include 0 (the endpoint-only baseline every variant is compared with), "
+                              f"got {self.lambdas}")
         if len(set(self.lambdas)) != len(self.lambdas):
             raise ConfigError(f"lambdas must be distinct, got {self.lambdas}")
         for name in ("steps", "batch_size", "width", "hidden_layers", "n_layers", "n_train", "n_test", "n_obs",
@@ -176,19 +213,31 @@ def build_task(cfg: MultipathConfig, name: str) -> MultipathTask:
                        teacher_steps=cfg.digits_teacher_steps, **common)
 
 
-def objective_for(task: MultipathTask, lam: float) -> str:
-    """``cross_entropy=1,observed_path=λ`` (classification) or ``endpoint=1,observed_path=λ`` (regression)."""
+def objective_for(task: MultipathTask, lam: float, variant: str = "aligned") -> str:
+    """``L_out=1,term=λ``: ``L_out`` is ``cross_entropy`` (classification) or ``endpoint`` (regression); the term
+    is ``distill`` for the distillation baseline, else ``observed_path`` (aligned / over-constrained targets)."""
     out = "cross_entropy" if task.kind == "classification" else "endpoint"
-    return f"{out}=1,observed_path={lam:g}"
+    term = "distill" if variant == "distill" else "observed_path"
+    return f"{out}=1,{term}={lam:g}"
 
 
-def runs(cfg: MultipathConfig) -> list[tuple[str, float]]:
+def task_variants(cfg: MultipathConfig, task: MultipathTask) -> tuple[str, ...]:
+    """The configured variants that apply to ``task`` (``distill`` needs a teacher network's logits)."""
+    return tuple(v for v in cfg.variants if v != "distill" or task.teacher_logits is not None)
+
+
+def runs(cfg: MultipathConfig, variants: tuple[str, ...] | None = None) -> list[tuple[str, float]]:
     """The (variant, λ) pairs trained per task and seed: λ = 0 once (variant ``endpoint``), then each variant."""
-    out: list[tuple[str, float]] = []
-    if 0.0 in cfg.lambdas:
-        out.append(("endpoint", 0.0))
-    out += [(v, lam) for v in cfg.variants for lam in cfg.lambdas if lam > 0]
+    out: list[tuple[str, float]] = [("endpoint", 0.0)]
+    out += [(v, lam) for v in (cfg.variants if variants is None else variants) for lam in cfg.lambdas if lam > 0]
     return out
+
+
+def selection_rule(kind: str, select_on: str) -> SelectionRule:
+    """The rule λ is chosen by for a task of ``kind``: the validation loss is minimised; the validation score
+    is maximised for accuracy (classification) and minimised for relative error (regression)."""
+    mode = "max" if select_on == "val_score" and kind == "classification" else "min"
+    return SelectionRule("lam", select_on, mode)
 
 
 def run(cfg: MultipathConfig, out: str | Path) -> list[dict[str, Any]]:
@@ -199,14 +248,15 @@ def run(cfg: MultipathConfig, out: str | Path) -> list[dict[str, Any]]:
     info: dict[str, Any] = {}
     t_start = time.perf_counter()
     for name in cfg.tasks:
-        task = build_task(cfg, name)
-        info[name] = task.info
-        data = {v: task.path_data(v) for v in dict.fromkeys(("aligned", *cfg.variants))}
-        data["endpoint"] = data["aligned"]          # λ = 0: the field term is not evaluated
-        for variant, lam in runs(cfg):
+        task = hold_out_validation(build_task(cfg, name), cfg.val_fraction)
+        info[name] = {**task.info, "kind": task.kind}
+        variants = task_variants(cfg, task)
+        data = {v: task.path_data(v) for v in dict.fromkeys(("aligned", *(v for v in variants if v != "distill")))}
+        data["endpoint"] = data["distill"] = data["aligned"]   # λ = 0: no field term; distill: the observed inputs
+        for variant, lam in runs(cfg, variants):
             for seed in cfg.seeds:
                 student = task.make_student(seed)
-                result = fit(student, objective_for(task, lam), data[variant], seed=seed, steps=cfg.steps,
+                result = fit(student, objective_for(task, lam, variant), data[variant], seed=seed, steps=cfg.steps,
                              batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip, progress=cfg.progress,
                              run_dir=None, device=cfg.device)
                 metrics, rel = evaluate(student, task)
@@ -215,10 +265,94 @@ def run(cfg: MultipathConfig, out: str | Path) -> list[dict[str, Any]]:
                              "n_layers": task.n_layers})
                 rel_rows += [{**key, **r} for r in rel]
     write_csv(out / "reliability.csv", rel_rows)
-    write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME, task_info=info,
+    rules = {kind: selection_rule(kind, cfg.select_on).as_dict() for kind in ("classification", "regression")}
+    write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME, task_info=info, selection=rules,
                                                   wall_seconds=time.perf_counter() - t_start))
-    write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # last: its presence means the run completed
+    write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # the sweep over λ, complete
+    derive(out)
     return rows
+
+
+# ----------------------------------------------------------------------------------------------- selection
+def derive(out: str | Path) -> list[Path]:
+    """Choose each (task, variant)'s λ on validation data and read the test metrics there.
+
+    From ``out/results.csv`` and the rule recorded in ``out/results.json`` (``select_on``) writes
+
+    * ``selection.csv`` — every candidate λ with its validation mean, 95% CI and n, and which was chosen;
+    * ``selected.csv`` — the rows at the chosen λ (all seeds), the endpoint-only rows (λ = 0) beside them;
+    * ``paired.csv`` — per task, comparison (:data:`COMPARISONS`) and test metric, the paired difference over
+      shared seeds (mean, 95% CI, n, paired t and exact sign-flip p-values; :func:`testbed.stats.paired`);
+    * ``selection.json`` — the rule in words and the chosen λ per task and variant.
+    """
+    out = Path(out)
+    rows = read_csv(out / "results.csv")
+    meta = _read_json(out / "results.json")
+    select_on = (meta.get("config") or {}).get("select_on") or _rule_metric(meta) or "val_loss"
+    kinds = {r["task"]: ("regression" if r["metric"] == "endpoint_error" else "classification") for r in rows}
+    sel_rows: list[dict[str, Any]] = []
+    chosen_rows: list[dict[str, Any]] = []
+    chosen: dict[str, dict[str, float]] = {}
+    for task, kind in kinds.items():
+        rule = selection_rule(kind, select_on)
+        task_rows = [r for r in rows if r["task"] == task]
+        cands = [r for r in task_rows if r["variant"] != "endpoint" and float(r["lam"]) > 0]
+        choices = select(cands, rule, ("task", "variant")) if cands else {}
+        for c in choices.values():
+            sel_rows += c.as_rows(("task", "variant"), "lam")
+            chosen.setdefault(task, {})[c.group[1]] = c.value
+        chosen_rows += [r for r in task_rows if r["variant"] == "endpoint"]
+        chosen_rows += rows_at_choice(cands, choices, rule, ("task", "variant"))
+    pair_rows = paired_rows(chosen_rows)
+    write_csv(out / "selection.csv", sel_rows)
+    write_csv(out / "selected.csv", chosen_rows, RESULT_COLUMNS)
+    write_csv(out / "paired.csv", pair_rows)
+    rules = {k: selection_rule(k, select_on).describe() for k in sorted(set(kinds.values()))}
+    return [out / "selection.csv", out / "selected.csv", out / "paired.csv",
+            write_json(out / "selection.json", {"rules": rules, "selected_lambda": chosen})]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _rule_metric(meta: dict[str, Any]) -> str | None:
+    rules = meta.get("selection") or {}
+    return next((r.get("metric") for r in rules.values() if isinstance(r, dict)), None)
+
+
+def paired_rows(chosen_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired differences ``A − B`` over the seeds both have, per task, comparison and test metric."""
+    by: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in chosen_rows:
+        by.setdefault((r["task"], r["variant"]), {})[int(r["seed"])] = r
+    out: list[dict[str, Any]] = []
+    for task in dict.fromkeys(r["task"] for r in chosen_rows):
+        for a, b in COMPARISONS:
+            ra, rb = by.get((task, a)), by.get((task, b))
+            if not ra or not rb:
+                continue
+            seeds = sorted(set(ra) & set(rb))
+            for m in TEST_METRICS:
+                va = [_num(ra[s].get(m)) for s in seeds]
+                vb = [_num(rb[s].get(m)) for s in seeds]
+                if all(math.isnan(v) for v in va):
+                    continue
+                pc = paired(va, vb)
+                out.append({"task": task, "a": a, "lam_a": float(ra[seeds[0]]["lam"]), "b": b,
+                            "lam_b": float(rb[seeds[0]]["lam"]), "metric": m, "mean_diff": pc.diff.mean,
+                            "lo": pc.diff.lo, "hi": pc.diff.hi, "n": pc.diff.n, "p_t": pc.p_t,
+                            "p_sign_flip": pc.p_sign_flip})
+    return out
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 # ----------------------------------------------------------------------------------------------- summaries
@@ -246,9 +380,16 @@ def variant_curve(agg: dict, task: str, variant: str) -> tuple[np.ndarray, np.nd
 
 
 # ----------------------------------------------------------------------------------------------- figures
-PANELS = [("seen", "seen inputs"), ("unseen_path", "unseen paths"), ("unseen_grid", "unseen depth grid"),
-          ("shifted", "shifted inputs"), ("noisy", "noisy inputs"), ("ece", "ECE (15 bins)")]
-VARIANT_STYLE = {"aligned": (PALETTE[0], "o", "aligned"), "over": (PALETTE[3], "s", "over-constrained")}
+PANELS = [("val_loss", "validation loss (selects λ)"), ("seen", "seen inputs"), ("unseen_path", "unseen paths"),
+          ("unseen_grid", "unseen depth grid"), ("shifted", "shifted inputs"), ("noisy", "noisy inputs"),
+          ("ece", "ECE (15 bins)")]
+VARIANT_STYLE = {"aligned": (PALETTE[0], "o", "aligned"), "over": (PALETTE[3], "s", "over-constrained"),
+                 "distill": (PALETTE[2], "^", "logit distillation")}
+
+
+def selected_lambdas(out: Path) -> dict[str, dict[str, float]]:
+    """``{task: {variant: λ*}}`` from ``selection.json`` (empty when the run has none)."""
+    return _read_json(out / "selection.json").get("selected_lambda", {})
 
 
 def _lam_axis(lams: np.ndarray) -> tuple[np.ndarray, float]:
@@ -265,6 +406,7 @@ def plot(out: str | Path) -> list[Path]:
     out = Path(out)
     rows = read_csv(out / "results.csv")
     rel_rows = read_csv(out / "reliability.csv") if (out / "reliability.csv").exists() else []
+    chosen = selected_lambdas(out)
     use_style()
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     metric_of = {r["task"]: r["metric"] for r in rows}
@@ -285,6 +427,11 @@ def plot(out: str | Path) -> list[Path]:
                     continue
                 xs, _ = _lam_axis(lams)
                 ax.errorbar(xs, mean, yerr=std, color=color, marker=marker, ms=3, lw=1, capsize=2, label=label)
+                star = chosen.get(task, {}).get(variant)
+                if star is not None and star in lams:
+                    k = int(np.flatnonzero(lams == star)[0])
+                    ax.plot(xs[k], mean[k], marker="*", ms=9, color=color, mec="k", mew=0.5, zorder=5,
+                            ls="none", label=None)
                 drawn = True
             if drawn:
                 ax.set_xscale("log")
@@ -303,22 +450,30 @@ def plot(out: str | Path) -> list[Path]:
             if i == len(tasks) - 1 and drawn:
                 ax.set_xlabel("field weight λ")
             if j == 0:
-                ax.set_ylabel(f"{task}\n{'rel. endpoint error' if reg else 'accuracy'}")
+                ax.set_ylabel(f"{task}\n{'val. rel. endpoint error' if reg else 'val. cross-entropy [nats]'}")
+            elif j == 1:
+                ax.set_ylabel("rel. endpoint error" if reg else "accuracy")
             elif key == "ece":
                 ax.set_ylabel("ECE")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle("Multi-path tasks: field weight λ, aligned vs over-constrained (mean ± 95% CI over seeds; "
-                 "dotted: endpoint-only, λ=0)", y=1.03, fontsize=8)
+    legend: dict[str, Any] = {}
+    for ax in axes[:, 1]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(lab, h)
+    fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=3, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle("Multi-path tasks: field weight λ (mean ± 95% CI over seeds; dotted: endpoint-only, λ=0; "
+                 "★: λ chosen on validation data)", y=1.03, fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     paths = save_figure(fig, out / "multipath")
-    paths += _plot_reliability(out, rows, rel_rows)
+    paths += _plot_reliability(out, rows, rel_rows, chosen)
     return paths
 
 
-def _plot_reliability(out: Path, rows: list[dict[str, Any]], rel_rows: list[dict[str, Any]]) -> list[Path]:
+def _plot_reliability(out: Path, rows: list[dict[str, Any]], rel_rows: list[dict[str, Any]],
+                      selected: dict[str, dict[str, float]]) -> list[Path]:
     """Reliability diagrams (seen inputs, pooled over seeds; marker area ∝ √(share of inputs in the bin)):
-    endpoint-only, the best aligned λ (by seen accuracy), the largest over-constrained λ."""
+    endpoint-only, the aligned λ chosen on validation data (the largest positive λ when the run has no
+    selection), the largest over-constrained λ."""
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r["task"] for r in rel_rows))
@@ -326,13 +481,13 @@ def _plot_reliability(out: Path, rows: list[dict[str, Any]], rel_rows: list[dict
         return []
     fig, axes = plt.subplots(1, len(tasks), figsize=(2.3 * len(tasks) + 0.3, 2.4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        acc = aggregate([r for r in rows if r["task"] == task], "seen")
-        aligned = {lam: m for (t, v, lam), (m, _, _) in acc.items() if v == "aligned"}
-        over = [lam for (t, v, lam) in acc if v == "over"]
+        lams = {(r["variant"], float(r["lam"])) for r in rows if r["task"] == task}
+        aligned = sorted(lam for v, lam in lams if v == "aligned")
+        over = [lam for v, lam in lams if v == "over"]
         picks = [("endpoint", 0.0, "endpoint-only (λ=0)", PALETTE[7])]
         if aligned:
-            best = max(aligned, key=aligned.get)
-            picks.append(("aligned", best, f"aligned, λ={best:g}", PALETTE[0]))
+            best = selected.get(task, {}).get("aligned", aligned[-1])
+            picks.append(("aligned", best, f"aligned, λ={best:g} (validation)", PALETTE[0]))
         if over:
             picks.append(("over", max(over), f"over-constrained, λ={max(over):g}", PALETTE[3]))
         ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
@@ -365,3 +520,59 @@ def _pool_bins(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.n
     accs = np.array([sum(k * a for k, _, a in bins[b]) / sum(k for k, _, _ in bins[b]) for b in keys])
     counts = np.array([sum(k for k, _, _ in bins[b]) for b in keys])
     return conf, accs, counts
+
+
+# ----------------------------------------------------------------------------------------------- report
+REPORT_COLUMNS = [("seen", "seen"), ("unseen_path", "unseen paths"), ("unseen_grid", "unseen grid"),
+                  ("shifted", "shifted"), ("noisy", "noisy"), ("ece", "ECE"), ("nll", "NLL")]
+
+
+def report(folder: str | Path) -> str:
+    """Markdown for ``testbed report``: the test metrics at each variant's validation-selected λ (mean ± 95% CI
+    (n) over seeds) and the paired differences against the endpoint-only student (and aligned − distill)."""
+    folder = Path(folder)
+    if not (folder / "selected.csv").exists():
+        import sys
+
+        from testbed.report import table
+
+        return table(sys.modules[__name__], read_csv(folder / "results.csv"))
+    rows = read_csv(folder / "selected.csv")
+    kinds = {r["task"]: r["metric"] for r in rows}
+    cols = [(k, t) for k, t in REPORT_COLUMNS if any(_finite(r.get(k)) for r in rows)]
+    lines = ["Test metrics at the λ chosen on validation data (accuracy; routes: relative endpoint error, lower is "
+             "better); mean ± 95% CI (n seeds):", "",
+             "| task | variant | λ (validation) | " + " | ".join(t for _, t in cols) + " |",
+             "|---|---|---|" + "---|" * len(cols)]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["variant"]), []).append(r)
+    for (task, variant), members in groups.items():
+        label = f"{task} ({'error' if kinds[task] == 'endpoint_error' else 'accuracy'})"
+        cells = [summarize_values([float(r[k]) for r in members if _finite(r.get(k))]).format(3)
+                 if any(_finite(r.get(k)) for r in members) else "—" for k, _ in cols]
+        lines.append(f"| {label} | {variant} | {float(members[0]['lam']):g} | " + " | ".join(cells) + " |")
+    pairs = read_csv(folder / "paired.csv") if (folder / "paired.csv").exists() else []
+    if pairs:
+        lines += ["", "Paired differences A − B over shared seeds at the selected λ: mean [95% CI], exact sign-flip "
+                  "p:", "", "| task | A − B | " + " | ".join(t for _, t in cols) + " |",
+                  "|---|---|" + "---|" * len(cols)]
+        by: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+        for p in pairs:
+            by.setdefault((p["task"], p["a"], p["b"]), {})[p["metric"]] = p
+        for (task, a, b), per in by.items():
+            cells = [_fmt_pair(per.get(k)) for k, _ in cols]
+            lines.append(f"| {task} | {a} − {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fmt_pair(p: dict[str, Any] | None) -> str:
+    if p is None or not _finite(p.get("mean_diff")):
+        return "—"
+    ci = f" [{p['lo']:+.2g}, {p['hi']:+.2g}]" if _finite(p.get("lo")) else ""
+    pv = f", p = {p['p_sign_flip']:.2g}" if _finite(p.get("p_sign_flip")) and int(p["n"]) > 1 else ""
+    return f"{p['mean_diff']:+.2g}{ci}{pv}"

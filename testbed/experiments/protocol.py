@@ -15,6 +15,17 @@ An experiment is one module that meets :class:`Experiment`:
                           them are repeats over seeds (sweep summaries and statistics group by them)
 ========================  =================================================================================
 
+Optional members (checked when present):
+
+========================  =================================================================================
+``derive(out) -> paths``  tables computed from ``out/results.csv`` across seeds (e.g. a hyperparameter chosen on
+                          validation data and the test metrics at that choice); ``run`` calls it at the end and
+                          a sweep calls it on the merged rows, so the choice sees every seed
+``DERIVED_FILES``         the files ``derive`` writes (a sweep does not concatenate the cells' copies of them)
+``PARTITION_FIELDS``      config fields that only partition the rows (``tasks``: every row names its task), so
+                          a sweep over them may still draw the experiment's own figure from the merged rows
+========================  =================================================================================
+
 :func:`check_experiment` verifies a module at registration, so a missing hook fails at import with a message
 naming it, not deep inside the CLI.
 
@@ -115,9 +126,19 @@ _HOOKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+_OPTIONAL: dict[str, Callable[[Any], bool]] = {
+    "derive": callable,
+    "DERIVED_FILES": lambda v: isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v),
+    "PARTITION_FIELDS": lambda v: isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v),
+}
+
+
 def check_experiment(module: ModuleType) -> ModuleType:
     """Return ``module`` if it meets :class:`Experiment`, else raise ``TypeError`` naming what is missing."""
     problems = [name for name, ok in _HOOKS.items() if not hasattr(module, name) or not ok(getattr(module, name))]
+    problems += [name for name, ok in _OPTIONAL.items() if hasattr(module, name) and not ok(getattr(module, name))]
+    if hasattr(module, "derive") != hasattr(module, "DERIVED_FILES"):
+        problems.append("derive and DERIVED_FILES (one without the other)")
     if problems:
         raise TypeError(f"experiment module {module.__name__} does not meet the protocol "
                         f"(testbed.experiments.protocol): missing or invalid {', '.join(problems)}")

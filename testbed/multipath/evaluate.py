@@ -5,6 +5,9 @@ For every evaluation set the *score* is the accuracy (classification) or the rel
 
 * ``unseen_grid`` — the same score on the ``seen`` inputs when the learned field is re-integrated on other
   depth grids (forward Euler with ``L/2`` and ``2L`` steps; mean over the two): a held-out *time grid*;
+* ``val_score`` and ``val_loss`` — on the ``validation`` split carved from the training inputs (when the task has
+  one): the score, and the loss hyperparameters are chosen on: mean cross-entropy (classification) or the
+  relative endpoint error (regression);
 * ``ece``, ``nll`` (classification, ``seen`` inputs; :mod:`testbed.calibration`, 15 bins) and the reliability
   table of the ``seen`` inputs;
 * ``path_error_<set>`` — relative L2 distance between the student's observed coordinates at the observation
@@ -88,6 +91,12 @@ def evaluate(model, task: MultipathTask, n_sensitivity: int = 128) -> tuple[dict
         if col == "seen" and task.kind == "classification":
             reliability = reliability_bins(out, ev.y)
             m["ece"], m["nll"] = ece_from_bins(reliability), negative_log_likelihood(out, ev.y)
+    if "validation" in task.evals:
+        ev = task.evals["validation"]
+        out, _ = outputs_on_grid(model, ev.x)
+        m["val_score"] = _score(task, out, ev)
+        m["val_loss"] = (negative_log_likelihood(out, ev.y) if task.kind == "classification"
+                         else relative_l2(out, ev.endpoints))
     if "unseen_path" not in m:
         m["unseen_path"] = math.nan
     ev = task.evals["seen"]

@@ -5,7 +5,8 @@ Every task builds, from a seeded generator, the same four things:
 * ``train``: inputs, outcomes and the *true* intermediate states at the observation layers ``l_1..l_K`` for every
   training input, plus the mask ``observed`` of the inputs whose path the learner may see;
 * ``student(seed)``: a fresh student whose hidden states live in the coordinates of the observations;
-* ``evals``: named evaluation sets — ``seen`` (fresh inputs from the training distribution), an *unseen-path*
+* ``evals``: named evaluation sets — ``validation`` (after :func:`hold_out_validation`: inputs carved out of
+  ``train``, for choosing hyperparameters), ``seen`` (fresh inputs from the training distribution), an *unseen-path*
   set (``unseen_region``: initial states from a region held out of training; ``unseen_route``: route
   combinations never trained on), ``shifted`` and ``noisy`` (OOD inputs, outcomes from the same ground truth);
 * :meth:`MultipathTask.path_data` turns ``train`` into the :class:`~testbed.path_data.PathData` of the
@@ -75,7 +76,12 @@ class MultipathTask:
     n_classes: int = 0
     endpoints: Tensor | None = None
     law: Callable[[Tensor | float, Tensor], Tensor] | None = None   # the true law f*(t, state), if known
+    teacher_logits: Tensor | None = None   # (N, n_classes) a teacher network's logits on the training inputs
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def n_train(self) -> int:
+        return self.x.shape[0]
 
     def path_data(self, variant: str) -> PathData:
         """Training data for the ``aligned`` or ``over``-constrained field objective (identical outcomes)."""
@@ -87,7 +93,51 @@ class MultipathTask:
         else:
             raise ValueError(f"unknown field-objective variant {variant!r}; use one of {', '.join(VARIANTS)}")
         return PathData(self.x, layers, targets, mask, y=self.y, n_classes=self.n_classes,
-                        endpoints=self.endpoints, meta={"task": self.name, "variant": variant})
+                        endpoints=self.endpoints, teacher_logits=self.teacher_logits,
+                        meta={"task": self.name, "variant": variant})
+
+
+def validation_indices(n: int, fraction: float, gen: torch.Generator, y: Tensor | None = None) -> Tensor:
+    """Indices of a validation split of ``round(fraction·n)`` of ``n`` training inputs, drawn with ``gen``;
+    stratified by label when ``y`` is given (``round(fraction·n_c)`` of each class ``c``, at least one of each
+    class with two or more members), so every class is represented in both parts."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must lie in (0, 1), got {fraction}")
+    if y is None:
+        k = min(max(int(round(fraction * n)), 1), n - 1)
+        return torch.randperm(n, generator=gen)[:k].sort().values
+    picks = []
+    for c in torch.unique(y).tolist():
+        members = torch.nonzero(y == c).flatten()
+        k = min(max(int(round(fraction * members.numel())), 1), members.numel() - 1)
+        picks.append(members[torch.randperm(members.numel(), generator=gen)[:k]])
+    return torch.cat(picks).sort().values
+
+
+def hold_out_validation(task: MultipathTask, fraction: float, seed: int = DATA_SEED) -> MultipathTask:
+    """``task`` with a validation split carved out of its training inputs (:func:`validation_indices`).
+
+    The held-out inputs leave every training field (inputs, outcomes, states, observed mask, teacher logits) and
+    become ``evals["validation"]`` (inputs, outcomes, true states). Nothing outside the training set is touched,
+    so a hyperparameter chosen on ``validation`` has seen no test input."""
+    if "validation" in task.evals:
+        raise ValueError(f"task {task.name!r} already has a validation split")
+    gen = torch.Generator().manual_seed(seed + 1)
+    n = task.n_train
+    val = validation_indices(n, fraction, gen, task.y if task.kind == "classification" else None)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[val] = False
+
+    def part(v: Tensor | None, idx: Tensor) -> Tensor | None:
+        return None if v is None else v[idx]
+
+    ev = EvalSet(task.x[val], y=part(task.y, val), endpoints=part(task.endpoints, val), states=task.states[val])
+    info = {**task.info, "n_train": int(keep.sum()), "n_validation": int(val.numel()),
+            "n_observed": int(task.observed[keep].sum())}
+    return dataclasses.replace(
+        task, x=task.x[keep], x0_state=task.x0_state[keep], states=task.states[keep], observed=task.observed[keep],
+        y=part(task.y, keep), endpoints=part(task.endpoints, keep), teacher_logits=part(task.teacher_logits, keep),
+        evals={"validation": ev, **task.evals}, info=info)
 
 
 def _observed_mask(n: int, fraction: float, gen: torch.Generator) -> Tensor:
@@ -330,7 +380,9 @@ def digits_task(*, n_labeled: int, n_layers: int, n_obs: int, observed_fraction:
     with torch.no_grad():
         x0_state = teacher.initial_state(sub.x)
         teacher_acc = teacher.accuracy(test.x, test.y)
+        teacher_logits = teacher(sub.x)
     return MultipathTask(
         name="digits", kind="classification", n_layers=n_layers, obs_layers=obs, x=sub.x, x0_state=x0_state,
         states=states_of(sub.x), observed=_observed_mask(sub.n, observed_fraction, gen), evals=evals,
-        make_student=make_student, y=sub.y, n_classes=10, info={"teacher_accuracy": teacher_acc})
+        make_student=make_student, y=sub.y, n_classes=10, teacher_logits=teacher_logits,
+        info={"teacher_accuracy": teacher_acc, "teacher_training_examples": train.n})

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from testbed import results
 from testbed.results import write_csv, write_json
 from testbed.sweep.spec import Cell
 
@@ -65,6 +66,8 @@ def run_cell(task: dict[str, Any]) -> dict[str, Any]:
 
     threads = int(task.get("threads") or 1)
     torch.set_num_threads(threads)
+    if task.get("git_state") is not None:   # the tree the sweep started from (see runner._task)
+        results.pin_git_state(task["git_state"], task.get("command"))
     cells = Path(task["sweep_dir"]) / "cells"
     cells.mkdir(parents=True, exist_ok=True)
     final = cells / task["cell_id"]

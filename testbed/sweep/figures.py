@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.config import ConfigError
-from testbed.results import atomic_write_text, git_commit, read_csv, write_csv
+from testbed.results import atomic_write_text, git_commit, read_csv, write_csv, write_json
 from testbed.stats import summarize as summarize_values
 
 PREFERRED_METRICS = ("endpoint_error", "law_error_id", "law_error_ood", "consistency_error", "path_sensitivity",
@@ -159,9 +159,31 @@ def from_sweep(sweep_dir: str | Path, out: str | Path | None = None, metrics: Se
                                             _drawn_by()))
         paths.append(cap)
         log(f"wrote {', '.join(str(p) for p in figs)} and {cap.name}")
-    if not varying:
+    if set(varying) <= set(getattr(exp, "PARTITION_FIELDS", ())):
         paths += _experiment_figure_from_sweep(exp, sweep_dir, meta, rows, out, info, log)
     return paths
+
+
+def _merged_metadata(sweep_dir: Path, meta: dict[str, Any], merged: Path) -> Path:
+    """``merged/results.json``: the sweep's command and cells, and the provenance every cell's run recorded
+    (commit, dirty flag, diff hash, versions, host). Cells that disagree on commit or dirty state are listed
+    per cell and ``commit`` is ``"mixed"``, so a merged table never claims one clean commit it does not have."""
+    runs = {}
+    for c in meta["cells"]:
+        rj = sweep_dir / "cells" / c["cell_id"] / "run" / "results.json"
+        if rj.exists():
+            runs[c["cell_id"]] = json.loads(rj.read_text())
+    first = next(iter(runs.values()), {})
+    per_run = ("command", "config", "wall_seconds", "time", "seeds")
+    same = {k: v for k, v in first.items() if k not in per_run and all(r.get(k) == v for r in runs.values())}
+    out = {"experiment": meta["experiment"], "command": meta.get("command"), "sweep": sweep_dir.name,
+           "seeds": meta.get("seeds"), "cells": [c["cell_id"] for c in meta["cells"]],
+           "commit": same.pop("commit", "mixed"),
+           "dirty": same.pop("dirty", any(r.get("dirty") for r in runs.values())), **same,
+           "runs": {cid: {k: v for k, v in r.items() if k not in same}
+                    for cid, r in runs.items()},
+           "wall_seconds": sum(float(r.get("wall_seconds") or 0.0) for r in runs.values())}
+    return write_json(merged / "results.json", out)
 
 
 def _experiment_figure_from_sweep(exp, sweep_dir: Path, meta: dict[str, Any], rows: list[dict[str, Any]], out: Path,
@@ -188,10 +210,16 @@ def _experiment_figure_from_sweep(exp, sweep_dir: Path, meta: dict[str, Any], ro
             for d in ck.iterdir():
                 if not (merged / "checkpoints" / d.name).exists():
                     shutil.copytree(d, merged / "checkpoints" / d.name)
+    derived = set(getattr(exp, "DERIVED_FILES", ()))
     for rel, trows in tables.items():
-        if rel != "results.csv":
+        if rel != "results.csv" and rel not in derived:
             write_csv(merged / rel, trows)
-    write_csv(merged / "results.csv", [{k: v for k, v in r.items() if k != "cell_id"} for r in rows])  # last
+    swept = set(meta["swept"]) - {"seed"}
+    write_csv(merged / "results.csv", [{k: v for k, v in r.items() if k != "cell_id" and k not in swept}
+                                       for r in rows])  # last
+    _merged_metadata(sweep_dir, meta, merged)
+    if hasattr(exp, "derive"):
+        exp.derive(merged)
     try:
         figs = [Path(p) for p in exp.plot(merged)]
     except Exception as err:  # noqa: BLE001 — the generic sweep figure is already drawn

@@ -11,13 +11,12 @@ import contextlib
 import dataclasses
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from testbed.config import ConfigError
-from testbed.results import atomic_write_text, write_json
+from testbed.results import atomic_write_text, git_state, relative_command, write_json
 from testbed.sweep.cells import STATUS_FAILED, STATUS_MISSING, STATUS_OK, _record_lost, cell_status, run_cell
 from testbed.sweep.merge import merge
 from testbed.sweep.spec import Cell, SweepSpec, canonical, load_spec
@@ -39,9 +38,11 @@ class SweepResult:
 
 
 def _task(spec: SweepSpec, cell: Cell, sweep_dir: Path, threads: int) -> dict[str, Any]:
+    """One cell's Dask task. It carries the git state of the tree the sweep *started* from, so every cell
+    records that commit and dirty flag even if the working tree changes while the sweep runs."""
     return {"experiment": spec.experiment, "config": cell.config, "cell_id": cell.cell_id,
             "options": canonical(cell.options), "sweep_dir": str(sweep_dir), "threads": threads,
-            "figures": spec.figures}
+            "figures": spec.figures, "git_state": git_state(), "command": relative_command()}
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
@@ -183,6 +184,6 @@ def _write_spec(spec: SweepSpec, sweep_dir: Path) -> None:
     write_json(sweep_dir / "sweep.json", {
         "spec": str(spec.path), "experiment": spec.experiment, "quick": spec.quick, "seeds": list(spec.seeds),
         "fixed": spec.fixed, "swept": spec.swept, "figures": spec.figures, "description": spec.description,
-        "command": " ".join(sys.argv),
+        "command": relative_command(),
         "cells": [{"cell_id": c.cell_id, "options": c.options} for c in spec.cells],
     })
