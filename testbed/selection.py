@@ -10,7 +10,8 @@ where ``m_val`` is a metric measured on a validation split carved from the train
 Ties (means equal to 1e-12 relative) go to the smallest ``v`` — the weakest intervention. Seeds enter through
 the mean only, so ``v*`` is one choice per method shared by every seed, and every test metric is then read at
 ``v*`` (:func:`rows_at_choice`). :func:`select` also returns each candidate's validation mean ± 95% CI, which the
-studies write next to their tables so the choice can be audited.
+studies write next to their tables so the choice can be audited. :func:`validation_indices` carves the
+validation split (stratified by label) out of a training set.
 """
 
 from __future__ import annotations
@@ -20,10 +21,29 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
+
 from testbed.config import ConfigError
 from testbed.stats import Summary, summarize
 
 MODES = ("min", "max")
+
+
+def validation_indices(n: int, fraction: float, gen: torch.Generator, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of a validation split of ``round(fraction·n)`` of ``n`` training inputs, drawn with ``gen``;
+    stratified by label when ``y`` is given (``round(fraction·n_c)`` of each class ``c``, at least one of each
+    class with two or more members), so every class is represented in both parts."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must lie in (0, 1), got {fraction}")
+    if y is None:
+        k = min(max(int(round(fraction * n)), 1), n - 1)
+        return torch.randperm(n, generator=gen)[:k].sort().values
+    picks = []
+    for c in torch.unique(y).tolist():
+        members = torch.nonzero(y == c).flatten()
+        k = min(max(int(round(fraction * members.numel())), 1), members.numel() - 1)
+        picks.append(members[torch.randperm(members.numel(), generator=gen)[:k]])
+    return torch.cat(picks).sort().values
 
 
 @dataclasses.dataclass(frozen=True)

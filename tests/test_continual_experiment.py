@@ -25,8 +25,14 @@ def test_registered_and_config_validated():
         continual.ContinualConfig(benchmarks=("split_fashion",))
     with pytest.raises(ConfigError, match="continual method"):
         continual.ContinualConfig(methods=("ewc",))
-    with pytest.raises(ConfigError, match="gamma"):
-        continual.ContinualConfig(gamma=-1.0)
+    with pytest.raises(ConfigError, match="gammas"):
+        continual.ContinualConfig(gammas=(-1.0,))
+    with pytest.raises(ConfigError, match="gammas"):
+        continual.ContinualConfig(gammas=(1.0, 1.0))
+    with pytest.raises(ConfigError, match="val_fraction > 0"):
+        continual.ContinualConfig(gammas=(0.3, 1.0), val_fraction=0.0)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        continual.ContinualConfig(val_fraction=0.5)
     with pytest.raises(ConfigError, match="buffer_sizes"):
         continual.ContinualConfig(buffer_sizes=(0,))
     with pytest.raises(ConfigError, match="epochs"):
@@ -136,7 +142,7 @@ def test_learner_retention_matches_an_independent_recomputation(monkeypatch):
 
 def test_quick_run_on_split_digits(tmp_path):
     cfg = continual.quick_config(methods=("finetune", "derpp", "derpp_fp"), buffer_sizes=(100,), epochs=2,
-                                 n_retention=64, progress=False)
+                                 n_retention=64, progress=False, gammas=(1.0,))
     rows = continual.run(cfg, tmp_path)
     continual.plot(tmp_path)
     for f in ("results.csv", "summary.csv", "accuracy_matrices.csv", "results.json", "continual.png",
@@ -200,3 +206,56 @@ def test_cli_runs_and_reports_bad_data_dir(tmp_path, capsys):
     assert "train-images-idx3-ubyte" in capsys.readouterr().err
     assert not (tmp_path / "bad" / "results.csv").exists()
     torch.set_num_threads(1)
+
+
+def test_validation_split_of_a_benchmark_and_the_learners_validation_accuracy():
+    """10% of every class leaves the training data; the learner's val accuracy is the final network's class-IL
+    accuracy on each task's validation samples, averaged over tasks (recomputed here from the network)."""
+    full = load_benchmark("split_digits")
+    bench = continual.hold_out_validation(full, 0.1)
+    assert bench.train.n + bench.val.n == full.train.n and bench.test is full.test
+    counts = torch.bincount(full.train.y, minlength=10)
+    assert torch.equal(torch.bincount(bench.val.y, minlength=10), torch.round(0.1 * counts.double()).long())
+    rows = {tuple(r.tolist()) for r in bench.train.x}
+    assert not any(tuple(r.tolist()) in rows for r in bench.val.x)          # disjoint
+    torch.manual_seed(0)
+    learner = build_learner("finetune", build_backbone("mlp", bench.input_shape, bench.n_classes), bench,
+                            LearnerConfig(lr=0.1, batch_size=10, epochs=1, n_retention=8))
+    result = learner.learn(bench)
+    with torch.no_grad():
+        pred = learner.net.eval()(bench.val.x).argmax(1)
+    per_task = [100 * float((pred[torch.isin(bench.val.y, torch.tensor(cs))] == bench.val.y[torch.isin(
+        bench.val.y, torch.tensor(cs))]).double().mean()) for cs in bench.task_classes]
+    assert result.summary()["val_avg_acc_class_il"] == pytest.approx(np.mean(per_task), abs=1e-9)
+    from testbed.continual.base import TaskResult
+
+    no_val = TaskResult(100 * np.eye(2), 100 * np.eye(2), [1.0], [1.0], 0.0, 0.0)   # a run without a validation split
+    assert np.isnan(no_val.summary()["val_avg_acc_class_il"])
+
+
+def test_derive_reports_fp_at_the_validation_choice_with_paired_differences(tmp_path):
+    """γ = 3 has the best *test* accuracy but the worse validation accuracy: the table reports γ = 1."""
+    rows = []
+    for seed in range(3):
+        rows.append({"benchmark": "b", "method": "er", "buffer_size": 200, "seed": seed, "gamma": "",
+                     "avg_acc_class_il": 80.0 + seed, "val_avg_acc_class_il": 79.0})
+        for gamma, val, test in ((1.0, 85.0, 82.0 + 2 * seed), (3.0, 84.0, 95.0)):
+            rows.append({"benchmark": "b", "method": "er_fp", "buffer_size": 200, "seed": seed, "gamma": gamma,
+                         "avg_acc_class_il": test, "val_avg_acc_class_il": val})
+    for r in rows:
+        r.update({m: 0.0 for m in continual.PAIRED_METRICS if m not in r})
+    from testbed.results import write_csv
+
+    write_csv(tmp_path / "results.csv", rows)
+    continual.derive(tmp_path)
+    import json
+
+    assert json.loads((tmp_path / "selection.json").read_text())["selected_gamma"] == {"b/er_fp/200": 1.0}
+    sel = read_csv(tmp_path / "selected.csv")
+    assert sorted((r["method"], r["gamma"]) for r in sel) == [("er", "")] * 3 + [("er_fp", 1.0)] * 3
+    pair = next(p for p in read_csv(tmp_path / "paired.csv") if p["metric"] == "avg_acc_class_il")
+    assert pair["mean_diff"] == pytest.approx(3.0) and pair["n"] == 3    # (82 + 2s) − (80 + s) = 2 + s
+    assert pair["hi"] - 3.0 == pytest.approx(4.302652729911275 * 1.0 / np.sqrt(3), rel=1e-9)   # t_{.975,2}·s/√n
+    summary = {(s["method"]): s for s in read_csv(tmp_path / "summary.csv")}
+    assert summary["er_fp"]["avg_acc_class_il_mean"] == pytest.approx(84.0) and summary["er_fp"]["gamma"] == 1.0
+    assert "**85.00" in continual.report(tmp_path)

@@ -14,11 +14,11 @@ from scipy import stats as st
 
 from testbed.config import ConfigError
 from testbed.experiments import get_experiment
-from testbed.multipath.tasks import hold_out_validation, route_task, transport_task, validation_indices
+from testbed.multipath.tasks import hold_out_validation, route_task, transport_task
 from testbed.objectives import make_objective
 from testbed.path_data import PathData
 from testbed.results import read_csv, write_csv
-from testbed.selection import SelectionRule, rows_at_choice, select
+from testbed.selection import SelectionRule, rows_at_choice, select, validation_indices
 
 
 def _rows(table: dict[float, list[float]], group: str = "a") -> list[dict]:

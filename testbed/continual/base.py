@@ -84,6 +84,7 @@ class TaskResult:
     jacobian_retention: list[float]
     train_seconds: float
     final_loss: float
+    val_class_il: np.ndarray | None = None   # (T,) final class-IL accuracy (%) per task on the validation split
 
     def summary(self) -> dict[str, float]:
         """Average accuracies, BWT and forgetting (class-IL and task-IL) and the mean retentions."""
@@ -97,6 +98,7 @@ class TaskResult:
             "forgetting_task_il": forgetting(self.acc_task_il),
             "trajectory_retention": float(np.mean(self.trajectory_retention)) if self.trajectory_retention else nan,
             "jacobian_retention": float(np.mean(self.jacobian_retention)) if self.jacobian_retention else nan,
+            "val_avg_acc_class_il": float(np.mean(self.val_class_il)) if self.val_class_il is not None else nan,
             "train_seconds": self.train_seconds,
             "final_loss": self.final_loss,
         }
@@ -244,7 +246,10 @@ class ContinualLearner:
             states, sketches = self.field_reference(probe_x[j])
             traj_ret.append(retention(states, refs[j][0]))
             jac_ret.append(retention(sketches, refs[j][1]))
-        return TaskResult(acc_c, acc_t, traj_ret, jac_ret, seconds, last_loss)
+        val = None
+        if benchmark.val is not None:     # the final network on the validation split (for choosing hyperparameters)
+            val = np.array([self.accuracies(benchmark.task_data(j, "val"), j)[0] for j in range(t_count)])
+        return TaskResult(acc_c, acc_t, traj_ret, jac_ret, seconds, last_loss, val)
 
 
 class ReplayLearner(ContinualLearner):

@@ -54,7 +54,8 @@ Tensor = torch.Tensor
 # --------------------------------------------------------------------------------------------- splits
 @dataclasses.dataclass
 class SplitBenchmark:
-    """A labelled train/test pair cut into tasks of disjoint classes (labels stay global)."""
+    """A labelled train/test pair cut into tasks of disjoint classes (labels stay global); ``val`` (optional) is a
+    validation split carved out of the training data (:func:`hold_out_validation`) for choosing hyperparameters."""
 
     name: str
     train: LabeledData
@@ -62,6 +63,7 @@ class SplitBenchmark:
     task_classes: tuple[tuple[int, ...], ...]
     input_shape: tuple[int, ...]
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    val: LabeledData | None = None
 
     def __post_init__(self) -> None:
         flat = [c for cs in self.task_classes for c in cs]
@@ -84,7 +86,9 @@ class SplitBenchmark:
 
     def union(self, tasks: Sequence[int], split: str = "train") -> LabeledData:
         """The samples of ``split`` whose labels belong to any of ``tasks`` (original order)."""
-        data = {"train": self.train, "test": self.test}[split]
+        data = {"train": self.train, "test": self.test, "val": self.val}[split]
+        if data is None:
+            raise ValueError(f"benchmark {self.name!r} has no {split!r} split (see hold_out_validation)")
         classes = torch.tensor([c for t in tasks for c in self.task_classes[t]], dtype=torch.long)
         keep = torch.isin(data.y, classes).nonzero().flatten()
         return data.subset(keep)
@@ -96,6 +100,21 @@ def split_classes(n_classes: int, n_tasks: int) -> tuple[tuple[int, ...], ...]:
         raise ConfigError(f"cannot split {n_classes} classes into {n_tasks} equal tasks")
     c = n_classes // n_tasks
     return tuple(tuple(range(t * c, (t + 1) * c)) for t in range(n_tasks))
+
+
+def hold_out_validation(bench: SplitBenchmark, fraction: float, seed: int = 0) -> SplitBenchmark:
+    """``bench`` with ``round(fraction·n_c)`` training samples of every class ``c`` moved into ``val`` (a seeded,
+    stratified draw, :func:`testbed.selection.validation_indices`): every method then trains on the rest, and a
+    hyperparameter chosen on ``val`` has never seen the test split."""
+    from testbed.selection import validation_indices
+
+    if bench.val is not None:
+        raise ValueError(f"benchmark {bench.name!r} already has a validation split")
+    idx = validation_indices(bench.train.n, fraction, torch.Generator().manual_seed(seed), bench.train.y)
+    keep = torch.ones(bench.train.n, dtype=torch.bool)
+    keep[idx] = False
+    return dataclasses.replace(bench, train=bench.train.subset(keep.nonzero().flatten()), val=bench.train.subset(idx),
+                               meta={**bench.meta, "validation_fraction": fraction, "n_validation": int(idx.numel())})
 
 
 def subsample_per_class(data: LabeledData, n_per_class: int, seed: int) -> LabeledData:

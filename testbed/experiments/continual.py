@@ -16,9 +16,17 @@ Hyperparameters left at ``None`` (``lr``, ``alpha``, ``beta``, ``minibatch_size`
 ``backbone``) take the published per-benchmark, per-method, per-buffer values (:data:`PAPER_HPARAMS`,
 :data:`PROTOCOL`); field-preservation variants use their host method's values.
 
-Writes ``results.csv`` (one row per benchmark × method × buffer × seed), ``summary.csv`` (mean, std and 95% CI
-over seeds, beside the DER paper's Seq-MNIST numbers), ``accuracy_matrices.csv`` (tidy), ``results.json`` and the figure
-``continual.png/.pdf``.
+**The preservation weight γ is chosen on validation data.** ``val_fraction`` of every class's training samples
+is held out (:func:`testbed.continual.data.hold_out_validation`; every method, baselines included, trains on the
+rest). Each FP variant runs at every ``γ ∈ gammas``; :func:`derive` keeps, per benchmark × method × buffer, the
+``γ`` with the highest seed-mean final class-IL accuracy on the validation split (:mod:`testbed.selection`,
+ties to the smaller ``γ``) and reports every test metric at that ``γ`` only, with paired differences FP − host
+over shared seeds.
+
+Writes ``results.csv`` (one row per benchmark × method × buffer × γ × seed), ``selection.csv`` / ``selection.json``
+(validation accuracy of every γ, the choice), ``selected.csv`` (the rows at the chosen γ), ``paired.csv``,
+``summary.csv`` (mean, std and 95% CI over seeds at the chosen γ, beside the DER paper's Seq-MNIST numbers),
+``accuracy_matrices.csv`` (tidy), ``results.json`` and the figure ``continual.png/.pdf``.
 """
 
 from __future__ import annotations
@@ -39,23 +47,32 @@ from testbed.config import (
     check_nonneg_int,
     check_positive,
     check_positive_int,
+    check_unique,
 )
 from testbed.continual import BENCHMARKS, LearnerConfig, build_learner, load_benchmark, method_class
 from testbed.continual.backbones import BACKBONES, DEFAULT_BACKBONE, build_backbone
 from testbed.continual.base import ReplayLearner
-from testbed.continual.data import SplitBenchmark, subsample_per_class
+from testbed.continual.data import SplitBenchmark, hold_out_validation, subsample_per_class
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.plotting import PALETTE, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
+from testbed.selection import SelectionRule, rows_at_choice, select
+from testbed.stats import paired
 from testbed.stats import summarize as summarize_values
 
 NAME = "continual"
 #: natural keys of a row besides its seed: rows sharing them are repeats over seeds
-GROUP_KEYS = ["benchmark", "method", "buffer_size"]
+GROUP_KEYS = ["benchmark", "method", "buffer_size", "gamma"]
+#: config fields that only partition the rows (a sweep over them still draws this study's figure)
+PARTITION_FIELDS = ("benchmarks", "methods", "buffer_sizes")
+DERIVED_FILES = ("selection.csv", "selected.csv", "paired.csv", "selection.json", "summary.csv")
+#: γ of every FP variant is chosen by this rule on the validation split
+SELECTION = SelectionRule("gamma", "val_avg_acc_class_il", "max")
 ALL_METHODS = ("finetune", "joint", "er", "der", "derpp", "er_fp", "derpp_fp")
 RESULT_COLUMNS = [
     "benchmark", "method", "buffer_size", "seed", "avg_acc_class_il", "avg_acc_task_il", "bwt", "forgetting",
-    "trajectory_retention", "jacobian_retention", "bwt_task_il", "forgetting_task_il", "lr", "alpha", "beta",
+    "trajectory_retention", "jacobian_retention", "bwt_task_il", "forgetting_task_il", "val_avg_acc_class_il", "lr",
+    "alpha", "beta",
     "gamma", "jvp_weight", "minibatch_size", "batch_size", "epochs", "backbone", "train_seconds", "final_loss",
 ]
 SUMMARY_COLUMNS = ["benchmark", "method", "buffer_size", "seed", "avg_acc_class_il", "avg_acc_task_il", "bwt",
@@ -67,10 +84,11 @@ CAPTIONS = {
         "per method and buffer (plain: class-IL, hatched: task-IL; ×: the DER paper's Seq-MNIST value). Bottom "
         "middle: class-IL backward transfer (0 = no forgetting). Bottom right: field retention on past tasks' test "
         "inputs, 1 − relative drift of the stage states (plain) and of the JVP sketches (hatched). FP = field "
-        "preservation. Error bars: 95% t-interval of the mean over seeds."),
+        "preservation, at the weight γ chosen on the validation split (selection.csv). Error bars: 95% t-interval "
+        "of the mean over seeds."),
 }
-OUTPUT_FILES = ("results.csv", "summary.csv", "accuracy_matrices.csv", "results.json", "continual.png",
-                "continual.pdf", "results.partial.csv")
+OUTPUT_FILES = ("results.csv", "accuracy_matrices.csv", "results.json", "continual.png", "continual.pdf",
+                "results.partial.csv", *DERIVED_FILES)
 
 # Per-benchmark protocol: minibatch size of the stream, passes per task, backbone, augmentation.
 PROTOCOL: dict[str, dict[str, Any]] = {
@@ -136,7 +154,8 @@ class ContinualConfig(ExperimentConfig):
     minibatch_size: int | None = None
     batch_size: int | None = None
     epochs: int | None = None
-    gamma: float = 1.0
+    gammas: tuple[float, ...] = (0.3, 1.0, 3.0)   # FP weight candidates, chosen on validation data
+    val_fraction: float = 0.1                      # of every class's training samples, held out for choosing γ
     jvp_weight: float = 1.0
     field_refresh: bool = True
     n_probes: int = 4
@@ -170,7 +189,17 @@ class ContinualConfig(ExperimentConfig):
         for name in ("minibatch_size", "batch_size", "epochs"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
-        check_nonneg("gamma", self.gamma)
+        self.gammas = tuple(float(g) for g in self.gammas)
+        if not self.gammas:
+            raise ConfigError("gammas must hold at least one preservation weight")
+        for g in self.gammas:
+            check_nonneg("gammas", g)
+        check_unique("gammas", self.gammas)
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction must lie in [0, 0.5), got {self.val_fraction}")
+        if self.val_fraction == 0.0 and len(self.gammas) > 1:
+            raise ConfigError(f"gammas={self.gammas} needs a validation split to choose from: set val_fraction > 0 "
+                              "(or give one γ)")
         check_nonneg("jvp_weight", self.jvp_weight)
         check_positive_int("n_probes", self.n_probes)
         check_positive_int("n_retention", self.n_retention)
@@ -178,9 +207,9 @@ class ContinualConfig(ExperimentConfig):
 
 
 def quick_config(**overrides: Any) -> ContinualConfig:
-    """Split digits, fine-tuning / ER / DER++ / DER++ + FP, buffer 200, one seed: well under 2 minutes on 1 thread."""
+    """Split digits, fine-tuning / ER / DER++ / DER++ + FP at two γ, buffer 200, one seed: under 2 minutes."""
     base: dict[str, Any] = dict(benchmarks=("split_digits",), methods=("finetune", "er", "derpp", "derpp_fp"),
-                                buffer_sizes=(200,), seeds=(0,))
+                                buffer_sizes=(200,), seeds=(0,), gammas=(0.3, 1.0))
     base.update(overrides)
     return ContinualConfig(**base)
 
@@ -199,15 +228,16 @@ def hyperparameters(cfg: ContinualConfig, benchmark: str, method: str, buffer_si
             "backbone": cfg.backbone or DEFAULT_BACKBONE[benchmark], "augment": proto["augment"]}
 
 
-def run_one(bench: SplitBenchmark, method: str, buffer_size: int, seed: int, cfg: ContinualConfig) -> tuple[
-        dict[str, Any], list[dict[str, Any]]]:
-    """Train one method on one benchmark with one seed; returns its results row and tidy accuracy rows."""
+def run_one(bench: SplitBenchmark, method: str, buffer_size: int, seed: int, cfg: ContinualConfig,
+            gamma: float = 1.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train one method on one benchmark with one seed (FP variants with weight ``gamma``); returns its results row
+    and tidy accuracy rows."""
     hp = hyperparameters(cfg, bench.name, method, buffer_size)
     torch.manual_seed(seed)
     net = build_backbone(hp["backbone"], bench.input_shape, bench.n_classes)
     lcfg = LearnerConfig(lr=hp["lr"], batch_size=hp["batch_size"], minibatch_size=int(hp["minibatch_size"]),
                          epochs=hp["epochs"], buffer_size=buffer_size, alpha=hp["alpha"], beta=hp["beta"],
-                         gamma=cfg.gamma, jvp_weight=cfg.jvp_weight, field_refresh=cfg.field_refresh,
+                         gamma=gamma, jvp_weight=cfg.jvp_weight, field_refresh=cfg.field_refresh,
                          n_probes=cfg.n_probes,
                          n_retention=cfg.n_retention, augment=hp["augment"], seed=seed, device=cfg.device,
                          progress=cfg.progress)
@@ -216,15 +246,16 @@ def run_one(bench: SplitBenchmark, method: str, buffer_size: int, seed: int, cfg
     uses_der = HOST_METHOD.get(method, method) in ("der", "derpp")
     row = {"benchmark": bench.name, "method": method, "buffer_size": buffer_size, "seed": seed, **result.summary(),
            "lr": hp["lr"], "alpha": hp["alpha"] if uses_der else "", "beta": hp["beta"] if "derpp" in method else "",
-           "gamma": cfg.gamma if is_fp else "", "jvp_weight": cfg.jvp_weight if is_fp else "",
+           "gamma": gamma if is_fp else "", "jvp_weight": cfg.jvp_weight if is_fp else "",
            "minibatch_size": hp["minibatch_size"] if buffer_size else "", "batch_size": hp["batch_size"],
            "epochs": hp["epochs"], "backbone": hp["backbone"]}
     tidy = []
     for setting, mat in (("class_il", result.acc_class_il), ("task_il", result.acc_task_il)):
         for i in range(mat.shape[0]):
             for j in range(mat.shape[1]):
-                tidy.append({"benchmark": bench.name, "method": method, "buffer_size": buffer_size, "seed": seed,
-                             "setting": setting, "after_task": i + 1, "task": j + 1, "accuracy": float(mat[i, j])})
+                tidy.append({"benchmark": bench.name, "method": method, "buffer_size": buffer_size,
+                             "gamma": gamma if is_fp else "", "seed": seed, "setting": setting,
+                             "after_task": i + 1, "task": j + 1, "accuracy": float(mat[i, j])})
     return row, tidy
 
 
@@ -232,7 +263,7 @@ def _prepare(cfg: ContinualConfig, name: str) -> SplitBenchmark:
     bench = load_benchmark(name, cfg.data_dir)
     if cfg.max_train_per_class:
         bench = dataclasses.replace(bench, train=subsample_per_class(bench.train, cfg.max_train_per_class, seed=0))
-    return bench
+    return hold_out_validation(bench, cfg.val_fraction) if cfg.val_fraction > 0 else bench
 
 
 def run(cfg: ContinualConfig, out: str | Path) -> list[dict[str, Any]]:
@@ -246,22 +277,90 @@ def run(cfg: ContinualConfig, out: str | Path) -> list[dict[str, Any]]:
         bench = _prepare(cfg, name)
         for method in cfg.methods:
             buffers = cfg.buffer_sizes if issubclass(method_class(method), ReplayLearner) else (0,)
+            gammas = cfg.gammas if method in HOST_METHOD else (1.0,)
             for buffer_size in buffers:
-                for seed in cfg.seeds:
-                    row, acc = run_one(bench, method, buffer_size, seed, cfg)
-                    rows.append(row)
-                    tidy += acc
-                    write_csv(out / "results.partial.csv", rows, RESULT_COLUMNS)
+                for gamma in gammas:
+                    for seed in cfg.seeds:
+                        row, acc = run_one(bench, method, buffer_size, seed, cfg, gamma)
+                        rows.append(row)
+                        tidy += acc
+                        write_csv(out / "results.partial.csv", rows, RESULT_COLUMNS)
     write_csv(out / "accuracy_matrices.csv", tidy)
-    write_csv(out / "summary.csv", summarize(rows))
-    write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
+    write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME, selection=SELECTION.as_dict(),
                                                   wall_seconds=time.perf_counter() - t_start,
                                                   hyperparameters={f"{b}/{m}/{s}": hyperparameters(cfg, b, m, s)
                                                                    for b in cfg.benchmarks for m in cfg.methods
                                                                    for s in (0, *cfg.buffer_sizes)}))
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     (out / "results.partial.csv").unlink(missing_ok=True)
+    derive(out)
     return rows
+
+
+# ----------------------------------------------------------------------------------------------- selection
+#: metrics compared between an FP variant (at its chosen γ) and its host method, paired over seeds
+PAIRED_METRICS = ("avg_acc_class_il", "avg_acc_task_il", "bwt", "forgetting", "trajectory_retention",
+                  "jacobian_retention")
+
+
+def derive(out: str | Path) -> list[Path]:
+    """Choose γ per FP variant on validation data (:data:`SELECTION`) and read the test metrics there.
+
+    From ``out/results.csv`` writes ``selection.csv`` (every γ's validation class-IL accuracy, mean and 95% CI over
+    seeds, and the choice), ``selection.json``, ``selected.csv`` (the non-FP rows and the FP rows at the chosen
+    γ), ``summary.csv`` (of ``selected.csv``) and ``paired.csv`` (FP − host over shared seeds: mean, 95% CI, n,
+    paired t and exact sign-flip p). With one γ and no validation split, that γ is kept (fixed a priori)."""
+    out = Path(out)
+    rows = read_csv(out / "results.csv")
+    keys = ("benchmark", "method", "buffer_size")
+    fp = [r for r in rows if r["method"] in HOST_METHOD]
+    fixed = [r for r in rows if r["method"] not in HOST_METHOD]
+    sel_rows: list[dict[str, Any]] = []
+    chosen: dict[str, float] = {}
+    picked: list[dict[str, Any]] = []
+    if fp:
+        single = len({float(r["gamma"]) for r in fp}) == 1
+        vals = [r for r in fp if _finite(r.get("val_avg_acc_class_il"))]
+        if single and not vals:
+            picked = fp
+            chosen = {"/".join(str(r[k]) for k in keys): float(r["gamma"]) for r in fp}
+        else:
+            choices = select(fp, SELECTION, keys)
+            for c in choices.values():
+                sel_rows += c.as_rows(keys, "gamma")
+                chosen["/".join(map(str, c.group))] = c.value
+            picked = rows_at_choice(fp, choices, SELECTION, keys)
+    selected = [*fixed, *picked]
+    write_csv(out / "selection.csv", sel_rows)
+    write_csv(out / "selected.csv", selected, RESULT_COLUMNS)
+    write_csv(out / "summary.csv", summarize(selected))
+    write_csv(out / "paired.csv", paired_rows(selected))
+    return [out / "selection.csv", out / "selected.csv", out / "summary.csv", out / "paired.csv",
+            write_json(out / "selection.json", {"rule": SELECTION.describe(), "selected_gamma": chosen})]
+
+
+def paired_rows(selected: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FP variant − host method over the seeds both ran, per benchmark, buffer and metric."""
+    by: dict[tuple[str, str, int], dict[int, dict[str, Any]]] = {}
+    for r in selected:
+        by.setdefault((r["benchmark"], r["method"], int(r["buffer_size"])), {})[int(r["seed"])] = r
+    out = []
+    for (bench, method, buf), fp_rows in by.items():
+        host = by.get((bench, HOST_METHOD.get(method, ""), buf))
+        if method not in HOST_METHOD or not host:
+            continue
+        seeds = sorted(set(fp_rows) & set(host))
+        for m in PAIRED_METRICS:
+            pc = paired([float(fp_rows[s][m]) for s in seeds], [float(host[s][m]) for s in seeds])
+            out.append({"benchmark": bench, "method": method, "host": HOST_METHOD[method], "buffer_size": buf,
+                        "gamma": float(fp_rows[seeds[0]]["gamma"]), "metric": m, "mean_diff": pc.diff.mean,
+                        "lo": pc.diff.lo, "hi": pc.diff.hi, "n": pc.diff.n, "p_t": pc.p_t,
+                        "p_sign_flip": pc.p_sign_flip})
+    return out
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
 
 # ----------------------------------------------------------------------------------------------- summary
@@ -282,7 +381,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     them."""
     out = []
     for (bench, method, buf), rs in _groups(rows).items():
-        rec: dict[str, Any] = {"benchmark": bench, "method": method, "buffer_size": buf, "n_seeds": len(rs)}
+        rec: dict[str, Any] = {"benchmark": bench, "method": method, "buffer_size": buf,
+                               "gamma": rs[0].get("gamma", ""), "n_seeds": len(rs)}
         for m in SUMMARY_METRICS:
             s = summarize_values([float(r[m]) for r in rs])
             rec[f"{m}_mean"], rec[f"{m}_std"], rec[f"{m}_ci95"] = s.mean, s.std, s.half_width
@@ -322,8 +422,12 @@ def plot(out: str | Path) -> list[Path]:
     """One figure per benchmark (the first is ``continual.png/.pdf``, others ``continual_<benchmark>``): class-IL
     accuracy matrices (seed mean), average accuracy (class-IL, task-IL) and BWT per method, field retention."""
     out = Path(out)
-    rows = read_csv(out / "results.csv")
-    tidy = read_csv(out / "accuracy_matrices.csv")
+    has_selection = (out / "selected.csv").exists()
+    rows = read_csv(out / ("selected.csv" if has_selection else "results.csv"))
+    keep = {(r["benchmark"], r["method"], int(r["buffer_size"]), str(r.get("gamma", "")), int(r["seed"])) for r in rows}
+    tidy = [t for t in read_csv(out / "accuracy_matrices.csv")
+            if not has_selection or (t["benchmark"], t["method"], int(t["buffer_size"]), str(t.get("gamma", "")),
+                                     int(t["seed"])) in keep]
     paths: list[Path] = []
     for k, bench in enumerate(dict.fromkeys(r["benchmark"] for r in rows)):
         stem = out / ("continual" if k == 0 else f"continual_{bench}")
@@ -424,8 +528,76 @@ def _plot_benchmark(rows: list[dict[str, Any]], tidy: list[dict[str, Any]], benc
     n_seeds = max(len(v) for v in groups.values())
     fig.suptitle(f"Continual learning on {bench}: class-IL accuracy matrices (mean of {n_seeds} seed(s); "
                  "largest buffer),\naverage accuracy, backward transfer and field retention (error bars: 95% CI "
-                 "over seeds; FP = field preservation)")
+                 "over seeds; FP = field preservation at the γ chosen on validation data)")
     return save_figure(fig, stem)
+
+
+# ----------------------------------------------------------------------------------------------- report
+def report(folder: str | Path) -> str:
+    """Markdown for ``testbed report``: test metrics at the chosen γ (mean ± 95% CI (n) over seeds, with the DER
+    paper's Seq-MNIST values), the paired FP − host differences, and the validation accuracy of every γ."""
+    folder = Path(folder)
+    if not (folder / "selected.csv").exists():
+        import sys
+
+        from testbed.report import table
+
+        return table(sys.modules[__name__], read_csv(folder / "results.csv"))
+    rows = read_csv(folder / "selected.csv")
+    lines = ["Test metrics (%, retention in [0, 1]) at the γ chosen on validation data; mean ± 95% CI (n seeds); "
+             "paper: the DER paper's Seq-MNIST class-IL / task-IL (mean ± std over 10 runs):", "",
+             "| benchmark | method | buffer | γ | class-IL | task-IL | BWT | trajectory ret. | Jacobian ret. | paper |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (bench, method, buf), rs in _groups(rows).items():
+        cells = [summarize_values([float(r[m]) for r in rs]).format(3)
+                 for m in ("avg_acc_class_il", "avg_acc_task_il", "bwt", "trajectory_retention", "jacobian_retention")]
+        ref = PAPER_SEQ_MNIST.get((method, buf)) if bench == "split_mnist" else None
+        paper = f"{ref[0]:.2f} ± {ref[1]:.2f} / {ref[2]:.2f} ± {ref[3]:.2f}" if ref else "—"
+        gamma = rs[0].get("gamma", "")
+        lines.append(f"| {bench} | {METHOD_LABELS.get(method, method)} | {buf or '—'} | "
+                     f"{gamma if gamma != '' else '—'} | " + " | ".join(cells) + f" | {paper} |")
+    pairs = read_csv(folder / "paired.csv") if (folder / "paired.csv").exists() else []
+    if pairs:
+        metrics = list(dict.fromkeys(p["metric"] for p in pairs))
+        lines += ["", "FP − host over shared seeds at the chosen γ: mean [95% CI], exact sign-flip p:", "",
+                  "| benchmark | FP variant | buffer | γ | " + " | ".join(metrics) + " |",
+                  "|---|---|---|---|" + "---|" * len(metrics)]
+        by: dict[tuple, dict[str, dict[str, Any]]] = {}
+        for p in pairs:
+            by.setdefault((p["benchmark"], p["method"], p["buffer_size"], p["gamma"]), {})[p["metric"]] = p
+        for (bench, method, buf, gamma), per in by.items():
+            cells = [_fmt_pair(per.get(m)) for m in metrics]
+            lines.append(f"| {bench} | {METHOD_LABELS.get(method, method)} | {buf} | {gamma:g} | "
+                         + " | ".join(cells) + " |")
+    sel = read_csv(folder / "selection.csv") if (folder / "selection.csv").exists() else []
+    if sel:
+        gammas = sorted({float(r["gamma"]) for r in sel})
+        lines += ["", "Validation class-IL accuracy (%) of every γ (mean [95% CI], n seeds); **bold** = chosen:", "",
+                  "| benchmark | FP variant | buffer | " + " | ".join(f"γ = {g:g}" for g in gammas) + " |",
+                  "|---|---|---|" + "---|" * len(gammas)]
+        groups: dict[tuple, dict[float, dict[str, Any]]] = {}
+        for r in sel:
+            groups.setdefault((r["benchmark"], r["method"], r["buffer_size"]), {})[float(r["gamma"])] = r
+        for (bench, method, buf), per in groups.items():
+            cells = []
+            for g in gammas:
+                r = per.get(g)
+                if r is None:
+                    cells.append("—")
+                    continue
+                ci = f" [{r['val_lo']:.2f}, {r['val_hi']:.2f}]" if _finite(r.get("val_lo")) else ""
+                text = f"{r['val_mean']:.2f}{ci} ({r['n']})"
+                cells.append(f"**{text}**" if r["selected"] in (True, "True") else text)
+            lines.append(f"| {bench} | {METHOD_LABELS.get(method, method)} | {buf} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt_pair(p: dict[str, Any] | None) -> str:
+    if p is None or not _finite(p.get("mean_diff")):
+        return "—"
+    ci = f" [{p['lo']:+.2g}, {p['hi']:+.2g}]" if _finite(p.get("lo")) else ""
+    pv = f", p = {p['p_sign_flip']:.2g}" if _finite(p.get("p_sign_flip")) and int(p["n"]) > 1 else ""
+    return f"{p['mean_diff']:+.2g}{ci}{pv}"
 
 
 Config = ContinualConfig

@@ -38,6 +38,7 @@ import systems
 from testbed.datasets import LabeledData, load_digits
 from testbed.path_data import PathData, aligned_paths, dense_paths, observation_layers
 from testbed.seeding import DATA_SEED
+from testbed.selection import validation_indices
 from testbed.students.augmented import AugmentedResidualNet
 from testbed.students.classifier import ResidualClassifier
 from testbed.train import TrainConfig
@@ -95,23 +96,6 @@ class MultipathTask:
         return PathData(self.x, layers, targets, mask, y=self.y, n_classes=self.n_classes,
                         endpoints=self.endpoints, teacher_logits=self.teacher_logits,
                         meta={"task": self.name, "variant": variant})
-
-
-def validation_indices(n: int, fraction: float, gen: torch.Generator, y: Tensor | None = None) -> Tensor:
-    """Indices of a validation split of ``round(fraction·n)`` of ``n`` training inputs, drawn with ``gen``;
-    stratified by label when ``y`` is given (``round(fraction·n_c)`` of each class ``c``, at least one of each
-    class with two or more members), so every class is represented in both parts."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation fraction must lie in (0, 1), got {fraction}")
-    if y is None:
-        k = min(max(int(round(fraction * n)), 1), n - 1)
-        return torch.randperm(n, generator=gen)[:k].sort().values
-    picks = []
-    for c in torch.unique(y).tolist():
-        members = torch.nonzero(y == c).flatten()
-        k = min(max(int(round(fraction * members.numel())), 1), members.numel() - 1)
-        picks.append(members[torch.randperm(members.numel(), generator=gen)[:k]])
-    return torch.cat(picks).sort().values
 
 
 def hold_out_validation(task: MultipathTask, fraction: float, seed: int = DATA_SEED) -> MultipathTask:
