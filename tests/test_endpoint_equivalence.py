@@ -103,3 +103,21 @@ def test_tiny_run_outputs_and_endpoint_equivalence(tiny_run):
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises((ConfigError, systems.SystemSpecError), match=match):
         ee.EndpointEquivalenceConfig(**{**TINY, **bad})
+
+
+def test_report_counts_the_band_and_separates_trained_from_constructed_spread(tmp_path):
+    """Trained models in the band differ 2× in every metric, constructed ones 1000×: the report says trained models
+    alone reach an order of magnitude in 0 metrics, and counts the band per source."""
+    from testbed.experiments import endpoint_equivalence as ee
+    from testbed.results import write_csv
+
+    rows = []
+    for i, (source, in_band, v) in enumerate([("trained", True, 1.0), ("trained", True, 2.0), ("trained", False, 50.0),
+                                              ("constructed", True, 1000.0)]):
+        rows.append({"task": "flow", "model_id": f"m{i}", "source": source, "group": "x", "in_band": in_band,
+                     **{m: (v if m != "logdet" else -1.0) for m in ee.FIELD_METRICS}})
+    write_csv(tmp_path / "results.csv", rows)
+    text = ee.report(tmp_path)
+    assert "3 trained models, 2 of them in the endpoint band; 1 constructed models in the band" in text
+    assert "Trained models alone (n = 2) span at least one order of magnitude in 0 of" in text
+    assert "| trajectory_length | 1e+03× = 3.00 decades (3) | 2× = 0.30 decades (2) |" in text

@@ -493,3 +493,40 @@ def plot_consistency(out: Path) -> list[Path]:
 Config = EndpointEquivalenceConfig
 
 __all__ = ["Config", "EndpointEquivalenceConfig", "NAME", "evaluate_field", "plot", "quick_config", "run", "spread"]
+
+
+# ----------------------------------------------------------------------------------------------- report
+def report(folder: str | Path) -> str:
+    """Markdown for ``testbed report``: per task, how many models are in the endpoint band (trained and constructed
+    counted apart), and the spread (max/min, in orders of magnitude) of each field metric among the trained models
+    in the band, among all models in the band and in the exact-flow family — with a verdict, computed from the
+    table, on whether trained models *alone* reach an order of magnitude."""
+    folder = Path(folder)
+    rows = read_csv(folder / "results.csv")
+    spreads = read_csv(folder / "spread.csv") if (folder / "spread.csv").exists() else spread(rows)
+    lines: list[str] = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        in_band = [r for r in rows if r["task"] == task and r["in_band"] in (True, "True")]
+        trained = [r for r in rows if r["task"] == task and r["source"] == "trained"]
+        n_tr = sum(r["source"] == "trained" for r in in_band)
+        lines += [f"**{task}**: {len(trained)} trained models, {n_tr} of them in the endpoint band; "
+                  f"{len(in_band) - n_tr} constructed models in the band.", ""]
+        by = {(s["group"], s["metric"]): s for s in spreads if s["task"] == task}
+        groups = [g for g in SPREAD_GROUPS if any(k[0] == g for k in by)]
+        metrics = [m for m in FIELD_METRICS if any((g, m) in by for g in groups) and m != "logdet"]
+        lines += ["| metric | " + " | ".join(f"{g} (n)" for g in groups) + " |", "|---|" + "---|" * len(groups)]
+        for m in metrics:
+            cells = []
+            for g in groups:
+                s = by.get((g, m))
+                cells.append("—" if s is None else f"{s['max_over_min']:.3g}× = {s['orders_of_magnitude']:.2f} "
+                             f"decades ({s['n_models']})")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        tr = [by[("in band, trained only", m)] for m in metrics if ("in band, trained only", m) in by]
+        wide = [s["metric"] for s in tr if float(s["orders_of_magnitude"]) >= 1.0]
+        if tr:
+            lines += ["", f"Trained models alone (n = {tr[0]['n_models']}) span at least one order of magnitude in "
+                      f"{len(wide)} of {len(tr)} field metrics" + (f" ({', '.join(wide)})" if wide else "")
+                      + (";" if wide else ": the orders-of-magnitude spread comes from the constructed models;")
+                      + " the rest is narrower.", ""]
+    return "\n".join(lines).rstrip()
