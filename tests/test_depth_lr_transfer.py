@@ -83,18 +83,22 @@ def test_aggregate_loss_is_geometric_mean_and_inf_on_divergence():
 
 
 def test_transfer_on_hand_table():
-    """η tuned at L=4 (grid optimum 1e-2) used at L=16, where the best grid loss is 0.1 at 1e-3."""
+    """η tuned on validation at L=4 (grid optimum 1e-2) used at L=16, where validation picks 1e-3; test losses are
+    read at those two choices only — the test table's own optimum (1e-1 at L=4) is never used."""
     base = {"task": "flow", "variant": "standard", "parameterization": "standard", "block_depth": 1,
             "correction": 0.0, "diverged": False}
-    table = {4: {1e-3: 0.4, 1e-2: 0.1, 1e-1: 0.3}, 16: {1e-3: 0.1, 1e-2: 0.25, 1e-1: math.inf}}
-    rows = [{**base, "n_layers": L, "lr": lr, "seed": 0, "test_loss": v, "diverged": not math.isfinite(v)}
-            for L, t in table.items() for lr, v in t.items()]
+    val = {4: {1e-3: 0.4, 1e-2: 0.1, 1e-1: 0.3}, 16: {1e-3: 0.1, 1e-2: 0.25, 1e-1: math.inf}}
+    test = {4: {1e-3: 0.5, 1e-2: 0.2, 1e-1: 0.05}, 16: {1e-3: 0.2, 1e-2: 0.3, 1e-1: math.inf}}
+    rows = [{**base, "n_layers": L, "lr": lr, "seed": 0, "val_loss": v, "test_loss": test[L][lr],
+             "diverged": not math.isfinite(v)} for L, t in val.items() for lr, v in t.items()]
     opt = {r["n_layers"]: r for r in lt.optima(rows)}
     assert opt[4]["grid_lr"] == 1e-2 and opt[4]["at_edge"] is False
     assert opt[16]["grid_lr"] == 1e-3 and opt[16]["at_edge"] is True and opt[16]["n_diverged"] == 1
     (t,) = lt.transfer(rows)
     assert t["lr_tuned_at_min_depth"] == 1e-2 and (t["min_depth"], t["max_depth"]) == (4, 16)
-    assert t["loss_transferred"] == pytest.approx(0.25) and t["transfer_regret"] == pytest.approx(2.5)
+    assert t["lr_tuned_at_max_depth"] == 1e-3
+    assert t["loss_transferred"] == pytest.approx(0.3) and t["loss_best_at_max_depth"] == pytest.approx(0.2)
+    assert t["transfer_regret"] == pytest.approx(1.5)
     # L=4 vertex in log₂η: x = log₂(1e-3..1e-1), y = ln(0.4, 0.1, 0.3); L=16 stays at 1e-3
     x, _ = lt.parabola_vertex([math.log2(1e-3), math.log2(1e-2), math.log2(1e-1)],
                               [math.log(0.4), math.log(0.1), math.log(0.3)])
@@ -196,3 +200,18 @@ def test_summary_rows(tiny_run):
     again = lt.summary(read_csv(out / "results.csv"))
     assert [r["key"] for r in again] == keys
     assert [r["value"] for r in again] == pytest.approx([r["value"] for r in summ], nan_ok=True)
+
+
+@pytest.mark.parametrize("task", ["flow", "digits"])
+def test_validation_split_is_carved_from_the_training_data(task):
+    """20% of the training data (stratified for digits) is held out; the rest trains; test data is untouched."""
+    cfg = DepthScalingConfig(**TINY)
+    d = lt.task_data(task, cfg)
+    n_val, n_tr = d.x_val.shape[0], d.x_train.shape[0]
+    assert n_val == pytest.approx(0.2 * (n_val + n_tr), abs=10)
+    both = torch.cat([d.x_train, d.x_val])
+    assert torch.unique(both, dim=0).shape[0] == n_val + n_tr                # disjoint
+    if task == "digits":
+        assert set(d.y_val.tolist()) == set(range(10))
+    rows = lt.train_lanes(task, d, lt.variants(cfg)[0], 3, (1e-2,), (0,), cfg, dtype=torch.float64)
+    assert math.isfinite(rows[0]["val_loss"]) and rows[0]["val_loss"] != rows[0]["test_loss"]

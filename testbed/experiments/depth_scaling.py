@@ -57,12 +57,14 @@ CAPTIONS = {
         "weights under 1/√L: the statistic ‖h_T‖²/n converges, paths of independent draws do not, "
         "Brownian-coupled paths converge at order ½."),
     "lr_curves": (
-        "Test loss vs base learning rate (log axes), one curve per depth L, for SP and Depth-μP with one- and "
-        "two-matrix residual blocks (stars: parabola-refined optima). Curves that line up across L transfer "
-        "the learning rate across depth."),
+        "Validation loss (20% of the training data held out) vs base learning rate (log axes), one curve per "
+        "depth L, for SP and Depth-μP with one- and two-matrix residual blocks (stars: parabola-refined optima of "
+        "the validation loss; × diverged). Curves that line up across L transfer the learning rate across depth; "
+        "test losses are read only at the validation optima (transfer.csv)."),
     "optimal_lr": (
-        "Optimal learning rate vs depth L (log–log) per parameterization and block depth, with the fitted "
-        "drift exponent of η*(L); a flat line means the optimum transfers across depth."),
+        "Optimal learning rate (located on the validation loss) vs depth L (log–log) per parameterization and "
+        "block depth, with the fitted drift exponent of η*(L); a flat line means the optimum transfers across "
+        "depth."),
     "feature_change_per_layer": (
         "Relative feature change ‖Δh_l‖/‖h_l‖ after training vs layer time l/L, one curve per depth, per "
         "parameterization and block depth."),

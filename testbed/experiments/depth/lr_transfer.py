@@ -27,8 +27,10 @@ Implementation: all (seed, ``η``) runs of one (task, variant, ``L``) are traine
 separate runs on a CPU and far better use of a GPU. Each lane reproduces :func:`testbed.train.train` with
 the same settings to rounding error (:func:`train_reference` is that library path; the tests compare them).
 
-Transfer metrics, per (task, variant), from the seed-aggregated test loss
-``ℓ(L, η) = exp(mean_seeds ln loss)`` (``inf`` if any seed diverged):
+Transfer metrics, per (task, variant), from the seed-aggregated loss ``ℓ(L, η) = exp(mean_seeds ln loss)``
+(``inf`` if any seed diverged). The optimum is located on the *validation* loss (20% of the training data held
+out, :data:`~testbed.experiments.depth.lr_transfer_lanes.VAL_FRACTION`); test losses are only read at the
+validation-chosen learning rates:
 
 * optimal learning rate per ``L``: the grid argmin ``η_i``, refined by the vertex of the parabola through
   ``(log₂η_j, ln ℓ_j)``, ``j = i−1, i, i+1`` (:func:`refine_optimum`; an argmin on the grid edge, or next to a
@@ -36,8 +38,8 @@ Transfer metrics, per (task, variant), from the seed-aggregated test loss
 * spread ``max_L log₂η*(L) − min_L log₂η*(L)`` in octaves (:func:`octave_spread`);
 * drift exponent ``α``, the least-squares slope of ``log₂η*`` against ``log₂L`` (``η* ∝ L^α``;
   :func:`drift_exponent`): ``α ≈ 0`` is transfer;
-* transfer regret ``ℓ(L_max, η̂(L_min)) / min_η ℓ(L_max, η)``: the cost of using the grid optimum of the smallest
-  depth at the largest depth without retuning (1 = free, ``inf`` = it diverges).
+* transfer regret ``ℓ_test(L_max, η̂(L_min)) / ℓ_test(L_max, η̂(L_max))``: the test cost of using the validation
+  optimum of the smallest depth at the largest depth instead of retuning there (1 = free, ``inf`` = it diverges).
 
 Outputs in ``out/``: ``results.csv`` (one row per run, :data:`RESULT_COLUMNS`, written last), ``optima.csv``
 (one row per task × variant × ``L``, :data:`OPTIMA_COLUMNS`), ``transfer.csv`` (one row per task × variant,
@@ -68,13 +70,15 @@ from testbed.experiments.depth.lr_transfer_lanes import LOSS_NAMES, Lanes, task_
 from testbed.results import read_csv, write_csv
 
 RESULT_COLUMNS = ["task", "variant", "parameterization", "block_depth", "correction", "n_layers", "lr", "seed",
-                  "diverged", "diverged_step", "train_loss", "test_loss", "test_accuracy", "loss_name", "steps",
+                  "diverged", "diverged_step", "train_loss", "val_loss", "test_loss", "test_accuracy", "loss_name",
+                  "steps",
                   "wall_s"]
 OPTIMA_COLUMNS = ["task", "variant", "parameterization", "block_depth", "correction", "n_layers", "grid_lr",
                   "grid_loss", "optimal_lr", "optimal_loss", "log2_optimal_lr", "at_edge", "n_diverged"]
 TRANSFER_COLUMNS = ["task", "variant", "parameterization", "block_depth", "correction", "depths",
                     "spread_octaves", "drift_exponent", "n_at_edge", "lr_tuned_at_min_depth", "min_depth",
-                    "max_depth", "loss_transferred", "loss_best_at_max_depth", "transfer_regret"]
+                    "max_depth", "lr_tuned_at_max_depth", "loss_transferred", "loss_best_at_max_depth",
+                    "transfer_regret"]
 TRANSFER_OCTAVES = 1.0  # a spread of η* across depth at most this many octaves counts as "transfers"
 DRIFT_TOL = 0.15  # |α| at most this counts as "no drift" (over L = 4…64 that is ≤ 0.6 octave of systematic drift)
 TASKS = ("flow", "digits")
@@ -203,16 +207,20 @@ def family_key(r: dict[str, Any]) -> tuple[str, str, int]:
 
 
 # ----------------------------------------------------------------------------------------------- metrics
+#: the loss the optimal learning rate is located on (a split carved from the training data, never the test set)
+SELECT_ON = "val_loss"
+
+
 def optima(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (task, variant, block depth, ``L``): grid and parabola-refined optimum of the seed-aggregated
-    test loss (:func:`aggregate_loss`, :func:`refine_optimum`)."""
+    *validation* loss (:data:`SELECT_ON`; :func:`aggregate_loss`, :func:`refine_optimum`)."""
     out: list[dict[str, Any]] = []
     for key in sorted({family_key(r) for r in rows}):
         sel = [r for r in rows if family_key(r) == key]
         for L in sorted({int(r["n_layers"]) for r in sel}):
             at_L = [r for r in sel if int(r["n_layers"]) == L]
             lrs = sorted({float(r["lr"]) for r in at_L})
-            losses = [aggregate_loss([float(r["test_loss"]) for r in at_L if float(r["lr"]) == lr]) for lr in lrs]
+            losses = [aggregate_loss([float(r[SELECT_ON]) for r in at_L if float(r["lr"]) == lr]) for lr in lrs]
             opt = refine_optimum(lrs, losses)
             first = at_L[0]
             out.append({"task": key[0], "variant": key[1], "parameterization": first["parameterization"],
@@ -224,7 +232,9 @@ def optima(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def transfer(rows: list[dict[str, Any]], opt_rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per (task, variant, block depth): octave spread and drift exponent of ``η*(L)``, and the transfer
-    regret ``ℓ(L_max, η̂(L_min)) / min_η ℓ(L_max, η)`` (grid optimum ``η̂`` at the smallest depth)."""
+    regret ``ℓ_test(L_max, η̂(L_min)) / ℓ_test(L_max, η̂(L_max))``, where ``η̂(L)`` is the grid optimum of the
+    validation loss at depth ``L``: the test cost of tuning ``η`` on the shallow network instead of the deep one,
+    with both choices made on validation data."""
     opt_rows = optima(rows) if opt_rows is None else opt_rows
     out: list[dict[str, Any]] = []
     for key in sorted({family_key(r) for r in opt_rows}):
@@ -232,18 +242,18 @@ def transfer(rows: list[dict[str, Any]], opt_rows: list[dict[str, Any]] | None =
         depths = [int(r["n_layers"]) for r in sel]
         etas = [float(r["optimal_lr"]) for r in sel]
         lo, hi = depths[0], depths[-1]
-        eta0 = float(sel[0]["grid_lr"])
+        eta0, eta1 = float(sel[0]["grid_lr"]), float(sel[-1]["grid_lr"])
         at_hi = [r for r in rows if family_key(r) == key and int(r["n_layers"]) == hi]
-        transferred = aggregate_loss([float(r["test_loss"]) for r in at_hi if float(r["lr"]) == eta0]) \
-            if math.isfinite(eta0) else float("inf")
-        best = float(sel[-1]["grid_loss"])
+
+        transferred, best = (aggregate_loss([float(r["test_loss"]) for r in at_hi if float(r["lr"]) == eta])
+                             if math.isfinite(eta) else float("inf") for eta in (eta0, eta1))
         regret = transferred / best if math.isfinite(best) and best > 0 else float("nan")
         out.append({"task": key[0], "variant": key[1], "parameterization": sel[0]["parameterization"],
                     "block_depth": key[2], "correction": float(sel[0]["correction"]),
                     "depths": " ".join(str(d) for d in depths), "spread_octaves": octave_spread(etas),
                     "drift_exponent": drift_exponent(depths, etas),
                     "n_at_edge": sum(str(r["at_edge"]) == "True" for r in sel), "lr_tuned_at_min_depth": eta0,
-                    "min_depth": lo, "max_depth": hi, "loss_transferred": transferred,
+                    "min_depth": lo, "max_depth": hi, "lr_tuned_at_max_depth": eta1, "loss_transferred": transferred,
                     "loss_best_at_max_depth": best, "transfer_regret": regret})
     return out
 

@@ -25,7 +25,8 @@ LOSS_NAMES = {"flow": "relative MSE", "digits": "cross entropy"}
 # ----------------------------------------------------------------------------------------------- tasks
 @dataclasses.dataclass
 class TaskData:
-    """Train/test tensors of one task: inputs ``x`` and targets ``y`` (flow: ``φ_T(x₀)``; digits: labels)."""
+    """Train/validation/test tensors of one task: inputs ``x`` and targets ``y`` (flow: ``φ_T(x₀)``; digits:
+    labels). The validation split is carved out of the training data; the optimal ``η`` is located on it."""
 
     task: str
     x_train: Tensor
@@ -35,29 +36,52 @@ class TaskData:
     input_dim: int
     output_dim: int
     train_set: Any = None  # the TrajectoryData / LabeledData behind x_train, y_train (for testbed.train.train)
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
 
     def to(self, device: str | torch.device, dtype: torch.dtype) -> TaskData:
         def mv(t: Tensor) -> Tensor:
             return t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device=device)
 
         return dataclasses.replace(self, x_train=mv(self.x_train), y_train=mv(self.y_train),
-                                   x_test=mv(self.x_test), y_test=mv(self.y_test))
+                                   x_test=mv(self.x_test), y_test=mv(self.y_test),
+                                   x_val=None if self.x_val is None else mv(self.x_val),
+                                   y_val=None if self.y_val is None else mv(self.y_val))
+
+
+VAL_FRACTION = 0.2   # of the training data, held out to locate the optimal learning rate
+
+
+def _carve(train_set, y: Tensor | None) -> tuple[Any, Any]:
+    """``(train, validation)``: :data:`VAL_FRACTION` of ``train_set`` (stratified by ``y`` when given)."""
+    from testbed.seeding import DATA_SEED
+    from testbed.selection import validation_indices
+
+    n = int(train_set.x0.shape[0] if hasattr(train_set, "x0") else train_set.x.shape[0])
+    val = validation_indices(n, VAL_FRACTION, torch.Generator().manual_seed(DATA_SEED + 2), y)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[val] = False
+    return train_set.subset(keep.nonzero().flatten()), train_set.subset(val)
 
 
 def task_data(task: str, cfg) -> TaskData:
     """Flow: ``cfg.n_train``/``cfg.n_test`` teacher endpoints of ``cfg.flow_system`` (:func:`make_splits`, one
-    observation interval). Digits: the stratified 75/25 split of :func:`~testbed.datasets.load_digits`."""
+    observation interval). Digits: the stratified 75/25 split of :func:`~testbed.datasets.load_digits`. In both,
+    :data:`VAL_FRACTION` of the training data (stratified for digits) becomes the validation split."""
     if task == "flow":
         import systems
         from testbed.experiments.common import make_splits
 
         system = systems.get_system(cfg.flow_system)
-        tr, te, _ = make_splits(system, cfg.n_train, cfg.n_test, 1)
-        return TaskData(task, tr.x0, tr.endpoints, te.x0, te.endpoints, system.dim, system.dim, tr)
+        full, te, _ = make_splits(system, cfg.n_train, cfg.n_test, 1)
+        tr, va = _carve(full, None)
+        return TaskData(task, tr.x0, tr.endpoints, te.x0, te.endpoints, system.dim, system.dim, tr, va.x0,
+                        va.endpoints)
     from testbed.datasets import load_digits
 
-    tr, te = load_digits(seed=0, dtype=torch.float64)
-    return TaskData(task, tr.x, tr.y, te.x, te.y, tr.input_dim, tr.n_classes, tr)
+    full, te = load_digits(seed=0, dtype=torch.float64)
+    tr, va = _carve(full, full.y)
+    return TaskData(task, tr.x, tr.y, te.x, te.y, tr.input_dim, tr.n_classes, tr, va.x, va.y)
 
 
 def build_model(task: str, data: TaskData, variant: dict[str, Any], n_layers: int, width: int, seed: int):
@@ -242,17 +266,20 @@ def train_lanes(task: str, data: TaskData, variant: dict[str, Any], n_layers: in
         tr = lane_losses(task, lanes.forward(d.x_train), d.y_train.unsqueeze(0).expand(lanes.k, *d.y_train.shape))
         te_out = lanes.forward(d.x_test)
         te = lane_losses(task, te_out, d.y_test.unsqueeze(0).expand(lanes.k, *d.y_test.shape))
+        va = (lane_losses(task, lanes.forward(d.x_val), d.y_val.unsqueeze(0).expand(lanes.k, *d.y_val.shape))
+              if d.x_val is not None else torch.full((lanes.k,), float("nan"), dtype=torch.float64))
         acc = ((te_out.argmax(-1) == d.y_test).double().mean(1) if task == "digits"
                else torch.full((lanes.k,), float("nan"), dtype=torch.float64))
     rows = []
     for k, (s, lr) in enumerate(lanes_spec):
-        train_loss, test_loss, a = float(tr[k]), float(te[k]), float(acc[k])
+        train_loss, val_loss, test_loss, a = float(tr[k]), float(va[k]), float(te[k]), float(acc[k])
         div = diverged_step[k] > 0 or not (math.isfinite(train_loss) and math.isfinite(test_loss))
         if div:
-            train_loss = test_loss = float("inf")
+            train_loss = val_loss = test_loss = float("inf")
             a = float("nan") if task == "flow" else 0.0
         rows.append({"task": task, **variant, "n_layers": int(n_layers), "lr": lr, "seed": s, "diverged": bool(div),
-                     "diverged_step": diverged_step[k], "train_loss": train_loss, "test_loss": test_loss,
+                     "diverged_step": diverged_step[k], "train_loss": train_loss, "val_loss": val_loss,
+                     "test_loss": test_loss,
                      "test_accuracy": a, "loss_name": LOSS_NAMES[task], "steps": cfg.steps, "wall_s": wall})
     return rows
 

@@ -1,4 +1,4 @@
-"""Figures of the ``lr_transfer`` sub-study, drawn from its ``results.csv`` rows only: ``lr_curves`` (test loss vs
+"""Figures of the ``lr_transfer`` sub-study, drawn from its ``results.csv`` rows only: ``lr_curves`` (validation loss vs
 ``η``, one curve per depth, a panel per task × variant) and ``optimal_lr`` (``η*`` vs ``L``, log–log, one line per
 variant, drift exponent in the legend)."""
 
@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from testbed.experiments.depth.lr_transfer import aggregate_loss, family_key, optima, transfer, variant_label
+from testbed.experiments.depth.lr_transfer import (
+    SELECT_ON,
+    aggregate_loss,
+    family_key,
+    optima,
+    transfer,
+    variant_label,
+)
 from testbed.experiments.depth.lr_transfer_lanes import LOSS_NAMES
 
 CLIP_DECADES = 1e4  # lr_curves panels show losses up to this factor above the panel's best (the rest is clipped)
@@ -48,7 +55,7 @@ def draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             for L in depths:
                 at_L = [r for r in sel if int(r["n_layers"]) == L]
                 lrs = sorted({float(r["lr"]) for r in at_L})
-                agg = np.array([aggregate_loss([float(r["test_loss"]) for r in at_L if float(r["lr"]) == lr])
+                agg = np.array([aggregate_loss([float(r[SELECT_ON]) for r in at_L if float(r["lr"]) == lr])
                                 for lr in lrs])
                 ok = np.isfinite(agg)
                 ax.plot(np.array(lrs)[ok], agg[ok], marker="o", ms=2.5, lw=1, color=colors[L], label=f"L={L}")
@@ -63,7 +70,7 @@ def draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlim(lr_lo / 1.5, lr_hi * 1.5)  # every grid lr, diverged ones (× at the top) included
-            finite = [float(r["test_loss"]) for r in sel if math.isfinite(float(r["test_loss"]))]
+            finite = [float(r[SELECT_ON]) for r in sel if math.isfinite(float(r[SELECT_ON]))]
             if finite and max(finite) > CLIP_DECADES * min(finite):  # a blown-up (finite) loss would flatten the rest
                 ax.set_ylim(top=CLIP_DECADES * min(finite))
             t = tr.get((task, v, b))
@@ -72,7 +79,7 @@ def draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             if i == nr - 1:
                 ax.set_xlabel("base learning rate η")
             if j == 0:
-                ax.set_ylabel(f"test {LOSS_NAMES[task]}")
+                ax.set_ylabel(f"validation {LOSS_NAMES[task]}")
     axes[0][0].legend(frameon=False, fontsize=6, handlelength=1.2)
     fig.text(0.995, 0.001, "★ parabola-refined optimum, × diverged", ha="right", va="bottom", fontsize=6)
     fig.tight_layout()
