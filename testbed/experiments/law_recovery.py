@@ -48,6 +48,8 @@ from testbed.students import build_student
 NAME = "law-recovery"
 #: natural keys of a row besides its seed: rows sharing them are repeats over seeds
 GROUP_KEYS = ["system", "objective", "student", "n_layers", "width", "tied"]
+#: config fields that only partition the rows (a sweep over them still draws this study's figure)
+PARTITION_FIELDS = ("systems",)
 SUMMARY_COLUMNS = ["system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
                    "consistency_error", "teacher_consistency_error", "path_sensitivity", "flag"]
 CAPTIONS = {

@@ -50,6 +50,8 @@ from testbed.students import build_student
 NAME = "pde-law-recovery"
 #: natural keys of a row besides its seed: rows sharing them are repeats over seeds
 GROUP_KEYS = ["system", "student", "objective", "n_layers", "n_grid"]
+#: config fields that only partition the rows (a sweep over them still draws this study's figure)
+PARTITION_FIELDS = ("systems",)
 CAPTIONS = {
     "pde_law_recovery": (
         "One row per PDE on a 32-point periodic grid. Columns 1–3: space-time plots of one in-distribution "

@@ -360,8 +360,8 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "claim": f"{text.format(t=TRANSFER_OCTAVES)} — {_verdict(_check(test, s))}{edge}"})
         out.append({"key": f"{name}: drift exponent α (η* ∝ L^α)", "value": alpha,
                     "claim": f"{dtext.format(a=DRIFT_TOL)} — {_verdict(_check(dtest, alpha))}{edge}"})
-        out.append({"key": f"{name}: transfer regret (loss at L={t['max_depth']} with η tuned at L={t['min_depth']} "
-                           "/ best)", "value": t["transfer_regret"],
+        out.append({"key": f"{name}: transfer regret (test loss at L={t['max_depth']} with η tuned on validation at "
+                           f"L={t['min_depth']} / tuned at L={t['max_depth']})", "value": t["transfer_regret"],
                     "claim": "1 = transferring η costs nothing; inf = the transferred η diverges"})
     for task in dict.fromkeys(t["task"] for t in tr):
         pairs = [(("standard", 1), ("depth_mup", 1), "SP − Depth-μP (b=1)", "SP drifts more than Depth-μP"),
