@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="run a sweep spec (grid × seeds) on Dask; resumable; one tidy table",
                         description="Run every unfinished cell of a sweep spec (TOML) as a task on a Dask cluster "
-                                    "and write SWEEP_DIR/results.csv, summary.csv (mean ± std over seeds) and "
-                                    "cells.csv. Re-running the same command skips finished cells.")
+                                    "and write SWEEP_DIR/results.csv, summary.csv (mean, sample std and 95% CI over "
+                                    "seeds) and cells.csv. Re-running the same command skips finished cells.")
     sw.add_argument("spec", type=Path, help="sweep spec (TOML): experiment, quick, seeds, [fixed], [grid], [[cells]]")
     sw.add_argument("--out", type=Path, default=None, help="sweep folder (default: runs/sweeps/SPEC_STEM)")
     sw.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="figures folder (default: figures/; with --from: SWEEP_DIR/figures)")
     fg.add_argument("--rerun", action="store_true", help="run every experiment again even if it has results")
     fg.add_argument("--from", dest="sweep_dir", type=Path, default=None, metavar="SWEEP_DIR",
-                    help="draw a sweep's metrics vs its swept options with mean ± std error bars over seeds")
+                    help="draw a sweep's metrics vs its swept options with mean ± 95% CI error bars over seeds")
     fg.add_argument("--metric", nargs="+", default=None, help="with --from: the metric column(s) to draw")
     fg.add_argument("--device", default=None, help="torch device for experiments that must be run")
     fg.add_argument("--no-progress", action="store_true", help="hide progress bars")

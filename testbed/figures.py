@@ -4,7 +4,7 @@
 experiment first, quick or full settings, when its results are missing), writes a caption file
 ``STEM.caption.txt`` beside each figure (what was run: command, seeds, git commit, date, and a one-paragraph
 description) and the index ``OUT/README.md`` (one section per experiment: picture + caption).
-:func:`from_sweep` draws a sweep's metrics against its swept options with mean ± std error bars over seeds
+:func:`from_sweep` draws a sweep's metrics against its swept options with mean ± 95% CI error bars over seeds
 (``testbed figures --from SWEEP_DIR``). Every figure uses :mod:`testbed.plotting`'s style: Okabe–Ito
 colour-blind-safe palette, 8 pt text for single-column width, vector PDF plus PNG.
 """

@@ -75,7 +75,8 @@ def _is_reference_row(r: dict) -> bool:
 def consistency_panel(ax, curves: list[dict], series: list[str], key: str, ylabel: str, title: str,
                       legend: bool = False, series_key: str = "objective", method: str = "euler",
                       labels: dict[str, str] | None = None, colors: dict[str, str] | None = None) -> None:
-    """A solver-consistency curve per series: mean (± std over seeds) of ``key`` vs step count ``L'``.
+    """A solver-consistency curve per series: mean (± 95% CI over seeds, :mod:`testbed.stats`) of ``key`` vs step
+    count ``L'``.
 
     ``curves`` are :class:`~testbed.field.consistency.ConsistencyResult` rows tagged with ``series_key`` and
     ``seed`` (already filtered to one system). Fixed-step rows of ``method`` give the curve; the first
@@ -95,7 +96,10 @@ def consistency_panel(ax, curves: list[dict], series: list[str], key: str, ylabe
         ns = sorted({int(r["n_steps"]) for r in pts})
         vals = np.array([[next((float(r[key]) for r in pts if r["seed"] == sd and int(r["n_steps"]) == n), np.nan)
                           for n in ns] for sd in seeds])
-        ax.errorbar(ns, np.nanmean(vals, 0), yerr=np.nanstd(vals, 0) if len(seeds) > 1 else None, marker="o", ms=3,
+        from testbed.stats import summarize
+
+        half = [summarize(vals[:, j]).half_width for j in range(len(ns))]
+        ax.errorbar(ns, np.nanmean(vals, 0), yerr=half if len(seeds) > 1 else None, marker="o", ms=3,
                     lw=1, color=color, label=(labels or {}).get(name, name),
                     ls="--" if name == "teacher" else "-")
         adaptive = [float(r[key]) for r in curves if r[series_key] == name and r["n_steps"] in (None, "", "None")

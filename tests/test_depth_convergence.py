@@ -145,7 +145,7 @@ def test_iid_case_matches_a_direct_computation():
 
     for i, L in enumerate(depths):
         assert got["stat_mean", L] == pytest.approx(np.mean(q[L]), rel=1e-12)
-        assert got["stat_std", L] == pytest.approx(np.std(q[L]), rel=1e-10)
+        assert got["stat_std", L] == pytest.approx(np.std(q[L], ddof=1), rel=1e-10)
         if L < l_max:
             assert got["stat_mean_err", L] == pytest.approx(abs(np.mean(q[L]) - np.mean(q[l_max])), rel=1e-9)
             nxt = depths[i + 1]

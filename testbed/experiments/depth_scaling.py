@@ -55,7 +55,7 @@ CAPTIONS = {
         "Depth as step size. (a) One continuous weight function W(t) discretised at L = 4 … 512: relative "
         "distance of the hidden trajectory to the finest network vs L (log–log, claim O(1/L)). (b–d) i.i.d. "
         "weights under 1/√L: the statistic ‖h_T‖²/n converges, paths of independent draws do not, "
-        "Brownian-coupled paths converge at order ½."),
+        "Brownian-coupled paths converge at order ½. Error bars (several seeds): 95% t-interval of the mean."),
     "lr_curves": (
         "Validation loss (20% of the training data held out) vs base learning rate (log axes), one curve per "
         "depth L, for SP and Depth-μP with one- and two-matrix residual blocks (stars: parabola-refined optima of "
@@ -75,7 +75,8 @@ CAPTIONS = {
     "weight_reuse": (
         "Forward/backward coupling through W_lᵀ against a control whose backward pass uses an independent "
         "copy of each weight: excess coupling at initialisation vs width n (claim 1/n) and its effect on "
-        "training vs depth L (claim 1/L²), log–log."),
+        "training vs depth L (claim 1/L²), log–log. Error bars: 95% t-interval over seeds (one seed: normal 95% "
+        "interval over the random draws)."),
 }
 SUMMARY_COLUMNS = ["study", "key", "value", "claim"]
 #: the sub-studies, in run order: each module provides ``Config`` (its own settings), ``run(cfg, out) -> rows``

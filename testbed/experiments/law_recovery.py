@@ -58,8 +58,9 @@ CAPTIONS = {
         "students trained on the endpoint only and on the field objective (endpoint + trajectory + vector "
         "field); streamlines coloured by log10 |f|, dashed box = region of training initial states. Column 4: "
         "solver consistency — relative endpoint change when the learned field is re-integrated with L' Euler "
-        "steps (dotted: dopri5), beside the teacher law's own curve. Column 5: the re-integrated endpoint's "
-        "error against the exact flow map. Bottom: endpoint error, law error (ID / OOD) and consistency error "
+        "steps (dotted: dopri5), beside the teacher law's own curve (mean over seeds ± 95% t-interval when there "
+        "are several). Column 5: the re-integrated endpoint's error against the exact flow map. Bottom: endpoint "
+        "error, law error (ID / OOD) and consistency error "
         "per system and objective (relative L2, log axis; error bars = 95% t-interval of the "
         "mean over seeds when there are several)."),
 }

@@ -58,7 +58,8 @@ CAPTIONS = {
         "initial condition under the teacher and under the local (conv) student trained on the endpoint only "
         "and on the field objective, continued past the training horizon T (dashed) to 4T with the network's "
         "own step. Column 4: roll-out error vs time (relative L2, log axis). Column 5: solver consistency "
-        "beside the teacher law's own floor."),
+        "beside the teacher law's own floor. Curves are means over seeds; error bars (several seeds) are 95% "
+        "t-intervals of the mean."),
 }
 RESULT_COLUMNS = [
     "system", "student", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",

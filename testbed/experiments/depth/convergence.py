@@ -189,7 +189,7 @@ def iid_case(cfg, seed: int, depths: Sequence[int]) -> list[dict[str, Any]]:
             paths[L].append(hs.cpu())
             q[L].append(float(hs[-1].pow(2).sum(-1).mean() / n))
     rows = []
-    stats = {L: (float(np.mean(q[L])), float(np.std(q[L]))) for L in depths}
+    stats = {L: (float(np.mean(q[L])), float(np.std(q[L], ddof=1))) for L in depths}   # sample std over draws
     for i, L in enumerate(depths):
         common = dict(case="iid", block_depth=1, L=L, seed=seed)
         rows.append({**common, "L_ref": L, "quantity": "stat_mean", "value": stats[L][0]})
@@ -228,11 +228,14 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
 
 def _series(rows: list[dict[str, Any]], case: str, quantity: str, block_depth: int = 1
             ) -> tuple[list[int], list[float], list[float]]:
-    """Depths, mean over seeds and std over seeds of ``quantity``."""
+    """Depths, mean over seeds and the 95% CI half-width over seeds (:mod:`testbed.stats`; 0 for one seed) of
+    ``quantity``."""
+    from testbed.stats import summarize
+
     sel = [r for r in rows if r["case"] == case and r["quantity"] == quantity and int(r["block_depth"]) == block_depth]
     Ls = sorted({int(r["L"]) for r in sel})
     vals = [[float(r["value"]) for r in sel if int(r["L"]) == L] for L in Ls]
-    return Ls, [float(np.mean(v)) for v in vals], [float(np.std(v)) for v in vals]
+    return Ls, [float(np.mean(v)) for v in vals], [summarize(v).half_width if len(v) > 1 else 0.0 for v in vals]
 
 
 def fitted(rows: list[dict[str, Any]], case: str, quantity: str, block_depth: int = 1) -> float:

@@ -19,12 +19,14 @@ from testbed.experiments.depth.weight_reuse import (
     series,
 )
 from testbed.plotting import color_for, log_axes, loglog_line, power_guide, save_figure, use_style
+from testbed.stats import summarize
 
 
 def _band(rows: list[dict[str, Any]], quantity: str, axis: str, **fixed: Any) -> tuple[list[int], np.ndarray,
                                                                                           np.ndarray]:
-    """``(xs, mean, err)``: seed means along ``axis``; ``err`` the standard error over seeds, or (one seed) the
-    recorded ``<quantity>_se`` when there is one, else 0."""
+    """``(xs, mean, err)``: seed means along ``axis``; ``err`` the 95% CI half-width over seeds
+    (:mod:`testbed.stats`), or (one seed) 1.96 × the recorded ``<quantity>_se`` over random draws (a normal 95%
+    interval) when there is one, else 0."""
     xs, m = series(rows, quantity, axis, **fixed)
     err = []
     for x in xs:
@@ -33,9 +35,9 @@ def _band(rows: list[dict[str, Any]], quantity: str, axis: str, **fixed: Any) ->
         ses = [float(r["value"]) for r in rows if r["quantity"] == f"{quantity}_se" and int(r[axis]) == x
                and all(int(r[k]) == int(v) for k, v in fixed.items())]
         if len(vals) > 1:
-            err.append(float(np.std(vals, ddof=1) / math.sqrt(len(vals))))
+            err.append(summarize(vals).half_width)
         elif ses and math.isfinite(ses[0]):
-            err.append(ses[0])
+            err.append(1.96 * ses[0])
         else:
             err.append(0.0)
     return xs, np.asarray(m), np.asarray(err)
