@@ -53,7 +53,7 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 
 def local_cluster(workers: int, threads: int = 1):
     """A ``LocalCluster`` of ``workers`` single-threaded worker processes whose environment pins BLAS/OpenMP to
-    ``threads`` threads and can import this package; no dashboard (no port to clash with)."""
+    ``threads`` threads and can import this package; its HTTP server on a free port (no clash with another cluster)."""
     from distributed import LocalCluster
 
     import testbed
@@ -65,7 +65,7 @@ def local_cluster(workers: int, threads: int = 1):
     # from this process's environment) would print a multi-line warning about them after our one-line message
     if "PYTHONWARNINGS" not in os.environ:
         os.environ["PYTHONWARNINGS"] = "ignore:resource_tracker:UserWarning"
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                         env=env, silence_logs=50)  # CRITICAL: a lost worker becomes a failed cell, not log noise
 
 
