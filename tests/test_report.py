@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from testbed import report
-from testbed.config import ConfigError
 from testbed.cli import main
+from testbed.config import ConfigError
 from testbed.results import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
