@@ -548,7 +548,9 @@ def report(folder: str | Path) -> str:
              "paper: the DER paper's Seq-MNIST class-IL / task-IL (mean ± std over 10 runs):", "",
              "| benchmark | method | buffer | γ | class-IL | task-IL | BWT | trajectory ret. | Jacobian ret. | paper |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for (bench, method, buf), rs in _groups(rows).items():
+    order = {m: i for i, m in enumerate(ALL_METHODS)}
+    for (bench, method, buf), rs in sorted(_groups(rows).items(),
+                                           key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][2])):
         cells = [summarize_values([float(r[m]) for r in rs]).format(3)
                  for m in ("avg_acc_class_il", "avg_acc_task_il", "bwt", "trajectory_retention", "jacobian_retention")]
         ref = PAPER_SEQ_MNIST.get((method, buf)) if bench == "split_mnist" else None
