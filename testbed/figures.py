@@ -25,9 +25,12 @@ from testbed.results import atomic_write_text, git_commit
 EXPERIMENT_NOTES: dict[str, str] = {
     "depth-scaling": "Quick mode at the top level, one folder per sub-study; `summary.csv` puts every fitted "
                      "number beside the claim it tests. `full/` (if present) holds the full settings.",
-    "pde-law-recovery": "`full/` (if present) holds the full configuration (both students, 3000 steps, seeds 0–2).",
-    "multipath": "`full/` holds all five tasks with 3 seeds (a CPU-sized full run; see README).",
-    "continual": "`full-split-mnist/` holds the published Seq-MNIST protocol (3 seeds) and the γ ablation.",
+    "pde-law-recovery": "`full/` (if present) holds the full configuration (`benchmarks/sweeps/pde_full.toml`: both "
+                        "students, 3000 steps, 5 seeds).",
+    "multipath": "`full/` holds the full mode (`benchmarks/sweeps/multipath_full.toml`: five tasks, 5 seeds, λ "
+                 "chosen on validation data, logit-distillation baseline; see README).",
+    "continual": "`full-split-mnist/` holds the published Seq-MNIST protocol (`benchmarks/sweeps/continual_full.toml`: "
+                 "5 seeds, γ chosen on validation data).",
     "endpoint-equivalence": "`full-partial/` (if present) holds part of the full configuration.",
 }
 
