@@ -221,7 +221,7 @@ def run_flow_task(cfg: EndpointEquivalenceConfig, out: Path) -> tuple[list[dict]
         curves.extend(c)
 
     # trained population
-    first_in_band = None
+    first_reached = None
     for L, tied, w, s, reg, seed in _population(cfg):
         mid = _model_id("flow", L, tied, w, s, reg, seed)
         torch.manual_seed(seed)
@@ -241,10 +241,10 @@ def run_flow_task(cfg: EndpointEquivalenceConfig, out: Path) -> tuple[list[dict]
                        "tied": tied, "width": w, "init_scale": s, "regularizer": reg, "seed": seed,
                        "steps_trained": result.steps}
         add(student, result_tags)
-        if first_in_band is None and rows[-1]["in_band"]:
-            first_in_band = student
+        if first_reached is None and reached(0, student):   # chosen on training data, not on the test band
+            first_reached = student
 
-    # constructed from the exact flow (closed-form teachers) and from the first in-band student
+    # constructed from the exact flow (closed-form teachers) and from the first student that reached the target
     bases: list[tuple[str, Any]] = []
     if system.closed_form:
         exact = ExactFlowStudent(system, cfg.construct_depth)
@@ -253,8 +253,8 @@ def run_flow_task(cfg: EndpointEquivalenceConfig, out: Path) -> tuple[list[dict]
         for p in cfg.warp_powers:
             add(Reparameterized(exact, p), {"model_id": f"flow-exact-warp{p:g}", "source": "constructed",
                                             "group": "exact", "how": f"exact flow, clock τ=T(t/T)^{p:g}"})
-    if first_in_band is not None:
-        bases.append(("student", first_in_band))
+    if first_reached is not None:
+        bases.append(("student", first_reached))
     for bname, base in bases:
         for strength in cfg.conjugation_strengths:
             add(Conjugated.linear(base, strength), {"model_id": f"flow-{bname}-conj{strength:g}",
@@ -298,7 +298,7 @@ def run_digits_task(cfg: EndpointEquivalenceConfig, out: Path) -> tuple[list[dic
                      "law_error_id": float("nan"), **metrics})
         curves.extend(c)
 
-    first_in_band = None
+    first_reached = None
     for L, tied, w, s, reg, seed in _population(cfg):
         mid = _model_id("digits", L, tied, w, s, reg, seed)
         torch.manual_seed(seed)
@@ -315,10 +315,10 @@ def run_digits_task(cfg: EndpointEquivalenceConfig, out: Path) -> tuple[list[dic
         add(model, model.flow, {"model_id": mid, "source": "trained", "group": "trained",
                                 "how": f"cross-entropy fit, {reg}", "tied": tied, "width": w, "init_scale": s,
                                 "regularizer": reg, "seed": seed, "steps_trained": result.steps})
-        if first_in_band is None and rows[-1]["in_band"]:
-            first_in_band = model
-    if first_in_band is not None:
-        m = first_in_band
+        if first_reached is None and reached(0, model):     # chosen on the validation split, not on the test band
+            first_reached = model
+    if first_reached is not None:
+        m = first_reached
         for strength in cfg.conjugation_strengths:
             add(m, Conjugated.linear(m.flow, strength), {"model_id": f"digits-student-conj{strength:g}",
                                                          "source": "constructed", "group": "student",
