@@ -15,6 +15,7 @@ hold the report of one folder between ``<!-- testbed section: EXPERIMENT/SUB -->
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,21 @@ END = "<!-- testbed report: end -->"
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_finite_number(v: Any) -> bool:
+    """A finite int or float (not a bool, not NaN/inf, not an empty CSV cell)."""
+    return _is_number(v) and math.isfinite(v)
+
+
+def format_paired(p: dict[str, Any] | None) -> str:
+    """One row of a paired-comparison table (``mean_diff``, ``lo``, ``hi``, ``n``, ``p_sign_flip``; as written by
+    the studies from :func:`testbed.stats.paired`) as ``+0.033 [+0.02, +0.045], p = 0.062``; ``—`` when missing."""
+    if p is None or not is_finite_number(p.get("mean_diff")):
+        return "—"
+    ci = f" [{p['lo']:+.2g}, {p['hi']:+.2g}]" if is_finite_number(p.get("lo")) else ""
+    pv = f", p = {p['p_sign_flip']:.2g}" if is_finite_number(p.get("p_sign_flip")) and int(p["n"]) > 1 else ""
+    return f"{p['mean_diff']:+.2g}{ci}{pv}"
 
 
 def result_folders(root: Path) -> list[Path]:

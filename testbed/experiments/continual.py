@@ -55,6 +55,7 @@ from testbed.continual.base import ReplayLearner
 from testbed.continual.data import SplitBenchmark, hold_out_validation, subsample_per_class
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.plotting import PALETTE, save_figure, use_style
+from testbed.report import format_paired, is_finite_number
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.selection import SelectionRule, rows_at_choice, select
 from testbed.stats import paired
@@ -320,7 +321,7 @@ def derive(out: str | Path) -> list[Path]:
     picked: list[dict[str, Any]] = []
     if fp:
         single = len({float(r["gamma"]) for r in fp}) == 1
-        vals = [r for r in fp if _finite(r.get("val_avg_acc_class_il"))]
+        vals = [r for r in fp if is_finite_number(r.get("val_avg_acc_class_il"))]
         if single and not vals:
             picked = fp
             chosen = {"/".join(str(r[k]) for k in keys): float(r["gamma"]) for r in fp}
@@ -358,9 +359,6 @@ def paired_rows(selected: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "p_sign_flip": pc.p_sign_flip})
     return out
 
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
 
 # ----------------------------------------------------------------------------------------------- summary
@@ -568,7 +566,7 @@ def report(folder: str | Path) -> str:
         for p in pairs:
             by.setdefault((p["benchmark"], p["method"], p["buffer_size"], p["gamma"]), {})[p["metric"]] = p
         for (bench, method, buf, gamma), per in by.items():
-            cells = [_fmt_pair(per.get(m)) for m in metrics]
+            cells = [format_paired(per.get(m)) for m in metrics]
             lines.append(f"| {bench} | {METHOD_LABELS.get(method, method)} | {buf} | {gamma:g} | "
                          + " | ".join(cells) + " |")
     sel = read_csv(folder / "selection.csv") if (folder / "selection.csv").exists() else []
@@ -587,19 +585,12 @@ def report(folder: str | Path) -> str:
                 if r is None:
                     cells.append("—")
                     continue
-                ci = f" [{r['val_lo']:.2f}, {r['val_hi']:.2f}]" if _finite(r.get("val_lo")) else ""
+                ci = f" [{r['val_lo']:.2f}, {r['val_hi']:.2f}]" if is_finite_number(r.get("val_lo")) else ""
                 text = f"{r['val_mean']:.2f}{ci} ({r['n']})"
                 cells.append(f"**{text}**" if r["selected"] in (True, "True") else text)
             lines.append(f"| {bench} | {METHOD_LABELS.get(method, method)} | {buf} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
-
-def _fmt_pair(p: dict[str, Any] | None) -> str:
-    if p is None or not _finite(p.get("mean_diff")):
-        return "—"
-    ci = f" [{p['lo']:+.2g}, {p['hi']:+.2g}]" if _finite(p.get("lo")) else ""
-    pv = f", p = {p['p_sign_flip']:.2g}" if _finite(p.get("p_sign_flip")) and int(p["n"]) > 1 else ""
-    return f"{p['mean_diff']:+.2g}{ci}{pv}"
 
 
 Config = ContinualConfig

@@ -60,6 +60,7 @@ from testbed.experiments.protocol import ExperimentConfig, seeds_field
 from testbed.multipath import SPLITS, MultipathTask, digits_task, evaluate, route_task, transport_task
 from testbed.multipath.tasks import hold_out_validation
 from testbed.plotting import PALETTE, save_figure, use_style
+from testbed.report import format_paired, is_finite_number
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.selection import SelectionRule, rows_at_choice, select
 from testbed.stats import paired
@@ -539,7 +540,7 @@ def report(folder: str | Path) -> str:
         return table(sys.modules[__name__], read_csv(folder / "results.csv"))
     rows = read_csv(folder / "selected.csv")
     kinds = {r["task"]: r["metric"] for r in rows}
-    cols = [(k, t) for k, t in REPORT_COLUMNS if any(_finite(r.get(k)) for r in rows)]
+    cols = [(k, t) for k, t in REPORT_COLUMNS if any(is_finite_number(r.get(k)) for r in rows)]
     lines = ["Test metrics at the λ chosen on validation data (accuracy; routes: relative endpoint error, lower is "
              "better); mean ± 95% CI (n seeds):", "",
              "| task | variant | λ (validation) | " + " | ".join(t for _, t in cols) + " |",
@@ -549,8 +550,8 @@ def report(folder: str | Path) -> str:
         groups.setdefault((r["task"], r["variant"]), []).append(r)
     for (task, variant), members in groups.items():
         label = f"{task} ({'error' if kinds[task] == 'endpoint_error' else 'accuracy'})"
-        cells = [summarize_values([float(r[k]) for r in members if _finite(r.get(k))]).format(3)
-                 if any(_finite(r.get(k)) for r in members) else "—" for k, _ in cols]
+        cells = [summarize_values([float(r[k]) for r in members if is_finite_number(r.get(k))]).format(3)
+                 if any(is_finite_number(r.get(k)) for r in members) else "—" for k, _ in cols]
         lines.append(f"| {label} | {variant} | {float(members[0]['lam']):g} | " + " | ".join(cells) + " |")
     pairs = read_csv(folder / "paired.csv") if (folder / "paired.csv").exists() else []
     if pairs:
@@ -561,18 +562,8 @@ def report(folder: str | Path) -> str:
         for p in pairs:
             by.setdefault((p["task"], p["a"], p["b"]), {})[p["metric"]] = p
         for (task, a, b), per in by.items():
-            cells = [_fmt_pair(per.get(k)) for k, _ in cols]
+            cells = [format_paired(per.get(k)) for k, _ in cols]
             lines.append(f"| {task} | {a} − {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _fmt_pair(p: dict[str, Any] | None) -> str:
-    if p is None or not _finite(p.get("mean_diff")):
-        return "—"
-    ci = f" [{p['lo']:+.2g}, {p['hi']:+.2g}]" if _finite(p.get("lo")) else ""
-    pv = f", p = {p['p_sign_flip']:.2g}" if _finite(p.get("p_sign_flip")) and int(p["n"]) > 1 else ""
-    return f"{p['mean_diff']:+.2g}{ci}{pv}"
