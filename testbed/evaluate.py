@@ -13,6 +13,8 @@ from testbed.field.consistency import ConsistencyResult, integrate, solver_consi
 from testbed.field.metrics import (
     endpoint_error,
     flow_jacobian_error,
+    interior_error,
+    is_aliased,
     law_error,
     path_sensitivity,
     relative_l2,
@@ -85,6 +87,8 @@ def evaluate_student(student: Student, ref: TeacherReference, step_counts: list[
 
     Columns (all relative L2, see :mod:`testbed.field.metrics`):
     endpoint_error, endpoint_error_ood, trajectory_error, law_error_id, law_error_ood,
+    interior_error (the states strictly inside (0, T) only) and aliased (the endpoint fits, the interior does not:
+    :func:`~testbed.field.metrics.is_aliased`),
     consistency_error (endpoint change from the L-step network to the dopri5 solve of its own field),
     consistency_error_mean (mean endpoint change over all re-integrations L/4 … 4L, dopri5),
     teacher_consistency_error (consistency_error for f*: the discretisation floor at this L),
@@ -98,10 +102,14 @@ def evaluate_student(student: Student, ref: TeacherReference, step_counts: list[
     cons = solver_consistency(student.vector_field, tid.x0[:n_consistency], float(student.horizon),
                               student.n_layers, step_counts, target=tid.endpoints[:n_consistency])
     ps = path_sensitivity(student, ref.x0_jacobian.to(dtype))
+    end_err = endpoint_error(student, tid)
+    inner = interior_error(student, tid) if tid.t.numel() >= 3 else float("nan")
     metrics = {
-        "endpoint_error": endpoint_error(student, tid),
+        "endpoint_error": end_err,
         "endpoint_error_ood": endpoint_error(student, tood),
         "trajectory_error": trajectory_error(student, tid),
+        "interior_error": inner,
+        "aliased": bool(is_aliased(end_err, inner)) if inner == inner else False,
         "law_error_id": law_error(student.vector_field, tid),
         "law_error_ood": law_error(student.vector_field, tood),
         "consistency_error": cons.summary,

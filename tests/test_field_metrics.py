@@ -217,3 +217,25 @@ def test_vector_field_jacobian_wide_field_uses_reverse_mode():
     sech2 = 1 - torch.tanh(x @ W.T) ** 2
     expected = 1.5 * sech2.unsqueeze(-1) * W
     assert max_err(J, expected) <= 1e-14
+
+
+def test_aliased_spiral_law_is_detected():
+    """x' = A x with rotation rate w and the aliased rate w − 2π/T share the flow map φ_T exactly; the aliased
+    law's exact flow fits every endpoint (error at round-off) but not the interior states or the law, and is
+    flagged; the true law is not."""
+    from testbed.field import interior_error, is_aliased
+    from testbed.students.constructed import ExactFlowStudent
+
+    teacher = systems.get_system("linear_spiral")
+    T, w = float(teacher.horizon), float(teacher.w)
+    alias = systems.get_system("linear_spiral", w=w - 2 * math.pi / T)
+    data = make_trajectories(teacher, 64, 8, torch.Generator().manual_seed(0), "id", dtype=torch.float64)
+    for sys_, aliased in ((teacher, False), (alias, True)):
+        student = ExactFlowStudent(sys_, 32)
+        end = endpoint_error(student, data)
+        inner = interior_error(student, data)
+        assert end < 1e-10
+        assert (inner > 0.5) is aliased and is_aliased(end, inner) is aliased
+        lerr = law_error(student.vector_field, data)
+        assert (lerr > 0.5) is aliased
+    assert not is_aliased(0.2, 5.0) and not is_aliased(0.05, 0.1) and is_aliased(0.05, 0.16)

@@ -30,6 +30,8 @@ from testbed.field.metrics import (
     PathSensitivity,
     endpoint_error,
     flow_jacobian_error,
+    interior_error,
+    is_aliased,
     law_error,
     path_sensitivity,
     relative_l2,
@@ -42,7 +44,8 @@ __all__ = [
     "jacobian_spectra", "kinetic_energy", "mean_curvature", "path_logdet", "total_curvature",
     "trajectory_length", "turning_angles",
     "ConsistencyResult", "PathSensitivity", "default_step_counts", "endpoint_error", "flow_jacobian_error",
-    "integrate", "law_error", "layer_jacobians", "path_jacobians", "path_sensitivity", "relative_l2",
+    "integrate", "interior_error", "is_aliased", "law_error", "layer_jacobians", "path_jacobians",
+    "path_sensitivity", "relative_l2",
     "solver_consistency", "trajectory_error", "vector_field_jacobian",
     "lanczos_extremes", "layer_spectral_norms", "path_spectral_norms",
 ]

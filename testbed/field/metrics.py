@@ -90,6 +90,30 @@ def trajectory_error(student: Student, data: TrajectoryData) -> float:
     return relative_l2(pred[1:], data.states[1:])
 
 
+def interior_error(student: Student, data: TrajectoryData) -> float:
+    """Relative L2 error of the student's states at the *interior* observation times ``0 < t_k < T`` against the
+    teacher's (the endpoint left out): what an endpoint loss never sees."""
+    if data.t.numel() < 3:
+        raise ValueError("interior_error needs at least one observation time strictly inside (0, T)")
+    pred = student.trajectory(data.x0, data.t)
+    return relative_l2(pred[1:-1], data.states[1:-1])
+
+
+#: an endpoint error at most this counts as "the endpoint map fits" for :func:`is_aliased`
+ALIAS_ENDPOINT_TOL = 0.1
+#: the interior error must exceed the endpoint error by this factor (and ``ALIAS_ENDPOINT_TOL``) to flag aliasing
+ALIAS_RATIO = 3.0
+
+
+def is_aliased(endpoint_err: float, interior_err: float, endpoint_tol: float = ALIAS_ENDPOINT_TOL,
+               ratio: float = ALIAS_RATIO) -> bool:
+    """An *aliased* law: the endpoint map fits (``endpoint_err ≤ endpoint_tol``) while the interior states do not
+    (``interior_err ≥ max(ratio·endpoint_err, endpoint_tol)``). Example: on ``x' = A x`` with rotation rate ``w``
+    and horizon ``T``, the rate ``w − 2π/T`` has the same flow map ``φ_T`` and different states in between — a
+    student that learned it passes every endpoint test and has not learned the law."""
+    return endpoint_err <= endpoint_tol and interior_err >= max(ratio * endpoint_err, endpoint_tol)
+
+
 def flow_jacobian_error(sensitivity: PathSensitivity, teacher_flow_jacobian: Tensor) -> float:
     """Relative L2 (Frobenius) error of ``∂h_L/∂h_0`` against the teacher's ``∂φ_T/∂x_0``."""
     return relative_l2(sensitivity.endpoint_jacobian.to(teacher_flow_jacobian.dtype), teacher_flow_jacobian)
