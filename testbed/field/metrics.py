@@ -95,7 +95,8 @@ def interior_error(student: Student, data: TrajectoryData) -> float:
     teacher's (the endpoint left out): what an endpoint loss never sees."""
     if data.t.numel() < 3:
         raise ValueError("interior_error needs at least one observation time strictly inside (0, T)")
-    pred = student.trajectory(data.x0, data.t)
+    with torch.no_grad():
+        pred = student.trajectory(data.x0, data.t)
     return relative_l2(pred[1:-1], data.states[1:-1])
 
 
