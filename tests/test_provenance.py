@@ -74,3 +74,26 @@ def test_writing_under_figures_needs_a_clean_tree(tmp_path, monkeypatch, capsys)
     assert main(["run", "law-recovery", *tiny, "--out", str(out), "--allow-dirty"]) == 0
     meta = json.loads((out / "results.json").read_text())
     assert meta["dirty"] is True and meta["allow_dirty"] is True and meta["diff_sha256"] == "b" * 64
+
+
+def test_every_committed_result_comes_from_a_clean_ancestor_commit():
+    """Each results.json under figures/ names the commit it was produced at, that commit is an ancestor of the
+    checkout (it contains the code), and the tree was clean — no committed number without its code."""
+    root = Path(__file__).resolve().parents[1]
+    found = sorted((root / "figures").rglob("results.json"))
+    assert found, "no committed results under figures/"
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
+    in_checkout = git("rev-parse", "--is-inside-work-tree").stdout.strip() == "true"
+    shallow = git("rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+    for path in found:
+        meta = json.loads(path.read_text())
+        rel = path.relative_to(root)
+        assert meta.get("dirty") is False, f"{rel}: produced from a dirty tree"
+        commit = meta.get("commit")
+        assert isinstance(commit, str) and len(commit) == 40, f"{rel}: no commit recorded"
+        if in_checkout and not shallow:
+            assert git("merge-base", "--is-ancestor", commit, "HEAD").returncode == 0, \
+                f"{rel}: commit {commit[:8]} is not an ancestor of HEAD"
