@@ -196,3 +196,32 @@ def test_quick_main_job_runs_end_to_end(tmp_path):
     assert {r["system"] for r in rows} == {"van_der_pol", "linear_spiral", "lotka_volterra"}
     assert {r["objective"] for r in rows} == {"endpoint", "field"}
     assert (tmp_path / "law_recovery.pdf").exists()
+
+
+def test_matched_endpoint_mode_stops_on_a_validation_split_and_counts_misses(tmp_path, monkeypatch):
+    """match_endpoint > 0: training stops once the endpoint error on a split carved from the training data is in
+    the band (a reachable band stops early, an unreachable one runs the full budget and is counted as a miss); the
+    stopping rule only ever sees training trajectories."""
+    from testbed.experiments import law_recovery as lr
+
+    seen: list[torch.Tensor] = []
+    band_stop = lr.endpoint_band_stop
+
+    def spy(val_data, target):
+        seen.append(val_data.x0.clone())
+        return band_stop(val_data, target)
+
+    monkeypatch.setattr(lr, "endpoint_band_stop", spy)
+    base = dict(systems=("linear_spiral",), objectives=("endpoint",), steps=400, n_train=40, n_test=16,
+                n_layers=8, n_obs=4, width=8, progress=False)
+    easy = lr.run(lr.quick_config(**base, match_endpoint=0.9), tmp_path / "easy")[0]
+    hard = lr.run(lr.quick_config(**base, match_endpoint=1e-9), tmp_path / "hard")[0]
+    assert easy["reached_band"] is True and easy["steps_trained"] < 400
+    assert hard["reached_band"] is False and hard["steps_trained"] == 400
+    train, test_id, _ = lr.make_splits(systems.get_system("linear_spiral"), 40, 16, 4, torch.float64)
+    val = seen[0]
+    assert val.shape[0] == 8                                                       # 20% of 40
+    assert all(bool((train.x0 == v).all(1).any()) for v in val)                   # every one a training input
+    assert not any(bool((test_id.x0 == v).all(1).any()) for v in val)             # none a test input
+    with pytest.raises(ConfigError, match="match_endpoint"):
+        lr.quick_config(match_endpoint=1.5)

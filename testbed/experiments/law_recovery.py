@@ -12,6 +12,11 @@ solver consistency (re-integrating ``f_θ`` at ``L/4 … 4L`` steps and with dop
 curve) and path sensitivity. The paper expects comparable endpoint errors and a much lower law error and
 consistency error for the field-trained student.
 
+**Matched endpoint error** (``match_endpoint > 0``): ``val_fraction`` of the training trajectories are held out and
+every student trains, up to ``steps``, until its relative endpoint error on that validation split is at most
+``match_endpoint`` (checked every 50 steps); ``steps_trained`` and ``reached_band`` record where each stopped, so
+students that never reach the band are counted, not dropped. Test data never enters the stopping rule.
+
 Writes ``results.csv`` (one row per system × objective × seed), ``consistency.csv`` (the curves),
 ``results.json`` (run metadata), ``law_recovery.png/.pdf`` and one checkpoint per trained student.
 """
@@ -42,6 +47,7 @@ from testbed.field.consistency import default_step_counts
 from testbed.objectives import make_objective
 from testbed.plotting import color_for, consistency_panel, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
+from testbed.seeding import DATA_SEED
 from testbed.stats import summarize as summarize_values
 from testbed.students import build_student
 
@@ -68,7 +74,7 @@ RESULT_COLUMNS = [
     "system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood", "consistency_error",
     "path_sensitivity", "endpoint_error_ood", "trajectory_error", "interior_error", "aliased", "consistency_error_mean",
     "teacher_consistency_error", "teacher_path_sensitivity", "flow_jacobian_error", "final_loss",
-    "train_seconds", "n_layers", "width", "student", "tied", "flag",
+    "train_seconds", "n_layers", "width", "student", "tied", "flag", "steps_trained", "reached_band",
 ]
 OUTPUT_FILES = ("results.csv", "consistency.csv", "results.json", "law_recovery.png", "law_recovery.pdf")
 
@@ -97,6 +103,10 @@ class LawRecoveryConfig(ExperimentConfig):
     lr: float = 3e-3
     grad_clip: float = 1.0
     dtype: str = "float64"
+    #: > 0: matched-endpoint mode — every student trains (up to ``steps``) until its relative endpoint error on a
+    #: validation split (``val_fraction`` of the training trajectories) is at most this; 0: equal budget
+    match_endpoint: float = 0.0
+    val_fraction: float = 0.2
 
     def validate(self) -> None:
         self.systems = tuple(systems.canonical_name(s) for s in self.systems)
@@ -117,6 +127,10 @@ class LawRecoveryConfig(ExperimentConfig):
         check_nonneg("grad_clip", self.grad_clip)
         check_nonneg("init_scale", self.init_scale)
         check_choice("dtype", self.dtype, ("float32", "float64"))
+        if not 0.0 <= self.match_endpoint < 1.0:
+            raise ConfigError(f"match_endpoint must lie in [0, 1) (0 = equal budget), got {self.match_endpoint}")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction must lie in (0, 0.5), got {self.val_fraction}")
         if self.n_layers % self.n_obs:
             raise ConfigError(f"n_layers ({self.n_layers}) must be a multiple of n_obs ({self.n_obs}) so every "
                               "observation time is a layer time")
@@ -140,6 +154,30 @@ def _student_kwargs(cfg: LawRecoveryConfig, system) -> dict[str, Any]:
     return kw
 
 
+def endpoint_band_stop(val_data, target: float):
+    """``stop_when`` for the matched-endpoint mode: stop once the student's relative endpoint error on the
+    validation split ``val_data`` (carved from the training data, never the test set) is at most ``target``."""
+    from testbed.field.metrics import endpoint_error
+
+    def reached(step: int, student) -> bool:
+        device = next(student.parameters()).device
+        with torch.no_grad():
+            return endpoint_error(student, val_data.to(device)) <= target
+
+    return reached
+
+
+def split_for_matching(train_data, fraction: float):
+    """``(fit_data, val_data)``: ``fraction`` of the training trajectories held out (:mod:`testbed.selection`)."""
+    from testbed.selection import validation_indices
+
+    n = train_data.x0.shape[0]
+    val = validation_indices(n, fraction, torch.Generator().manual_seed(DATA_SEED + 3))
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[val] = False
+    return train_data.subset(keep.nonzero().flatten()), train_data.subset(val)
+
+
 def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     """Train and evaluate every system × objective × seed; write the tables, metadata and figure to ``out``."""
     out = fresh_output_dir(out, OUTPUT_FILES)
@@ -151,6 +189,10 @@ def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     for sname in cfg.systems:
         system = systems.get_system(sname)
         train_data, test_id, test_ood = make_splits(system, cfg.n_train, cfg.n_test, cfg.n_obs, dtype)
+        stop, val_data = None, None
+        if cfg.match_endpoint > 0:
+            train_data, val_data = split_for_matching(train_data, cfg.val_fraction)
+            stop = endpoint_band_stop(val_data, cfg.match_endpoint)
         ref = teacher_reference(system, test_id, test_ood, cfg.n_layers, steps)
         curves += [{"system": sname, "objective": "teacher", "seed": -1, **r} for r in ref.consistency.rows]
         for obj_name in cfg.objectives:
@@ -163,14 +205,15 @@ def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                                  batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
                                  progress=cfg.progress, run_dir=run_dir, device=cfg.device,
                                  extra={"system": sname, "system_params": system.params(),
-                                        "objective": obj_name, "seed": seed})
+                                        "objective": obj_name, "seed": seed}, stop_when=stop)
                     where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
                     ev = evaluate_student(student, ref, steps)
                 flag = quality_flag(ev.metrics, f"system {sname}, objective {obj_name}, seed {seed}")
                 rows.append({"system": sname, "objective": obj_name, "seed": seed, **ev.metrics,
                              "final_loss": result.final_loss, "train_seconds": result.wall_time,
                              "n_layers": cfg.n_layers, "width": cfg.width, "student": cfg.student,
-                             "tied": cfg.tied, "flag": flag})
+                             "tied": cfg.tied, "flag": flag, "steps_trained": result.steps,
+                             "reached_band": bool(stop(result.steps, student)) if stop is not None else ""})
                 curves += [{"system": sname, "objective": obj_name, "seed": seed, **r} for r in ev.consistency.rows]
     write_csv(out / "consistency.csv", curves)
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
