@@ -91,6 +91,8 @@ def evaluate_student(student: Student, ref: TeacherReference, step_counts: list[
     :func:`~testbed.field.metrics.is_aliased`),
     consistency_error (endpoint change from the L-step network to the dopri5 solve of its own field),
     consistency_error_mean (mean endpoint change over all re-integrations L/4 … 4L, dopri5),
+    consistency_excess (consistency_error − teacher_consistency_error: what the student adds to the true law's own
+    discretisation floor at this L; 0 for the true law, negative for a law that compensates its own steps),
     teacher_consistency_error (consistency_error for f*: the discretisation floor at this L),
     path_sensitivity (E‖∂h_L/∂h_0‖_2),
     flow_jacobian_error (∂h_L/∂h_0 vs ∂φ_T/∂x_0).
@@ -114,6 +116,7 @@ def evaluate_student(student: Student, ref: TeacherReference, step_counts: list[
         "law_error_ood": law_error(student.vector_field, tood),
         "consistency_error": cons.summary,
         "consistency_error_mean": cons.mean_change(),
+        "consistency_excess": cons.summary - ref.consistency.summary,
         "teacher_consistency_error": ref.consistency.summary,
         "path_sensitivity": ps.total,
         "teacher_path_sensitivity": ref.path_sensitivity,

@@ -85,6 +85,7 @@ def test_teacher_law_as_the_student_scores_zero_law_error_and_the_euler_error():
     assert m["law_error_id"] < 1e-15 and m["law_error_ood"] < 1e-15
     assert m["consistency_error"] == pytest.approx(m["teacher_consistency_error"], rel=1e-12)
     assert m["consistency_error_mean"] == pytest.approx(ev.consistency.mean_change(), rel=1e-12)
+    assert abs(m["consistency_excess"]) < 1e-12 * m["teacher_consistency_error"]
 
     A, T = system.matrix_tensor().numpy(), float(system.horizon)
     P = np.eye(2) + (T / L) * A  # one Euler step
@@ -96,6 +97,8 @@ def test_teacher_law_as_the_student_scores_zero_law_error_and_the_euler_error():
 
     x0_id, x0_ood = test_id.x0.numpy(), test_ood.x0.numpy()
     assert m["trajectory_error"] == pytest.approx(euler_error(x0_id, range(1, n_obs + 1)), rel=1e-10)
+    assert m["interior_error"] == pytest.approx(euler_error(x0_id, range(1, n_obs)), rel=1e-10)   # t_k < T only
+    assert m["aliased"] is False
     assert m["endpoint_error"] == pytest.approx(euler_error(x0_id, [n_obs]), rel=1e-10)
     assert m["endpoint_error_ood"] == pytest.approx(euler_error(x0_ood, [n_obs]), rel=1e-10)
     # ∂h_L/∂h_0 = P^L for every input, against ∂φ_T/∂x_0 = expm(TA)

@@ -73,6 +73,7 @@ CAPTIONS = {
 RESULT_COLUMNS = [
     "system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood", "consistency_error",
     "path_sensitivity", "endpoint_error_ood", "trajectory_error", "interior_error", "aliased", "consistency_error_mean",
+    "consistency_excess",
     "teacher_consistency_error", "teacher_path_sensitivity", "flow_jacobian_error", "final_loss",
     "train_seconds", "n_layers", "width", "student", "tied", "flag", "steps_trained", "reached_band",
 ]
