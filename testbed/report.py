@@ -7,7 +7,8 @@ and prints each numeric column of its ``SUMMARY_COLUMNS`` as ``mean ± 95% CI ha
 ``testbed report --write README.md`` replaces that block and a test checks that it is current, so no number in
 that block lacks a file behind it.
 
-An experiment may define ``report(folder) -> str`` (markdown) to replace the generic table with its own — e.g. the
+An experiment may define ``report(folder) -> str | None`` (markdown; None: the generic table) to replace the
+generic table with its own — e.g. the
 test metrics at a hyperparameter chosen on validation data and paired differences. Any README section may also
 hold the report of one folder between ``<!-- testbed section: EXPERIMENT/SUB -->`` and
 ``<!-- testbed section end: EXPERIMENT/SUB -->`` (:func:`section_markers`); ``--write`` refreshes those too.
@@ -80,11 +81,13 @@ def table(module, rows: list[dict[str, Any]]) -> str:
 
 
 def folder_report(module, folder: Path) -> str:
-    """The markdown report of one results folder: the experiment's own ``report`` if it has one, else
+    """The markdown report of one results folder: the experiment's own ``report`` if it has one and it returns
+    text, else
     :func:`table` of its ``results.csv`` (or ``summary.csv``)."""
     own = getattr(module, "report", None)
-    if own is not None:
-        return own(folder)
+    text = own(folder) if own is not None else None
+    if text is not None:
+        return text
     has_results = (folder / "results.csv").exists()
     return table(module, read_csv(folder / ("results.csv" if has_results else "summary.csv")))
 

@@ -11,7 +11,7 @@ Ties (means equal to 1e-12 relative) go to the smallest ``v`` — the weakest in
 the mean only, so ``v*`` is one choice per method shared by every seed, and every test metric is then read at
 ``v*`` (:func:`rows_at_choice`). :func:`select` also returns each candidate's validation mean ± 95% CI, which the
 studies write next to their tables so the choice can be audited. :func:`validation_indices` carves the
-validation split (stratified by label) out of a training set.
+validation split (stratified by label) out of a training set; :func:`split_indices` returns both parts.
 """
 
 from __future__ import annotations
@@ -44,6 +44,16 @@ def validation_indices(n: int, fraction: float, gen: torch.Generator, y: torch.T
         k = min(max(int(round(fraction * members.numel())), 1), members.numel() - 1)
         picks.append(members[torch.randperm(members.numel(), generator=gen)[:k]])
     return torch.cat(picks).sort().values
+
+
+def split_indices(n: int, fraction: float, seed: int,
+                  y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train_idx, val_idx)``, both sorted: :func:`validation_indices` drawn with a generator seeded by ``seed``,
+    and the rest."""
+    val = validation_indices(n, fraction, torch.Generator().manual_seed(seed), y)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[val] = False
+    return keep.nonzero().flatten(), val
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +97,8 @@ class Choice:
                 for v, s in sorted(self.validation.items())]
 
 
-def _number(v: Any) -> float:
+def to_float(v: Any) -> float:
+    """``float(v)``, or NaN for an empty cell / non-number."""
     try:
         return float(v)
     except (TypeError, ValueError):
@@ -102,7 +113,7 @@ def select(rows: Iterable[dict[str, Any]], rule: SelectionRule, group_keys: Sequ
     by: dict[tuple, dict[float, list[float]]] = {}
     for r in rows:
         g = tuple(r[k] for k in group_keys)
-        by.setdefault(g, {}).setdefault(float(r[rule.hyperparameter]), []).append(_number(r.get(rule.metric)))
+        by.setdefault(g, {}).setdefault(float(r[rule.hyperparameter]), []).append(to_float(r.get(rule.metric)))
     out: dict[tuple, Choice] = {}
     for g, cands in by.items():
         summaries = {v: summarize(vals) for v, vals in cands.items()}

@@ -104,16 +104,14 @@ def split_classes(n_classes: int, n_tasks: int) -> tuple[tuple[int, ...], ...]:
 
 def hold_out_validation(bench: SplitBenchmark, fraction: float, seed: int = 0) -> SplitBenchmark:
     """``bench`` with ``round(fraction·n_c)`` training samples of every class ``c`` moved into ``val`` (a seeded,
-    stratified draw, :func:`testbed.selection.validation_indices`): every method then trains on the rest, and a
+    stratified draw, :func:`testbed.selection.split_indices`): every method then trains on the rest, and a
     hyperparameter chosen on ``val`` has never seen the test split."""
-    from testbed.selection import validation_indices
+    from testbed.selection import split_indices
 
     if bench.val is not None:
         raise ValueError(f"benchmark {bench.name!r} already has a validation split")
-    idx = validation_indices(bench.train.n, fraction, torch.Generator().manual_seed(seed), bench.train.y)
-    keep = torch.ones(bench.train.n, dtype=torch.bool)
-    keep[idx] = False
-    return dataclasses.replace(bench, train=bench.train.subset(keep.nonzero().flatten()), val=bench.train.subset(idx),
+    keep, idx = split_indices(bench.train.n, fraction, seed, bench.train.y)
+    return dataclasses.replace(bench, train=bench.train.subset(keep), val=bench.train.subset(idx),
                                meta={**bench.meta, "validation_fraction": fraction, "n_validation": int(idx.numel())})
 
 

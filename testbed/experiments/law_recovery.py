@@ -170,13 +170,10 @@ def endpoint_band_stop(val_data, target: float):
 
 def split_for_matching(train_data, fraction: float):
     """``(fit_data, val_data)``: ``fraction`` of the training trajectories held out (:mod:`testbed.selection`)."""
-    from testbed.selection import validation_indices
+    from testbed.selection import split_indices
 
-    n = train_data.x0.shape[0]
-    val = validation_indices(n, fraction, torch.Generator().manual_seed(DATA_SEED + 3))
-    keep = torch.ones(n, dtype=torch.bool)
-    keep[val] = False
-    return train_data.subset(keep.nonzero().flatten()), train_data.subset(val)
+    keep, val = split_indices(train_data.x0.shape[0], fraction, DATA_SEED + 3)
+    return train_data.subset(keep), train_data.subset(val)
 
 
 def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:

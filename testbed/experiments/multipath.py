@@ -62,7 +62,7 @@ from testbed.multipath.tasks import hold_out_validation
 from testbed.plotting import PALETTE, save_figure, use_style
 from testbed.report import format_paired, is_finite_number
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
-from testbed.selection import SelectionRule, rows_at_choice, select
+from testbed.selection import SelectionRule, rows_at_choice, select, to_float
 from testbed.stats import paired
 from testbed.stats import summarize as summarize_values
 
@@ -337,8 +337,8 @@ def paired_rows(chosen_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             seeds = sorted(set(ra) & set(rb))
             for m in TEST_METRICS:
-                va = [_num(ra[s].get(m)) for s in seeds]
-                vb = [_num(rb[s].get(m)) for s in seeds]
+                va = [to_float(ra[s].get(m)) for s in seeds]
+                vb = [to_float(rb[s].get(m)) for s in seeds]
                 if all(math.isnan(v) for v in va):
                     continue
                 pc = paired(va, vb)
@@ -348,12 +348,6 @@ def paired_rows(chosen_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             "p_sign_flip": pc.p_sign_flip})
     return out
 
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 # ----------------------------------------------------------------------------------------------- summaries
@@ -528,16 +522,12 @@ REPORT_COLUMNS = [("seen", "seen"), ("unseen_path", "unseen paths"), ("unseen_gr
                   ("shifted", "shifted"), ("noisy", "noisy"), ("ece", "ECE"), ("nll", "NLL")]
 
 
-def report(folder: str | Path) -> str:
+def report(folder: str | Path) -> str | None:
     """Markdown for ``testbed report``: the test metrics at each variant's validation-selected λ (mean ± 95% CI
     (n) over seeds) and the paired differences against the endpoint-only student (and aligned − distill)."""
     folder = Path(folder)
     if not (folder / "selected.csv").exists():
-        import sys
-
-        from testbed.report import table
-
-        return table(sys.modules[__name__], read_csv(folder / "results.csv"))
+        return None             # a run without selection tables: testbed report prints the generic table
     rows = read_csv(folder / "selected.csv")
     kinds = {r["task"]: r["metric"] for r in rows}
     cols = [(k, t) for k, t in REPORT_COLUMNS if any(is_finite_number(r.get(k)) for r in rows)]

@@ -22,6 +22,7 @@ Optional members (checked when present):
                           validation data and the test metrics at that choice); ``run`` calls it at the end and
                           a sweep calls it on the merged rows, so the choice sees every seed
 ``DERIVED_FILES``         the files ``derive`` writes (a sweep does not concatenate the cells' copies of them)
+``report(folder)``        markdown for ``testbed report`` instead of the generic table (None: use the generic one)
 ``PARTITION_FIELDS``      config fields that only partition the rows (``tasks``: every row names its task), so
                           a sweep over them may still draw the experiment's own figure from the merged rows
 ========================  =================================================================================
@@ -128,6 +129,7 @@ _HOOKS: dict[str, Callable[[Any], bool]] = {
 
 _OPTIONAL: dict[str, Callable[[Any], bool]] = {
     "derive": callable,
+    "report": callable,
     "DERIVED_FILES": lambda v: isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v),
     "PARTITION_FIELDS": lambda v: isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v),
 }

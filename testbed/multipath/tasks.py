@@ -38,7 +38,7 @@ import systems
 from testbed.datasets import LabeledData, load_digits
 from testbed.path_data import PathData, aligned_paths, dense_paths, observation_layers
 from testbed.seeding import DATA_SEED
-from testbed.selection import validation_indices
+from testbed.selection import split_indices
 from testbed.students.augmented import AugmentedResidualNet
 from testbed.students.classifier import ResidualClassifier
 from testbed.train import TrainConfig
@@ -99,24 +99,20 @@ class MultipathTask:
 
 
 def hold_out_validation(task: MultipathTask, fraction: float, seed: int = DATA_SEED) -> MultipathTask:
-    """``task`` with a validation split carved out of its training inputs (:func:`validation_indices`).
+    """``task`` with a validation split carved out of its training inputs (:func:`~testbed.selection.split_indices`).
 
     The held-out inputs leave every training field (inputs, outcomes, states, observed mask, teacher logits) and
     become ``evals["validation"]`` (inputs, outcomes, true states). Nothing outside the training set is touched,
     so a hyperparameter chosen on ``validation`` has seen no test input."""
     if "validation" in task.evals:
         raise ValueError(f"task {task.name!r} already has a validation split")
-    gen = torch.Generator().manual_seed(seed + 1)
-    n = task.n_train
-    val = validation_indices(n, fraction, gen, task.y if task.kind == "classification" else None)
-    keep = torch.ones(n, dtype=torch.bool)
-    keep[val] = False
+    keep, val = split_indices(task.n_train, fraction, seed + 1, task.y if task.kind == "classification" else None)
 
     def part(v: Tensor | None, idx: Tensor) -> Tensor | None:
         return None if v is None else v[idx]
 
     ev = EvalSet(task.x[val], y=part(task.y, val), endpoints=part(task.endpoints, val), states=task.states[val])
-    info = {**task.info, "n_train": int(keep.sum()), "n_validation": int(val.numel()),
+    info = {**task.info, "n_train": int(keep.numel()), "n_validation": int(val.numel()),
             "n_observed": int(task.observed[keep].sum())}
     return dataclasses.replace(
         task, x=task.x[keep], x0_state=task.x0_state[keep], states=task.states[keep], observed=task.observed[keep],

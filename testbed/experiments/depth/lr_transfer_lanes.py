@@ -55,13 +55,11 @@ VAL_FRACTION = 0.2   # of the training data, held out to locate the optimal lear
 def _carve(train_set, y: Tensor | None) -> tuple[Any, Any]:
     """``(train, validation)``: :data:`VAL_FRACTION` of ``train_set`` (stratified by ``y`` when given)."""
     from testbed.seeding import DATA_SEED
-    from testbed.selection import validation_indices
+    from testbed.selection import split_indices
 
     n = int(train_set.x0.shape[0] if hasattr(train_set, "x0") else train_set.x.shape[0])
-    val = validation_indices(n, VAL_FRACTION, torch.Generator().manual_seed(DATA_SEED + 2), y)
-    keep = torch.ones(n, dtype=torch.bool)
-    keep[val] = False
-    return train_set.subset(keep.nonzero().flatten()), train_set.subset(val)
+    keep, val = split_indices(n, VAL_FRACTION, DATA_SEED + 2, y)
+    return train_set.subset(keep), train_set.subset(val)
 
 
 def task_data(task: str, cfg) -> TaskData:
