@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", type=Path, default=None, help="local data folder (experiments on real data)")
     r.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
     r.add_argument("--out", type=Path, default=None, help="output folder (default: runs/EXPERIMENT)")
-    r.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set steps=500 n_layers=64")
+    r.add_argument("--set", dest="overrides", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set steps=500 n_layers=64 (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     r.add_argument("--allow-dirty", action="store_true",

@@ -192,5 +192,55 @@ def loglog_fit(xs: Sequence[float], ys: Sequence[float], level: float = LEVEL, n
     return SlopeFit(float(slope), lo, hi, float(r2), int(pts.shape[0]), level)
 
 
+def paired_table(rows: Sequence[dict], by: Sequence[str], arm: str, baseline: str, metrics: Sequence[str],
+                 log_metrics: Sequence[str] = (), seed_key: str = "seed") -> list[dict]:
+    """Paired comparisons ``arm − baseline`` over shared seeds, one row per group of ``by``, arm value and metric.
+
+    ``rows`` are result rows (one per seed); within a group of the ``by`` columns every value of the ``arm``
+    column other than ``baseline`` is compared with ``baseline`` on the seeds both have (:func:`paired`). For a
+    metric in ``log_metrics`` the differences are of ``log10`` values (a geometric-mean *ratio*
+    ``10^mean_diff`` with interval ``[10^lo, 10^hi]``, written as ``ratio``/``ratio_lo``/``ratio_hi``); rows whose
+    value is missing, non-finite (or ≤ 0 for a log metric) drop that seed from that comparison.
+    Columns: the ``by`` columns, ``a``, ``b``, ``metric``, ``scale`` (``log10`` or ``linear``), ``mean_diff``,
+    ``lo``, ``hi``, ``n``, ``p_t``, ``p_sign_flip`` and, for log metrics, the ratio columns.
+    """
+    def value(r: dict, m: str) -> float:
+        v = r.get(m)
+        try:
+            x = float(v) if not isinstance(v, bool) and v not in (None, "") else math.nan
+        except (TypeError, ValueError):
+            x = math.nan
+        if m in log_metrics:
+            return math.log10(x) if math.isfinite(x) and x > 0 else math.nan
+        return x
+
+    groups: dict[tuple, dict[str, dict[int, dict]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k, "") for k in by), {}).setdefault(str(r[arm]), {})[int(r[seed_key])] = r
+    out: list[dict] = []
+    for gkey, arms in groups.items():
+        base = arms.get(baseline)
+        if not base:
+            continue
+        for a, ra in arms.items():
+            if a == baseline:
+                continue
+            seeds = sorted(set(ra) & set(base))
+            for m in metrics:
+                va, vb = [value(ra[s], m) for s in seeds], [value(base[s], m) for s in seeds]
+                keep = [i for i in range(len(seeds)) if math.isfinite(va[i]) and math.isfinite(vb[i])]
+                if not keep:
+                    continue
+                pc = paired([va[i] for i in keep], [vb[i] for i in keep])
+                row = {**dict(zip(by, gkey, strict=True)), "a": a, "b": baseline, "metric": m,
+                       "scale": "log10" if m in log_metrics else "linear", "mean_diff": pc.diff.mean,
+                       "lo": pc.diff.lo, "hi": pc.diff.hi, "n": pc.diff.n, "p_t": pc.p_t,
+                       "p_sign_flip": pc.p_sign_flip}
+                if m in log_metrics:
+                    row.update(ratio=10 ** pc.diff.mean, ratio_lo=10 ** pc.diff.lo, ratio_hi=10 ** pc.diff.hi)
+                out.append(row)
+    return out
+
+
 __all__ = ["LEVEL", "PairedComparison", "SlopeFit", "Summary", "bootstrap_interval", "loglog_fit", "paired",
-           "sign_flip_pvalue", "summarize", "t_interval"]
+           "paired_table", "sign_flip_pvalue", "summarize", "t_interval"]

@@ -15,13 +15,15 @@ from testbed.train import TrainConfig, TrainResult, train
 
 
 def make_splits(system, n_train: int, n_test: int, n_obs: int, dtype: torch.dtype = torch.float64,
-                seed: int = DATA_SEED) -> tuple[TrajectoryData, TrajectoryData, TrajectoryData]:
-    """``(train, test_id, test_ood)`` teacher trajectories on ``n_obs`` intervals, drawn with one seeded stream."""
+                seed: int = DATA_SEED, with_jacobians: bool = False,
+                ) -> tuple[TrajectoryData, TrajectoryData, TrajectoryData]:
+    """``(train, test_id, test_ood)`` teacher trajectories on ``n_obs`` intervals, drawn with one seeded stream
+    (``with_jacobians``: the training split also carries ``∂f*/∂x`` at its states; the draws are the same)."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     check_memory((n_train + 2 * n_test) * (n_obs + 1) * system.dim * itemsize * 3,  # states, field values, copies
                  f"teacher data ({n_train:,} training + 2 × {n_test:,} test trajectories of {n_obs + 1} states)")
     gen = torch.Generator().manual_seed(seed)
-    train_data = make_trajectories(system, n_train, n_obs, gen, "id", dtype=dtype)
+    train_data = make_trajectories(system, n_train, n_obs, gen, "id", with_jacobians=with_jacobians, dtype=dtype)
     test_id = make_trajectories(system, n_test, n_obs, gen, "id", dtype=dtype)
     test_ood = make_trajectories(system, n_test, n_obs, gen, "ood", dtype=dtype)
     return train_data, test_id, test_ood

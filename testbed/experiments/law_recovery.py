@@ -1,34 +1,46 @@
 """Law recovery: does fitting the endpoint recover the law? (paper A, "Controlled systems").
 
-For each teacher flow ``dx/dt = f*(t, x)`` we train the *same* residual student (same depth, width, data,
-optimiser and step budget) under
+For each teacher flow ``dx/dt = f*(t, x)`` the *same* student (same depth, width, data, optimiser and step budget)
+is trained under four objectives (:mod:`testbed.objectives`):
 
-  (a) ``endpoint``  — match ``h_L(x_0)`` to ``φ_T(x_0)`` only (the boundary of the propagation field);
-  (b) ``field``     — endpoint + trajectory (``h_{l_k}`` vs ``φ_{t_k}`` at the observation times) +
-                      vector field (``f_θ`` vs ``f*`` at the observed states).
+  (a) ``endpoint``        ``h_L(x_0)`` vs ``φ_T(x_0)`` only — the boundary of the propagation field;
+  (b) ``trajectory``      (a) + the states ``h_{l_k}`` vs ``φ_{t_k}`` at the observation times — *no* vector-field
+                          term: does observing states (not the law) recover the law?
+  (c) ``field``           (b) + ``f_θ`` vs ``f*`` at the observed states (the law is supervised directly);
+  (d) ``field+jacobian``  (c) + ``∂f_θ/∂x`` vs ``∂f*/∂x`` there.
 
-and measure endpoint error, law-recovery error ``‖f_θ − f*‖/‖f*‖`` on in-distribution and OOD states,
-solver consistency (re-integrating ``f_θ`` at ``L/4 … 4L`` steps and with dopri5, beside the teacher's own
-curve) and path sensitivity. The paper expects comparable endpoint errors and a much lower law error and
-consistency error for the field-trained student.
+Students (:data:`STUDENT_VARIANTS`): the tied and the untied residual network ``h_{l+1} = h_l + Δt·f_θ(t_l, h_l)``
+and the neural ODE ``ḣ = f_θ(t, h)`` (dopri5, adjoint gradients).
 
-**Matched endpoint error** (``match_endpoint > 0``): ``val_fraction`` of the training trajectories are held out and
-every student trains, up to ``steps``, until its relative endpoint error on that validation split is at most
-``match_endpoint`` (checked every 50 steps); ``steps_trained`` and ``reached_band`` record where each stopped, so
-students that never reach the band are counted, not dropped. Test data never enters the stopping rule.
+Measured on held-out test trajectories (relative L2, :mod:`testbed.evaluate`): endpoint error; law error
+``‖f_θ − f*‖/‖f*‖`` on in-distribution and OOD states; trajectory and *interior* error (states strictly inside
+``(0, T)``); solver consistency as the excess over the true law's own discretisation floor at the same ``L``;
+an ``aliased`` flag (endpoint fits, interior does not: :func:`~testbed.field.metrics.is_aliased`).
 
-Writes ``results.csv`` (one row per system × objective × seed), ``consistency.csv`` (the curves),
-``results.json`` (run metadata), ``law_recovery.png/.pdf`` and one checkpoint per trained student.
+**Two comparisons from one training run.** ``budget``: every student after the full ``steps`` (equal budget).
+``matched`` (``match_endpoint > 0``): ``val_fraction`` of the training trajectories are held out; every
+``log_every`` steps the student's relative endpoint error on that split is checked, and the first time it is at
+most ``match_endpoint`` a copy of the weights is kept. The matched row is that copy's evaluation, so every
+matched student sits in the same endpoint band ``(0, match_endpoint]`` *measured on validation data*; students
+that never reach it are kept with ``reached_band = False`` (counted in every table, left out of the in-band
+comparison). Test data never enters training or the stopping rule.
+
+**Consistency across step sizes**: ``n_layers`` is one depth per run; the full study sweeps it
+(``benchmarks/sweeps/law_recovery_full.toml``) and :func:`derive` tabulates ``consistency_excess`` vs ``L``.
+
+Writes ``results.csv`` (one row per system × student × objective × regime × seed), ``consistency.csv`` (the
+curves), ``summary.csv`` / ``paired.csv`` (:func:`derive`), ``results.json``, the figures and one checkpoint
+per trained student (``checkpoints/SYSTEM-STUDENT-OBJECTIVE-L{L}-s{SEED}/``; the matched copy in ``matched/``).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 import systems
@@ -45,91 +57,128 @@ from testbed.experiments.common import fit, make_splits
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.field.consistency import default_step_counts
 from testbed.objectives import make_objective
-from testbed.plotting import color_for, consistency_panel, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.seeding import DATA_SEED
-from testbed.stats import summarize as summarize_values
+from testbed.stats import paired_table
 from testbed.students import build_student
+from testbed.train import save_checkpoint
 
 NAME = "law-recovery"
 #: natural keys of a row besides its seed: rows sharing them are repeats over seeds
-GROUP_KEYS = ["system", "objective", "student", "n_layers", "width", "tied"]
+GROUP_KEYS = ["system", "student", "regime", "objective", "n_layers", "width"]
 #: config fields that only partition the rows (a sweep over them still draws this study's figure)
-PARTITION_FIELDS = ("systems",)
-SUMMARY_COLUMNS = ["system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
-                   "consistency_error", "teacher_consistency_error", "path_sensitivity", "flag"]
+PARTITION_FIELDS = ("systems", "students", "objectives")
+OBJECTIVES = ("endpoint", "trajectory", "field", "field+jacobian")
+#: student name → (registry kind, fixed arguments)
+STUDENT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "residual": ("residual", {"tied": True}),
+    "residual_untied": ("residual", {"tied": False}),
+    "neural_ode": ("neural_ode", {"method": "dopri5", "adjoint": True}),
+}
+REGIMES = ("budget", "matched")
+SUMMARY_COLUMNS = ["system", "student", "regime", "objective", "seed", "endpoint_error", "law_error_id",
+                   "interior_error", "consistency_excess", "reached_band", "flag"]
 CAPTIONS = {
     "law_recovery": (
-        "One row per teacher flow. Columns 1–3: phase portraits of the teacher law f* and of the residual "
-        "students trained on the endpoint only and on the field objective (endpoint + trajectory + vector "
-        "field); streamlines coloured by log10 |f|, dashed box = region of training initial states. Column 4: "
-        "solver consistency — relative endpoint change when the learned field is re-integrated with L' Euler "
-        "steps (dotted: dopri5), beside the teacher law's own curve (mean over seeds ± 95% t-interval when there "
-        "are several). Column 5: the re-integrated endpoint's error against the exact flow map. Bottom: endpoint "
-        "error, law error (ID / OOD) and consistency error "
-        "per system and objective (relative L2, log axis; error bars = 95% t-interval of the "
-        "mean over seeds when there are several)."),
+        "One row per teacher flow (tied residual student, equal budget, the study's main depth L). Columns 1–5: "
+        "phase portraits of the teacher law f* and of the students trained on the endpoint only, on endpoint + "
+        "states (trajectory), + vector field (field) and + Jacobian; streamlines coloured by log10 |f|, dashed "
+        "box = region of training initial states. Last two columns: solver consistency — relative endpoint "
+        "change when the learned field is re-integrated with L' Euler steps (dotted: dopri5), beside the teacher "
+        "law's own curve — and the re-integrated endpoint's error against the exact flow map (mean over seeds ± "
+        "95% t-interval)."),
+    "law_error": (
+        "Test errors per system, objective and student: top row at equal training budget, bottom row at matched "
+        "endpoint error (each student stopped when its endpoint error on a validation split first fell into the "
+        "band; only students that reached it; n reached / n trained under each system). Mean over seeds ± 95% "
+        "t-interval, log axes; relative L2 errors."),
+    "consistency_vs_depth": (
+        "Solver consistency across step sizes: for students trained at depth L (same horizon T), the endpoint "
+        "change from the L-step network to the dopri5 solve of its own field, minus the true law's own change "
+        "at the same L (the discretisation floor). 0 = as consistent as the true law; > 0 = the student's field "
+        "is a discretisation artefact; < 0 = it compensates its own steps. Tied residual students, equal budget; "
+        "mean over seeds ± 95% t-interval; symmetric-log y axis."),
+    "aliasing": (
+        "The aliased law on the linear spiral x' = Ax (rotation rate w, horizon T). Left: the first state "
+        "coordinate of one test trajectory — teacher flow (line) and the students' layer states (markers); the "
+        "endpoint-trained student meets the teacher at T and not in between. Middle: the same in the phase plane. "
+        "Right: each student's rotation rate, read from a least-squares linear fit of f_theta on the test states "
+        "(one dot per seed), against the true rate w and the alias w − 2π/T, which has the same flow map at T."),
 }
 RESULT_COLUMNS = [
-    "system", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood", "consistency_error",
-    "path_sensitivity", "endpoint_error_ood", "trajectory_error", "interior_error", "aliased", "consistency_error_mean",
-    "consistency_excess",
-    "teacher_consistency_error", "teacher_path_sensitivity", "flow_jacobian_error", "final_loss",
-    "train_seconds", "n_layers", "width", "student", "tied", "flag", "steps_trained", "reached_band",
+    "system", "student", "regime", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
+    "trajectory_error", "interior_error", "aliased", "consistency_error", "consistency_excess",
+    "teacher_consistency_error", "consistency_error_mean", "path_sensitivity", "teacher_path_sensitivity",
+    "endpoint_error_ood", "flow_jacobian_error", "reached_band", "val_endpoint_error", "steps_trained",
+    "final_loss", "train_seconds", "n_layers", "width", "tied", "flag",
 ]
-OUTPUT_FILES = ("results.csv", "consistency.csv", "results.json", "law_recovery.png", "law_recovery.pdf")
+#: the test metrics of the summary and paired tables (all but consistency_excess are positive errors: log ratios)
+TABLE_METRICS = ("endpoint_error", "law_error_id", "law_error_ood", "trajectory_error", "interior_error",
+                 "consistency_excess")
+LOG_METRICS = ("endpoint_error", "law_error_id", "law_error_ood", "trajectory_error", "interior_error")
+FIGURES = ("law_recovery", "law_error", "consistency_vs_depth", "aliasing")
+DERIVED_FILES = ("summary.csv", "paired.csv")
+OUTPUT_FILES = ("results.csv", "consistency.csv", "results.json", *DERIVED_FILES,
+                *(f"{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")))
 
 
 @dataclasses.dataclass
 class LawRecoveryConfig(ExperimentConfig):
     """Settings of the law-recovery study (validated on construction)."""
 
-    UNIQUE_FIELDS: ClassVar[tuple[str, ...]] = ("systems", "objectives")
+    UNIQUE_FIELDS: ClassVar[tuple[str, ...]] = ("systems", "students", "objectives")
 
-    systems: tuple[str, ...] = flag(("van_der_pol", "linear_spiral", "lotka_volterra", "damped_pendulum"),
-                                    name="--system", help="teacher system(s)")
-    objectives: tuple[str, ...] = ("endpoint", "field")
+    systems: tuple[str, ...] = flag(("van_der_pol", "linear_spiral", "lotka_volterra", "damped_pendulum",
+                                     "double_gyre", "lorenz63"), name="--system", help="teacher system(s)")
+    objectives: tuple[str, ...] = OBJECTIVES
+    students: tuple[str, ...] = ("residual", "residual_untied", "neural_ode")
     seeds: tuple[int, ...] = seeds_field((0, 1, 2, 3, 4))
-    student: str = "residual"
     n_layers: int = 32
     width: int = 64
     hidden_layers: int = 2
-    tied: bool = True
     init_scale: float = 0.1
     n_train: int = 512
     n_test: int = 256
     n_obs: int = 8
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 3e-3
     grad_clip: float = 1.0
     dtype: str = "float64"
-    #: > 0: matched-endpoint mode — every student trains (up to ``steps``) until its relative endpoint error on a
-    #: validation split (``val_fraction`` of the training trajectories) is at most this; 0: equal budget
-    match_endpoint: float = 0.0
+    #: > 0: also report every student at the first check where its validation endpoint error is ≤ this (the
+    #: ``matched`` regime); 0: equal budget only
+    match_endpoint: float = 0.05
     val_fraction: float = 0.2
+    #: steps between two checks of the validation endpoint error (matched regime)
+    check_every: int = 50
+    #: tolerances of the neural-ODE student's adaptive solver
+    ode_rtol: float = 1e-5
+    ode_atol: float = 1e-6
 
     def validate(self) -> None:
         self.systems = tuple(systems.canonical_name(s) for s in self.systems)
         self.objectives = tuple(self.objectives)
+        self.students = tuple(self.students)
         self.seeds = tuple(int(s) for s in self.seeds)
-        if not self.systems:
-            raise ConfigError("systems must name at least one system")
+        for name in ("systems", "objectives", "students"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} must name at least one entry")
         for s in self.systems:
             systems.system_class(s)  # raises the registry's clear error for an unknown name
-        if not self.objectives:
-            raise ConfigError("objectives must name at least one objective")
         for o in self.objectives:
             make_objective(o)
-        check_choice("student", self.student, ("residual", "neural_ode"))
-        for name in ("n_layers", "width", "hidden_layers", "n_train", "n_test", "n_obs", "steps", "batch_size"):
+        for st in self.students:
+            check_choice("students", st, list(STUDENT_VARIANTS))
+        for name in ("n_layers", "width", "hidden_layers", "n_train", "n_test", "n_obs", "steps", "batch_size",
+                     "check_every"):
             check_positive_int(name, getattr(self, name))
-        check_positive("lr", self.lr)
+        for name in ("lr", "ode_rtol", "ode_atol"):
+            check_positive(name, getattr(self, name))
         check_nonneg("grad_clip", self.grad_clip)
         check_nonneg("init_scale", self.init_scale)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         if not 0.0 <= self.match_endpoint < 1.0:
-            raise ConfigError(f"match_endpoint must lie in [0, 1) (0 = equal budget), got {self.match_endpoint}")
+            raise ConfigError(f"match_endpoint must lie in [0, 1) (0 = equal budget only), got {self.match_endpoint}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ConfigError(f"val_fraction must lie in (0, 0.5), got {self.val_fraction}")
         if self.n_layers % self.n_obs:
@@ -138,34 +187,56 @@ class LawRecoveryConfig(ExperimentConfig):
 
 
 def quick_config(**overrides: Any) -> LawRecoveryConfig:
-    """Settings for a 2-core CPU in well under 3 minutes (3 systems × 2 objectives × 1 seed)."""
-    base = dict(systems=("van_der_pol", "linear_spiral", "lotka_volterra"), seeds=(0,), n_train=256,
-                n_test=128, steps=700)
+    """Settings for a 2-core CPU in under 3 minutes: 3 systems × 4 objectives, the tied residual student, 1 seed."""
+    base = dict(systems=("van_der_pol", "linear_spiral", "lotka_volterra"), students=("residual",), seeds=(0,),
+                n_train=256, n_test=128, steps=700, match_endpoint=0.1)
     base.update(overrides)
     return LawRecoveryConfig(**base)
 
 
 # ----------------------------------------------------------------------------------------------- run
-def _student_kwargs(cfg: LawRecoveryConfig, system) -> dict[str, Any]:
+def build(cfg: LawRecoveryConfig, student: str, system):
+    """The ``student`` variant for ``system`` at the config's depth and width (call under ``torch.manual_seed``)."""
+    kind, fixed = STUDENT_VARIANTS[student]
     kw: dict[str, Any] = dict(dim=system.dim, n_layers=cfg.n_layers, horizon=float(system.horizon),
                               width=cfg.width, hidden_layers=cfg.hidden_layers,
-                              time_conditioned=not system.autonomous, init_scale=cfg.init_scale)
-    if cfg.student == "residual":
-        kw["tied"] = cfg.tied
-    return kw
+                              time_conditioned=not system.autonomous, init_scale=cfg.init_scale, **fixed)
+    if kind == "neural_ode":
+        kw.update(rtol=cfg.ode_rtol, atol=cfg.ode_atol)
+    return build_student(kind, **kw).to(getattr(torch, cfg.dtype))
 
 
-def endpoint_band_stop(val_data, target: float):
-    """``stop_when`` for the matched-endpoint mode: stop once the student's relative endpoint error on the
-    validation split ``val_data`` (carved from the training data, never the test set) is at most ``target``."""
-    from testbed.field.metrics import endpoint_error
+class BandWatch:
+    """Keeps the student's weights at the first check where its relative endpoint error on ``val_data`` (carved
+    from the training data, never the test set) is at most ``target``; never stops training (the same run
+    gives the equal-budget student at its end). Pass as ``stop_when``; call :meth:`finish` after training, since
+    ``stop_when`` is not called at the last step."""
 
-    def reached(step: int, student) -> bool:
+    def __init__(self, val_data, target: float) -> None:
+        self.val_data, self.target = val_data, float(target)
+        self.step: int | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+        self.val_error = float("nan")
+
+    def error(self, student) -> float:
+        from testbed.field.metrics import endpoint_error
+
         device = next(student.parameters()).device
         with torch.no_grad():
-            return endpoint_error(student, val_data.to(device)) <= target
+            return endpoint_error(student, self.val_data.to(device))
 
-    return reached
+    def __call__(self, step: int, student) -> bool:
+        if self.step is None:
+            err = self.error(student)
+            if err <= self.target:
+                self.step, self.val_error = step, err
+                self.state = copy.deepcopy({k: v.detach().cpu() for k, v in student.state_dict().items()})
+        return False
+
+    def finish(self, step: int, student) -> None:
+        self(step, student)
+        if self.step is None:
+            self.val_error = self.error(student)
 
 
 def split_for_matching(train_data, fraction: float):
@@ -177,163 +248,154 @@ def split_for_matching(train_data, fraction: float):
 
 
 def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
-    """Train and evaluate every system × objective × seed; write the tables, metadata and figure to ``out``."""
+    """Train and evaluate every system × student × objective × seed; write the tables and metadata to ``out``."""
     out = fresh_output_dir(out, OUTPUT_FILES)
     dtype = getattr(torch, cfg.dtype)
-    steps = default_step_counts(cfg.n_layers)
+    step_counts = default_step_counts(cfg.n_layers)
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     for sname in cfg.systems:
         system = systems.get_system(sname)
-        train_data, test_id, test_ood = make_splits(system, cfg.n_train, cfg.n_test, cfg.n_obs, dtype)
-        stop, val_data = None, None
+        jac = any(make_objective(o).needs_jacobians for o in cfg.objectives)
+        train_data, test_id, test_ood = make_splits(system, cfg.n_train, cfg.n_test, cfg.n_obs, dtype,
+                                                    with_jacobians=jac)
+        val_data = None
         if cfg.match_endpoint > 0:
             train_data, val_data = split_for_matching(train_data, cfg.val_fraction)
-            stop = endpoint_band_stop(val_data, cfg.match_endpoint)
-        ref = teacher_reference(system, test_id, test_ood, cfg.n_layers, steps)
-        curves += [{"system": sname, "objective": "teacher", "seed": -1, **r} for r in ref.consistency.rows]
-        for obj_name in cfg.objectives:
-            for seed in cfg.seeds:
-                torch.manual_seed(seed)
-                student = build_student(cfg.student, **_student_kwargs(cfg, system)).to(dtype)
-                run_dir = out / "checkpoints" / f"{sname}-{obj_name}-s{seed}"
-                with divergence_context(system=sname, objective=obj_name, seed=seed) as where:
-                    result = fit(student, obj_name, train_data, seed=seed, steps=cfg.steps,
-                                 batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
-                                 progress=cfg.progress, run_dir=run_dir, device=cfg.device,
-                                 extra={"system": sname, "system_params": system.params(),
-                                        "objective": obj_name, "seed": seed}, stop_when=stop)
-                    where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
-                    ev = evaluate_student(student, ref, steps)
-                flag = quality_flag(ev.metrics, f"system {sname}, objective {obj_name}, seed {seed}")
-                rows.append({"system": sname, "objective": obj_name, "seed": seed, **ev.metrics,
-                             "final_loss": result.final_loss, "train_seconds": result.wall_time,
-                             "n_layers": cfg.n_layers, "width": cfg.width, "student": cfg.student,
-                             "tied": cfg.tied, "flag": flag, "steps_trained": result.steps,
-                             "reached_band": bool(stop(result.steps, student)) if stop is not None else ""})
-                curves += [{"system": sname, "objective": obj_name, "seed": seed, **r} for r in ev.consistency.rows]
+        ref = teacher_reference(system, test_id, test_ood, cfg.n_layers, step_counts)
+        tag = {"system": sname, "n_layers": cfg.n_layers}
+        curves += [{**tag, "student": "teacher", "objective": "teacher", "regime": "", "seed": -1, **r}
+                   for r in ref.consistency.rows]
+        for student_name in cfg.students:
+            for obj_name in cfg.objectives:
+                for seed in cfg.seeds:
+                    torch.manual_seed(seed)
+                    student = build(cfg, student_name, system)
+                    run_dir = out / "checkpoints" / f"{sname}-{student_name}-{obj_name}-L{cfg.n_layers}-s{seed}"
+                    watch = BandWatch(val_data, cfg.match_endpoint) if val_data is not None else None
+                    extra = {"system": sname, "system_params": system.params(), "objective": obj_name,
+                             "student": student_name, "seed": seed, "n_layers": cfg.n_layers}
+                    with divergence_context(system=sname, student=student_name, objective=obj_name,
+                                            seed=seed) as where:
+                        result = fit(student, obj_name, train_data, seed=seed, steps=cfg.steps,
+                                     batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
+                                     progress=cfg.progress, run_dir=run_dir, device=cfg.device,
+                                     extra={**extra, "regime": "budget"}, stop_when=watch,
+                                     log_every=cfg.check_every)
+                        where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
+                        evaluated = [("budget", student, result.steps)]
+                        if watch is not None:
+                            watch.finish(result.steps, student)
+                            matched = student
+                            if watch.state is not None:
+                                matched = copy.deepcopy(student)
+                                matched.load_state_dict(watch.state)
+                                save_checkpoint(run_dir / "matched" / "checkpoint.pt", matched,
+                                                extra={**extra, "regime": "matched", "step": watch.step})
+                            evaluated.append(("matched", matched, watch.step or result.steps))
+                        for regime, model, steps_trained in evaluated:
+                            ev = evaluate_student(model, ref, step_counts)
+                            where_txt = f"system {sname}, student {student_name}, objective {obj_name}, seed {seed}"
+                            band = "" if watch is None else watch.step is not None
+                            rows.append({**tag, "student": student_name, "regime": regime, "objective": obj_name,
+                                         "seed": seed, **ev.metrics, "final_loss": result.final_loss,
+                                         "train_seconds": result.wall_time, "width": cfg.width,
+                                         "tied": STUDENT_VARIANTS[student_name][1].get("tied", ""),
+                                         "flag": quality_flag(ev.metrics, where_txt), "steps_trained": steps_trained,
+                                         "reached_band": band,
+                                         "val_endpoint_error": watch.val_error if watch is not None else ""})
+                            curves += [{**tag, "student": student_name, "objective": obj_name, "regime": regime,
+                                        "seed": seed, **r} for r in ev.consistency.rows]
     write_csv(out / "consistency.csv", curves)
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
                                                   wall_seconds=time.perf_counter() - t_start))
-    write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # last: its presence means the run completed
+    write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # the rows, complete
+    derive(out)
     return rows
 
 
-# ----------------------------------------------------------------------------------------------- figure
-def _grid(system, n: int = 21) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    lo = np.array(system.ood_low[:2], dtype=float)
-    hi = np.array(system.ood_high[:2], dtype=float)
-    xs, ys = np.linspace(lo[0], hi[0], n), np.linspace(lo[1], hi[1], n)
-    gx, gy = np.meshgrid(xs, ys)
-    pts = np.zeros((n * n, system.dim))
-    if system.dim > 2:  # slice through the middle of the ID box in the other coordinates
-        mid = 0.5 * (np.array(system.id_low) + np.array(system.id_high))
-        pts[:] = mid
-    pts[:, 0], pts[:, 1] = gx.ravel(), gy.ravel()
-    return gx, gy, torch.from_numpy(pts)
+# ----------------------------------------------------------------------------------------------- tables
+def in_band(r: dict[str, Any]) -> bool:
+    """A row of the comparison: every equal-budget row; a matched row only if the student reached the band."""
+    return r.get("regime") != "matched" or r.get("reached_band") is True or r.get("reached_band") == "True"
 
 
-def _portrait(ax, system, f, title: str, norm=None):
-    """Streamlines of ``f(0, x)`` over the OOD box, coloured by ``log10 |f|`` (shared ``norm`` per system)."""
-    from matplotlib.colors import Normalize
-    from matplotlib.patches import Rectangle
+def derive(out: str | Path) -> list[Path]:
+    """Tables across seeds from ``out/results.csv``:
 
-    gx, gy, pts = _grid(system)
-    with torch.no_grad():
-        v = f(0.0, pts.to(torch.float64)).double().numpy()
-    u, w = v[:, 0].reshape(gx.shape), v[:, 1].reshape(gx.shape)
-    logspeed = np.log10(np.hypot(u, w) + 1e-12)
-    if norm is None:
-        norm = Normalize(float(np.percentile(logspeed, 2)), float(logspeed.max()))
-    ax.streamplot(gx, gy, u, w, color=logspeed, cmap="viridis", norm=norm, density=0.8, linewidth=0.6,
-                  arrowsize=0.6)
-    lo, hi = system.id_low, system.id_high
-    ax.add_patch(Rectangle((lo[0], lo[1]), hi[0] - lo[0], hi[1] - lo[1], fill=False, ls="--", lw=0.8, ec="0.3"))
-    ax.set_title(title)
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
-    ax.set_xlim(gx.min(), gx.max())
-    ax.set_ylim(gy.min(), gy.max())
-    return norm
-
-
-def plot(out: str | Path) -> list[Path]:
-    """Draw the figure from ``out/results.csv``, ``consistency.csv`` and the checkpoints."""
-    import matplotlib.pyplot as plt
-
-    from testbed.train import load_student
+    * ``summary.csv`` — per system × student × regime × objective × depth: mean, sample std and 95% CI
+      half-width of every metric over the rows in the comparison (:func:`in_band`), ``n`` of them, and
+      ``n_trained`` / ``n_reached`` (how many students were trained, how many reached the band);
+    * ``paired.csv`` — every objective against ``endpoint`` over the seeds both have (matched regime: seeds where
+      both reached the band): paired differences of ``log10`` errors (geometric-mean ratio with its 95% CI) and of
+      ``consistency_excess`` (:func:`testbed.stats.paired_table`).
+    """
+    from testbed.sweep.merge import summarize as group_summary
 
     out = Path(out)
-    use_style()
-    curves = read_csv(out / "consistency.csv")
-    models: dict[tuple[str, str], tuple[int, Any]] = {}  # (system, objective) -> (seed, student): lowest seed
-    for p in (out / "checkpoints").glob("*/checkpoint.pt"):
-        student, ck = load_student(p)
-        key, seed = (ck["extra"]["system"], ck["extra"]["objective"]), ck["extra"]["seed"]
-        if key not in models or seed < models[key][0]:
-            models[key] = (seed, student.double())
-    sys_names = list(dict.fromkeys(r["system"] for r in curves))
-    objectives = [o for o in dict.fromkeys(r["objective"] for r in curves) if o != "teacher"]
-    n_rows = len(sys_names)
-    n_cols = 3 + len(objectives)
-    fig = plt.figure(figsize=(1.75 * n_cols + 0.4, 1.75 * n_rows + 2.3), layout="constrained")
-    gs = fig.add_gridspec(n_rows + 1, n_cols, height_ratios=[1] * n_rows + [1.25])
-    for i, sname in enumerate(sys_names):
-        system = systems.get_system(sname)
-        norm = _portrait(fig.add_subplot(gs[i, 0]), system, system.vector_field, f"{sname}: teacher $f^*$")
-        for j, obj in enumerate(objectives):
-            ax = fig.add_subplot(gs[i, 1 + j])
-            if (sname, obj) in models:
-                _portrait(ax, system, models[(sname, obj)][1].vector_field, f"{obj}-trained $f_\\theta$", norm)
-            else:
-                ax.set_axis_off()
-        sys_curves = [r for r in curves if r["system"] == sname]
-        series = ["teacher"] + objectives
-        consistency_panel(fig.add_subplot(gs[i, -2]), sys_curves, series, "endpoint_change",
-                          "rel. change vs $L$-step net", "solver consistency", legend=(i == 0))
-        consistency_panel(fig.add_subplot(gs[i, -1]), sys_curves, series, "target_error",
-                          "rel. error vs $\\varphi_T$", "re-integrated endpoint error")
-    # bar chart of the error table
-    ax = fig.add_subplot(gs[n_rows, :])
-    _bars(ax, read_csv(out / "results.csv"), sys_names, objectives)
-    fig.suptitle("Law recovery: endpoint-only vs field objectives. Portraits: streamlines coloured by "
-                 "$\\log_{10}|f|$, dashed box = training region.\nCurves: grey line = trained depth $L$, "
-                 "dotted = dopri5 re-integration; teacher = true law $f^*$ (discretisation floor).")
-    return save_figure(fig, out / "law_recovery")
+    rows = read_csv(out / "results.csv")
+    keys = ["system", "student", "regime", "objective", "n_layers"]
+    kept = [r for r in rows if in_band(r)]
+    metric_rows = [{**{k: r[k] for k in keys}, "seed": r["seed"], **{m: r.get(m, "") for m in TABLE_METRICS}}
+                   for r in kept]
+    summary = group_summary(metric_rows, keys)
+    for s in summary:
+        members = [r for r in rows if all(r[k] == s[k] for k in keys)]
+        s["n_trained"] = len(members)
+        s["n_reached"] = sum(r.get("reached_band") is True for r in members) if s["regime"] == "matched" else ""
+    # groups where no student reached the band still get a line (n = 0), so misses are never silent
+    for key in dict.fromkeys(tuple(r[k] for k in keys) for r in rows):
+        if not any(tuple(s[k] for k in keys) == key for s in summary):
+            summary.append({**dict(zip(keys, key, strict=True)), "n": 0,
+                            "n_trained": sum(tuple(r[k] for k in keys) == key for r in rows), "n_reached": 0})
+    pairs = paired_table(kept, ["system", "student", "regime", "n_layers"], "objective", "endpoint",
+                         TABLE_METRICS, LOG_METRICS)
+    write_csv(out / "summary.csv", summary)
+    write_csv(out / "paired.csv", pairs)
+    return [out / "summary.csv", out / "paired.csv"]
 
 
-def _bars(ax, rows: list[dict[str, Any]], sys_names: list[str], objectives: list[str]) -> None:
-    metrics = [("endpoint_error", "endpoint"), ("law_error_id", "law (ID)"), ("law_error_ood", "law (OOD)"),
-               ("consistency_error", "consistency")]
-    width = 0.8 / max(len(objectives), 1)
-    xticks, xlabels = [], []
-    x = 0.0
-    for sname in sys_names:
-        for mkey, mlabel in metrics:
-            for j, obj in enumerate(objectives):
-                vals = [r[mkey] for r in rows if r["system"] == sname and r["objective"] == obj]
-                if not vals:
-                    continue
-                ax.bar(x + j * width, np.mean(vals), width,
-                       yerr=summarize_values(vals).half_width if len(vals) > 1 else None,
-                       color=color_for(obj, j), label=obj if (sname == sys_names[0] and mkey == "endpoint_error")
-                       else None)
-            xticks.append(x + 0.4 - width / 2)
-            xlabels.append(mlabel)
-            x += 1.0
-        x += 0.6
-    ax.set_yscale("log")
-    ax.set_xticks(xticks, xlabels, rotation=60, ha="right")
-    ax.set_ylabel("relative L2 error")
-    ax.legend(frameon=False, ncols=len(objectives))
-    # system names under each group
-    per = len(metrics)
-    for i, sname in enumerate(sys_names):
-        centre = (xticks[i * per] + xticks[i * per + per - 1]) / 2 if len(xticks) >= (i + 1) * per else 0
-        ax.annotate(sname, (centre, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom")
+def main_depth(rows: list[dict[str, Any]]) -> int:
+    """The depth most rows were trained at (ties: the smaller) — the study's main ``L``."""
+    counts: dict[int, int] = {}
+    for r in rows:
+        counts[int(r["n_layers"])] = counts.get(int(r["n_layers"]), 0) + 1
+    return min(counts, key=lambda L: (-counts[L], L))
+
+
+def report(folder: str | Path) -> str | None:
+    """Markdown for ``testbed report``: law error per objective at equal budget and at matched endpoint error
+    (mean ± 95% CI (n) with misses counted), the paired ratios against ``endpoint``, consistency excess across
+    depths and the aliasing counts."""
+    folder = Path(folder)
+    if not (folder / "summary.csv").exists():
+        return None
+    from testbed.experiments.law.report import report_markdown
+
+    return report_markdown(read_csv(folder / "results.csv"), read_csv(folder / "summary.csv"),
+                           read_csv(folder / "paired.csv") if (folder / "paired.csv").exists() else [],
+                           main_depth(read_csv(folder / "results.csv")))
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def plot(out: str | Path) -> list[Path]:
+    """Draw the figures from the files in ``out`` (tables, consistency curves and checkpoints)."""
+    from testbed.experiments.law import figures as law_figures
+
+    out = Path(out)
+    rows = read_csv(out / "results.csv")
+    L = main_depth(rows)
+    paths = law_figures.portraits(out, L)
+    paths += law_figures.error_panels(out, rows, L)
+    if len({int(r["n_layers"]) for r in rows}) > 1:
+        paths += law_figures.consistency_vs_depth(out, rows)
+    if any(r["system"] == "linear_spiral" for r in rows):
+        paths += law_figures.aliasing(out, L)
+    return paths
 
 
 Config = LawRecoveryConfig  # every experiment module exposes its config as ``Config``
 
-__all__ = ["Config", "LawRecoveryConfig", "NAME", "plot", "quick_config", "run"]
+__all__ = ["BandWatch", "Config", "LawRecoveryConfig", "NAME", "OBJECTIVES", "STUDENT_VARIANTS", "derive", "plot",
+           "quick_config", "report", "run"]
