@@ -32,6 +32,8 @@ EXPERIMENT_NOTES: dict[str, str] = {
     "continual": "`full-split-mnist/` holds the published Seq-MNIST protocol (`benchmarks/sweeps/continual_full.toml`: "
                  "5 seeds, γ chosen on validation data).",
     "endpoint-equivalence": "`full-partial/` (if present) holds part of the full configuration.",
+    "law-recovery": "`full/` holds the full mode (`benchmarks/sweeps/law_recovery_full.toml`: 6 flows × 4 objectives × "
+                    "5 seeds, equal budget and matched endpoint error, consistency vs depth L; see README).",
 }
 
 

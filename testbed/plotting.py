@@ -20,7 +20,8 @@ logging.getLogger("fontTools").setLevel(logging.ERROR)  # font-subsetting chatte
 
 # Okabe–Ito palette (colour-blind safe)
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-OBJECTIVE_COLORS = {"endpoint": "#D55E00", "field": "#0072B2", "teacher": "#000000", "trajectory": "#009E73"}
+OBJECTIVE_COLORS = {"endpoint": "#D55E00", "field": "#0072B2", "teacher": "#000000", "trajectory": "#009E73",
+                    "field+jacobian": "#CC79A7"}
 
 STYLE = {
     "font.size": 8,

@@ -120,6 +120,11 @@ def load(path: str | Path, types: Mapping[str, type] | None = None, frame: bool 
     return df
 
 
+def is_true(v: Any) -> bool:
+    """A boolean cell as written (``True``) or as :func:`read_csv` gives it back (``"True"``: booleans stay strings)."""
+    return v is True or v == "True"
+
+
 def _parse(v: str) -> Any:
     for cast in (int, float):
         try:

@@ -33,3 +33,11 @@ def test_depth_scaling_quick_config_selects_sub_studies():
     cfg = depth_scaling.quick_config(studies=("weight_reuse",))
     assert cfg.studies == ("weight_reuse",)
     assert depth_scaling.STUDIES["convergence"].__name__.endswith("depth.convergence")
+
+
+def test_repeated_set_flags_accumulate():
+    """``--set a=1 --set b=2`` applies both overrides (argparse's default would keep only the last)."""
+    from testbed.cli import build_parser
+
+    ns = build_parser().parse_args(["run", "law-recovery", "--set", "steps=5", "n_obs=2", "--set", "width=8"])
+    assert ns.overrides == ["steps=5", "n_obs=2", "width=8"]

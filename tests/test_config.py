@@ -22,12 +22,12 @@ def test_from_dict_rejects_unknown_keys_with_a_suggestion():
 
 
 def test_overrides_are_parsed_by_field_type():
-    cfg = apply_overrides(LawRecoveryConfig(), ["n_layers=64", "lr=1e-3", "tied=false", "systems=duffing,lorenz63",
+    cfg = apply_overrides(LawRecoveryConfig(), ["n_layers=64", "lr=1e-3", "progress=false", "systems=duffing,lorenz63",
                                                 "seeds=3,4"])
-    assert cfg.n_layers == 64 and cfg.lr == 1e-3 and cfg.tied is False
+    assert cfg.n_layers == 64 and cfg.lr == 1e-3 and cfg.progress is False
     assert cfg.systems == ("duffing", "lorenz63") and cfg.seeds == (3, 4)
-    with pytest.raises(ConfigError, match="tied"):
-        apply_overrides(LawRecoveryConfig(), ["tied=maybe"])
+    with pytest.raises(ConfigError, match="progress"):
+        apply_overrides(LawRecoveryConfig(), ["progress=maybe"])
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides(LawRecoveryConfig(), ["n_layers"])
     with pytest.raises(ConfigError, match="n_layers"):  # validated again after the override

@@ -314,7 +314,7 @@ def test_huge_sweep_grid_is_refused_before_expanding(tmp_path, capsys):
 
 @pytest.mark.parametrize("setting", ["width=1e12", "width=1000000", "n_layers=1e9"])
 def test_oversized_students_are_refused_with_the_estimate(setting, tmp_path, capsys):
-    extra = ["tied=false"] if setting.startswith("n_layers") else ["hidden_layers=2"]
+    extra = ["students=residual_untied"] if setting.startswith("n_layers") else ["hidden_layers=2"]
     out = tmp_path / "out"
     t0 = time.perf_counter()
     rc, _, err = run_cli(capsys, "run", "law-recovery", "--quick", "--system", "linear_spiral", "--no-progress",

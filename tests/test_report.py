@@ -47,7 +47,7 @@ def test_report_groups_seeds_into_mean_and_ci(tmp_path, capsys):
     write_csv(tmp_path / "law-recovery" / "results.csv", rows)
     out = report.render(tmp_path, ["law-recovery"])
     # 1..5: mean 3, t-interval half-width 1.963 → "3 ± 2 (5)"; one seed → "(n=1)"
-    assert "| a | field | 3 ± 2 (5) | 1 ± 0 (5) | ok |" in out and "| b | endpoint | 0.5 (n=1) |" in out
+    assert "| a | field | 3 ± 2 (5) | 1 ± 0 (5) | residual | ok |" in out and "| b | endpoint | 0.5 (n=1) |" in out
     assert out.startswith(report.BEGIN) and out.rstrip().endswith(report.END)
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\noutro\n")

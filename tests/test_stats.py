@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from testbed.stats import bootstrap_interval, loglog_fit, paired, sign_flip_pvalue, summarize, t_interval
+from testbed.stats import (
+    bootstrap_interval,
+    loglog_fit,
+    paired,
+    paired_table,
+    sign_flip_pvalue,
+    summarize,
+    t_interval,
+)
 
 
 def test_summary_of_one_to_five_by_hand():
@@ -93,3 +101,29 @@ def test_loglog_fit_recovers_an_exact_power_law_and_brackets_a_noisy_one():
     noisy = loglog_fit(xs, xs ** -1.0 * np.exp(rng.normal(0, 0.1, xs.size)))
     assert noisy.lo < -1.0 < noisy.hi and noisy.hi - noisy.lo < 0.15 and 0.95 < noisy.r2 < 1.0
     assert math.isnan(loglog_fit([1.0], [2.0]).slope)
+
+
+def test_paired_table_pairs_within_groups_on_shared_seeds():
+    """Rows of two groups and three arms: each arm against the baseline over the seeds both have, log10 ratios for
+    the log metrics (geometric-mean ratio and its interval from the t-interval of the log differences) and plain
+    differences otherwise; a seed with a missing or non-positive value drops out of that comparison only."""
+    rows = []
+    for g, scale in (("g1", 1.0), ("g2", 10.0)):
+        for seed, base in enumerate([1.0, 2.0, 4.0, 8.0]):
+            rows.append({"g": g, "arm": "base", "seed": seed, "err": scale * base, "gap": base})
+            rows.append({"g": g, "arm": "half", "seed": seed, "err": scale * base / 2, "gap": base + seed})
+            if seed < 3:                                    # 'b' misses seed 3; its seed 2 value is not positive
+                rows.append({"g": g, "arm": "b", "seed": seed, "err": 0.0 if seed == 2 else scale * base * 3,
+                             "gap": ""})
+    out = {(r["g"], r["a"], r["metric"]): r for r in paired_table(rows, ["g"], "arm", "base", ["err", "gap"], ["err"])}
+    half = out[("g2", "half", "err")]
+    assert half["scale"] == "log10" and half["n"] == 4
+    assert half["ratio"] == pytest.approx(0.5, rel=1e-12) and half["mean_diff"] == pytest.approx(math.log10(0.5))
+    gap = out[("g1", "half", "gap")]
+    ref = paired([1 + 0, 2 + 1, 4 + 2, 8 + 3], [1, 2, 4, 8])
+    assert gap["scale"] == "linear" and gap["mean_diff"] == pytest.approx(1.5)
+    assert (gap["lo"], gap["hi"], gap["p_t"]) == pytest.approx((ref.diff.lo, ref.diff.hi, ref.p_t))
+    b = out[("g1", "b", "err")]
+    assert b["n"] == 2 and b["ratio"] == pytest.approx(3.0)        # seeds 0 and 1 only
+    assert ("g1", "b", "gap") not in out                              # no finite value at all: no row
+    assert {r["b"] for r in out.values()} == {"base"}

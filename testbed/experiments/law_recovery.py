@@ -57,7 +57,7 @@ from testbed.experiments.common import fit, make_splits
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.field.consistency import default_step_counts
 from testbed.objectives import make_objective
-from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
+from testbed.results import fresh_output_dir, is_true, read_csv, run_metadata, write_csv, write_json
 from testbed.seeding import DATA_SEED
 from testbed.stats import paired_table
 from testbed.students import build_student
@@ -189,7 +189,7 @@ class LawRecoveryConfig(ExperimentConfig):
 def quick_config(**overrides: Any) -> LawRecoveryConfig:
     """Settings for a 2-core CPU in under 3 minutes: 3 systems × 4 objectives, the tied residual student, 1 seed."""
     base = dict(systems=("van_der_pol", "linear_spiral", "lotka_volterra"), students=("residual",), seeds=(0,),
-                n_train=256, n_test=128, steps=700, match_endpoint=0.1)
+                n_train=256, n_test=128, steps=600, match_endpoint=0.1)
     base.update(overrides)
     return LawRecoveryConfig(**base)
 
@@ -318,7 +318,7 @@ def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------------- tables
 def in_band(r: dict[str, Any]) -> bool:
     """A row of the comparison: every equal-budget row; a matched row only if the student reached the band."""
-    return r.get("regime") != "matched" or r.get("reached_band") is True or r.get("reached_band") == "True"
+    return r.get("regime") != "matched" or is_true(r.get("reached_band"))
 
 
 def derive(out: str | Path) -> list[Path]:
@@ -343,7 +343,7 @@ def derive(out: str | Path) -> list[Path]:
     for s in summary:
         members = [r for r in rows if all(r[k] == s[k] for k in keys)]
         s["n_trained"] = len(members)
-        s["n_reached"] = sum(r.get("reached_band") is True for r in members) if s["regime"] == "matched" else ""
+        s["n_reached"] = sum(is_true(r.get("reached_band")) for r in members) if s["regime"] == "matched" else ""
     # groups where no student reached the band still get a line (n = 0), so misses are never silent
     for key in dict.fromkeys(tuple(r[k] for k in keys) for r in rows):
         if not any(tuple(s[k] for k in keys) == key for s in summary):

@@ -213,8 +213,10 @@ def aliasing(out: Path, L: int, x0: tuple[float, float] = (1.5, 0.0)) -> list[Pa
 
     use_style()
     system = systems.get_system("linear_spiral")
+    from testbed.experiments.law_recovery import OBJECTIVES
+
     models = {obj: v for (s, obj), v in load_models(out, L).items() if s == "linear_spiral"}
-    objectives = list(models)
+    objectives = sorted(models, key=lambda o: (OBJECTIVES.index(o) if o in OBJECTIVES else len(OBJECTIVES), o))
     T, w = float(system.horizon), float(system.w)
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), layout="constrained")
     t = torch.linspace(0, T, 400, dtype=torch.float64)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from testbed.report import is_finite_number
+from testbed.results import is_true
 from testbed.stats import summarize
 
 #: cells of a ratio table: mean ratio and its interval
@@ -95,9 +96,9 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], d
                 sel = [p for p in pairs if p["regime"] == regime and p["a"] == o]
                 if sel:
                     counts = {v: sum(verdict(p) == v for p in sel) for v in ("lower", "higher", "inconclusive")}
-                    lines.append(f"- {regime}: `{o}` law error vs `endpoint` — lower in {counts['lower']}, higher in "
-                                 f"{counts['higher']}, inconclusive in {counts['inconclusive']} of {len(sel)} "
-                                 "system × student cells (95% CI of the ratio excludes 1).")
+                    lines.append(f"- {regime}: `{o}` / `endpoint` law-error ratio — 95% CI below 1 in "
+                                 f"{counts['lower']}, above 1 in {counts['higher']}, containing 1 in "
+                                 f"{counts['inconclusive']} of {len(sel)} system × student cells.")
         lines.append("")
     lines += _consistency(summary, objectives, depth)
     lines += _aliasing(results, objectives, depth)
@@ -127,12 +128,12 @@ def _consistency(summary: list[Row], objectives: list[str], depth: int) -> list[
 
 def _aliasing(results: list[Row], objectives: list[str], depth: int) -> list[str]:
     rows = [r for r in results if r["regime"] == "budget" and int(r["n_layers"]) == depth]
-    flagged = [r for r in rows if r.get("aliased") is True]
+    flagged = [r for r in rows if is_true(r.get("aliased"))]
     lines = [f"Aliased laws (endpoint error ≤ 0.1 while the interior error is ≥ 3× larger and ≥ 0.1), equal budget, "
              f"L = {depth}: {len(flagged)} of {len(rows)} students."]
     for o in objectives:
         sel = [r for r in rows if r["objective"] == o]
-        bad = [r for r in sel if r.get("aliased") is True]
+        bad = [r for r in sel if is_true(r.get("aliased"))]
         if bad:
             names = dict.fromkeys(r["system"] for r in bad)
             where = ", ".join(f"{s} ({sum(r['system'] == s for r in bad)})" for s in names)
