@@ -16,7 +16,7 @@ from testbed.results import read_csv
 from testbed.students import build_student
 from testbed.train import TrainConfig, train
 
-TINY = dict(systems=("heat",), students=("conv", "mlp"), objectives=("endpoint", "field"), seeds=(0,),
+TINY = dict(systems=("heat",), students=("conv", "mlp", "poly"), objectives=("endpoint", "field"), seeds=(0,),
             n_grid=16, n_layers=8, n_obs=4, conv_width=4, kernel_size=3, mlp_width=16, hidden_layers=1,
             n_train=32, n_test=16, steps=60, batch_size=16, progress=False)
 
@@ -34,7 +34,7 @@ def test_tiny_run_writes_every_output_with_the_issue_columns(tiny_run):
     for name in pde_law_recovery.OUTPUT_FILES:
         assert (out / name).stat().st_size > 0, name
     table = read_csv(out / "results.csv")
-    assert len(table) == 4 == len(rows)
+    assert len(table) == 6 == len(rows)
     required = ["system", "student", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
                 "consistency_error", "rollout_error_2T", "rollout_error_4T"]
     assert list(table[0])[: len(required)] == required
@@ -42,6 +42,14 @@ def test_tiny_run_writes_every_output_with_the_issue_columns(tiny_run):
         for k in required[4:]:
             assert math.isfinite(r[k]) and r[k] >= 0, (k, r[k])
     assert get_experiment("pde-law-recovery") is pde_law_recovery
+    # the heat teacher is a radius-1 finite-difference law: every local polynomial window represents it exactly on
+    # the data; windows wider than the data's few modes can identify are not pinned off them (OOD, k ≥ 9)
+    floors = read_csv(out / "representability.csv")
+    assert [f["kernel_size"] for f in floors] == [3, 5, 9, 15]
+    assert all(f["floor_fit"] < 1e-10 and f["floor_id"] < 1e-10 for f in floors)
+    assert all(f["floor_ood"] < 1e-10 for f in floors if f["kernel_size"] <= 5)
+    poly = next(r for r in rows if r["student"] == "poly" and r["objective"] == "field")
+    assert math.isfinite(poly["stencil_error"])                 # a poly student is compared with the stencil too
 
 
 def test_teacher_rollout_floor_is_the_euler_matrix_power(tiny_run):

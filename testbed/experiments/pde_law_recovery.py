@@ -68,8 +68,10 @@ RESULT_COLUMNS = [
     "final_loss",
     "train_seconds", "n_layers", "n_grid",
 ]
-OUTPUT_FILES = ("results.csv", "consistency.csv", "rollout.csv", "stencils.csv", "results.json",
-                "pde_law_recovery.png", "pde_law_recovery.pdf")
+OUTPUT_FILES = ("results.csv", "consistency.csv", "rollout.csv", "stencils.csv", "representability.csv",
+                "results.json", "pde_law_recovery.png", "pde_law_recovery.pdf")
+#: window widths of the representability table (the best law error of any local polynomial field of that width)
+FLOOR_KERNELS = (3, 5, 9, 15)
 SUMMARY_COLUMNS = ["system", "student", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
                    "consistency_error", "teacher_consistency_error", "rollout_error_4T"]
 PDE_SYSTEMS = ("heat", "advection", "burgers", "allen_cahn")
@@ -114,7 +116,7 @@ class PDELawRecoveryConfig(ExperimentConfig):
             if not issubclass(cls, PDESystem):
                 raise ConfigError(f"systems: {s!r} is not a PDE system; PDE systems: {', '.join(pde_systems())}")
         for st in self.students:
-            check_choice("students", st, ("conv", "mlp"))
+            check_choice("students", st, ("conv", "mlp", "poly"))
         for o in self.objectives:
             make_objective(o)
         for name in ("n_grid", "n_layers", "conv_width", "kernel_size", "mlp_width", "hidden_layers", "n_train",
@@ -144,11 +146,15 @@ def quick_config(**overrides: Any) -> PDELawRecoveryConfig:
 
 # ----------------------------------------------------------------------------------------------- run
 def build(cfg: PDELawRecoveryConfig, kind: str, system) -> Any:
-    """The residual student ``kind`` (``conv`` or ``mlp``) for ``system`` (tied, ODE-scaled, float64)."""
+    """The residual student ``kind`` for ``system`` (tied, ODE-scaled, float64): ``conv`` (stencil + pointwise MLP),
+    ``poly`` (local polynomial field, :class:`~testbed.students.poly_stencil.PolynomialStencil`), both of window
+    ``kernel_size``, or ``mlp`` (fully connected, non-local)."""
     kw: dict[str, Any] = dict(dim=system.dim, n_layers=cfg.n_layers, horizon=float(system.horizon), tied=True,
                               hidden_layers=cfg.hidden_layers, init_scale=cfg.init_scale)
     if kind == "conv":
         kw.update(branch="conv", width=cfg.conv_width, kernel_size=cfg.kernel_size, hidden_layers=1)
+    elif kind == "poly":
+        kw.update(branch="poly", kernel_size=cfg.kernel_size)
     else:
         kw.update(branch="mlp", width=cfg.mlp_width)
     return build_student("residual", **kw).double()
@@ -175,6 +181,27 @@ def stencil_rows(student, system, tags: dict[str, Any], states: torch.Tensor) ->
     return rows, relative_l2(learned, t), abs(m2 - m2_true) / abs(m2_true)
 
 
+def representability_rows(sname: str, train, test_id, test_ood) -> list[dict[str, Any]]:
+    """What a local student can represent at all: for each window width ``k`` in :data:`FLOOR_KERNELS`, the law error
+    of the least-squares fit of ``F*`` on the monomials of a local polynomial field (linear + quadratic window terms
+    + ``u_j³``; :func:`~testbed.students.poly_stencil.least_squares_floor`) fitted on the training states, measured
+    on the fitting states and on the ID / OOD test states. 0 for a finite-difference law of radius ``≤ k // 2``; a
+    pseudo-spectral (non-local) law keeps a floor that falls as ``k`` grows."""
+    from testbed.students.poly_stencil import least_squares_floor
+
+    out = []
+    for k in FLOOR_KERNELS:
+        if k > train.states.shape[-1]:
+            continue
+        fit_err, id_err = least_squares_floor(train.states, train.velocities, k, test_states=test_id.states,
+                                              test_velocities=test_id.velocities)
+        _, ood_err = least_squares_floor(train.states, train.velocities, k, test_states=test_ood.states,
+                                         test_velocities=test_ood.velocities)
+        out.append({"system": sname, "kernel_size": k, "floor_fit": fit_err, "floor_id": id_err,
+                    "floor_ood": ood_err})
+    return out
+
+
 def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     """Train and evaluate every system × student × objective × seed; write tables, metadata and figure."""
     out = fresh_output_dir(out, OUTPUT_FILES)
@@ -183,12 +210,14 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     curves: list[dict[str, Any]] = []
     rollouts: list[dict[str, Any]] = []
     stencils: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     for sname in cfg.systems:
         system = systems.get_system(sname, n_grid=cfg.n_grid)
         # the teacher's own Euler discretisation at depth L must not blow up (transport: bounded growth)
         system.check_stability(cfg.n_layers, max_growth=1e3, action="warn")
         train_data, test_id, test_ood = make_splits(system, cfg.n_train, cfg.n_test, cfg.n_obs)
+        floors += representability_rows(sname, train_data, test_id, test_ood)
         ref = teacher_reference(system, test_id, test_ood, cfg.n_layers, step_counts, n_jacobian=8)
         curves += [{"system": sname, "series": "teacher", "seed": -1, **r} for r in ref.consistency.rows]
         x_roll = test_id.x0[:32]
@@ -215,7 +244,7 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                         roll = rollout(student, system, x_roll, T, cfg.n_layers, ROLLOUT_FACTOR)
                     flag = quality_flag(ev.metrics, ", ".join(f"{k} {v}" for k, v in tags.items()))
                     stencil_error = moment_error = float("nan")
-                    if kind == "conv" and hasattr(system, "stencil") and sname == "heat":
+                    if kind in ("conv", "poly") and hasattr(system, "stencil") and sname == "heat":
                         states = test_id.states[:, :16].reshape(-1, system.dim)
                         srows, stencil_error, moment_error = stencil_rows(student, system, tags, states)
                         stencils += srows
@@ -232,6 +261,7 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     write_csv(out / "consistency.csv", curves)
     write_csv(out / "rollout.csv", rollouts)
     write_csv(out / "stencils.csv", stencils, ["system", "student", "objective", "seed", "offset", "learned", "true"])
+    write_csv(out / "representability.csv", floors)
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
                                                   wall_seconds=time.perf_counter() - t_start))
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # last: its presence means the run completed

@@ -14,8 +14,10 @@ constant in time, ``f_θ(t, x) = (m/Δt)·g_{l(t)}(t, x)`` with ``l(t) = ⌊t/Δ
 identity map, ``h_L = h_0``).
 
 ``branch`` picks the branch network: ``"mlp"`` (:class:`FieldMLP`, a fully connected field, non-local in
-the state) or ``"conv"`` (:class:`~testbed.students.conv.StencilField`, a local translation-equivariant
-field for states on a periodic grid: learned stencil of width ``kernel_size`` plus a pointwise MLP).
+the state), ``"conv"`` (:class:`~testbed.students.conv.StencilField`, a local translation-equivariant
+field for states on a periodic grid: learned stencil of width ``kernel_size`` plus a pointwise MLP) or ``"poly"``
+(:class:`~testbed.students.poly_stencil.PolynomialStencil`: linear + quadratic window monomials + ``u_j³``, local
+and linear in its parameters).
 Either way, forward Euler with ``L`` steps on ``f_θ`` reproduces the network's
 trajectory exactly.
 """
@@ -39,9 +41,10 @@ from testbed.grid import index_tolerance
 from testbed.students.base import BranchLayers, Student, Tensor
 from testbed.students.conv import StencilField
 from testbed.students.mlp import ACTIVATIONS, FieldMLP
+from testbed.students.poly_stencil import PolynomialStencil
 
 BRANCH_SCALINGS = ("ode", "depth_mup", "standard")
-BRANCHES = ("mlp", "conv")
+BRANCHES = ("mlp", "conv", "poly")
 
 
 def branch_multiplier(scaling: str, n_layers: int, horizon: float, a: float = 1.0) -> float:
@@ -66,7 +69,7 @@ class ResidualStudent(Student):
         check_positive_int("dim", dim)
         check_positive_int("n_layers (depth L)", n_layers)
         check_positive("horizon", horizon)
-        if branch != "conv":  # a conv branch may be a pure linear stencil (width 0)
+        if branch == "mlp":  # a conv branch may be a pure linear stencil (width 0); a poly branch has no width
             check_positive_int("width", width)
         check_nonneg_int("hidden_layers (0: one-matrix block W·σ(h))", hidden_layers)
         check_choice("branch_scaling", branch_scaling, BRANCH_SCALINGS)
@@ -76,6 +79,8 @@ class ResidualStudent(Student):
         check_choice("branch", branch, BRANCHES)
         if not isinstance(tied, bool) or not isinstance(time_conditioned, bool):
             raise ConfigError("tied and time_conditioned must be booleans")
+        if branch == "poly" and time_conditioned:
+            raise ConfigError("a 'poly' branch is autonomous (a fixed polynomial law); time_conditioned must be False")
         self.dim, self.n_layers, self.horizon = dim, n_layers, float(horizon)
         self.width, self.hidden_layers, self.activation = width, hidden_layers, activation
         self.tied, self.time_conditioned = tied, time_conditioned
@@ -87,6 +92,8 @@ class ResidualStudent(Student):
         def make_branch() -> nn.Module:
             if branch == "conv":
                 return StencilField(dim, width, hidden_layers, kernel_size, activation, time_conditioned, init_scale)
+            if branch == "poly":
+                return PolynomialStencil(dim, kernel_size, init_scale=init_scale)
             return FieldMLP(dim, width, hidden_layers, activation, time_conditioned, init_scale)
 
         self.blocks = nn.ModuleList(make_branch() for _ in range(n_blocks))

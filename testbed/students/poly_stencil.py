@@ -1,0 +1,107 @@
+"""A local polynomial vector field on a periodic 1-D grid: the learnable counterpart of a finite-difference law.
+
+For a state ``u ∈ R^n`` on a periodic grid and a window of radius ``r`` (kernel ``k = 2r + 1``),
+
+    g(t, u)_j = b + Σ_o a_o u_{j+o} + Σ_{o ≤ o'} B_{o,o'} u_{j+o} u_{j+o'} + c u_j³        (o, o' ∈ −r..r)
+
+(indices mod ``n``). It is translation-equivariant, local (``g_j`` reads ``u_{j−r..j+r}`` only) and *linear in its
+parameters*: every method-of-lines law built from a linear stencil, a quadratic flux and a pointwise cubic — heat
+``ν D² u``, advection ``−c D u``, Burgers ``−½ D(u²) + ν D² u``, Allen–Cahn ``ε D² u + u − u³`` with ``D``, ``D²``
+finite-difference stencils of radius ``≤ r`` — is exactly one parameter vector. (A pseudo-spectral law is not
+local; :func:`least_squares_floor` gives the best any radius-``r`` field of this form can do on given data.)
+With ``quadratic=False`` and ``cubic=False`` it is a linear stencil.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from testbed.config import ConfigError, check_nonneg, check_positive_int
+
+Tensor = torch.Tensor
+
+
+def window(u: Tensor, radius: int) -> Tensor:
+    """``W[..., j, i] = u[..., (j + i − r) mod n]``: the periodic window of every grid point (shape (..., n, k))."""
+    return torch.stack([torch.roll(u, -o, dims=-1) for o in range(-radius, radius + 1)], dim=-1)
+
+
+def features(u: Tensor, radius: int, quadratic: bool = True, cubic: bool = True) -> Tensor:
+    """The monomials of :class:`PolynomialStencil` at every grid point, shape (..., n, m): the ``k`` window values,
+    then (``quadratic``) the ``k(k+1)/2`` products ``u_{j+o} u_{j+o'}`` (``o ≤ o'``), then (``cubic``) ``u_j³``."""
+    w = window(u, radius)
+    parts = [w]
+    if quadratic:
+        i, j = torch.triu_indices(w.shape[-1], w.shape[-1])
+        parts.append(w[..., i] * w[..., j])
+    if cubic:
+        parts.append(u.unsqueeze(-1) ** 3)
+    return torch.cat(parts, dim=-1)
+
+
+class PolynomialStencil(nn.Module):
+    """``g(t, u)_j = b + θ · φ(u)_j`` with the monomials ``φ`` of :func:`features` (autonomous: ``t`` is ignored).
+
+    Args:
+        n_grid:      grid size ``n`` (the state dimension).
+        kernel_size: window ``k = 2r + 1`` (odd, at most ``n``).
+        quadratic:   include the products of two window values.
+        cubic:       include the pointwise cube ``u_j³``.
+        init_scale:  standard deviation of the initial coefficients is ``init_scale / m`` (0: ``g ≡ 0``).
+    """
+
+    def __init__(self, n_grid: int, kernel_size: int = 5, quadratic: bool = True, cubic: bool = True,
+                 init_scale: float = 1.0) -> None:
+        super().__init__()
+        check_positive_int("dim (grid size)", n_grid)
+        check_positive_int("kernel_size", kernel_size)
+        if kernel_size % 2 == 0 or kernel_size > n_grid:
+            raise ConfigError(f"kernel_size must be odd and at most the grid size {n_grid}, got {kernel_size}")
+        check_nonneg("init_scale", init_scale)
+        self.n_grid, self.kernel_size, self.radius = n_grid, kernel_size, kernel_size // 2
+        self.quadratic, self.cubic = bool(quadratic), bool(cubic)
+        m = kernel_size + (kernel_size * (kernel_size + 1) // 2 if quadratic else 0) + int(cubic)
+        self.coef = nn.Parameter(torch.randn(m) * init_scale / m)
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    @property
+    def n_features(self) -> int:
+        return self.coef.numel()
+
+    def forward(self, t: Tensor | float, u: Tensor) -> Tensor:
+        if u.shape[-1] != self.n_grid:
+            raise ValueError(f"state must have last dimension {self.n_grid}, got {tuple(u.shape)}")
+        return features(u, self.radius, self.quadratic, self.cubic) @ self.coef + self.bias
+
+    def effective_stencil(self, u: Tensor | None = None, t: float = 0.0) -> Tensor:
+        """The linear coefficients ``a_o`` (``o = −r..r``): the stencil of ``g`` linearised at ``u = 0``."""
+        return self.coef[: self.kernel_size].detach().clone()
+
+
+def _design(states: Tensor, kernel_size: int, quadratic: bool, cubic: bool) -> Tensor:
+    """Rows = (state, grid point) pairs; columns = the monomials and a constant."""
+    n = states.shape[-1]
+    X = features(states.reshape(-1, n).double(), kernel_size // 2, quadratic, cubic)
+    X = X.reshape(-1, X.shape[-1])
+    return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], dim=1)
+
+
+def least_squares_floor(states: Tensor, velocities: Tensor, kernel_size: int, quadratic: bool = True,
+                        cubic: bool = True, test_states: Tensor | None = None,
+                        test_velocities: Tensor | None = None) -> tuple[float, float]:
+    """The best law error a :class:`PolynomialStencil` of this ``kernel_size`` can reach: the least-squares fit of
+    ``velocities`` (``F*(u)``) on the monomials of ``states`` (rows of shape (..., n)), returned as
+    ``(‖g − F*‖/‖F*‖ on the fitting data, the same on the test data)`` (test: NaN if not given). It is 0 (to
+    rounding) when ``F*`` is a polynomial law of radius ``≤ r``, and bounds what any training can achieve."""
+    X = _design(states, kernel_size, quadratic, cubic)
+    y = velocities.reshape(-1, 1).double()
+    sol = torch.linalg.lstsq(X, y, driver="gelsd").solution       # SVD: robust to near-collinear monomials
+    fit = float((X @ sol - y).norm() / y.norm())
+    if test_states is None or test_velocities is None:
+        return fit, float("nan")
+    Xt, yt = _design(test_states, kernel_size, quadratic, cubic), test_velocities.reshape(-1, 1).double()
+    return fit, float((Xt @ sol - yt).norm() / yt.norm())
+
+
+__all__ = ["PolynomialStencil", "features", "least_squares_floor", "window"]
