@@ -216,7 +216,13 @@ def paired_table(rows: Sequence[dict], by: Sequence[str], arm: str, baseline: st
 
     groups: dict[tuple, dict[str, dict[int, dict]]] = {}
     for r in rows:
-        groups.setdefault(tuple(r.get(k, "") for k in by), {}).setdefault(str(r[arm]), {})[int(r[seed_key])] = r
+        per_seed = groups.setdefault(tuple(r.get(k, "") for k in by), {}).setdefault(str(r[arm]), {})
+        seed = int(r[seed_key])
+        if seed in per_seed:
+            raise ValueError(f"paired_table: two rows for {arm} = {r[arm]!r}, seed {seed} in the group "
+                             f"{dict(zip(by, (r.get(k, '') for k in by), strict=True))}; add the column that "
+                             "tells them apart to `by`")
+        per_seed[seed] = r
     out: list[dict] = []
     for gkey, arms in groups.items():
         base = arms.get(baseline)

@@ -186,3 +186,23 @@ def test_figures_from_seeds_only_sweep_draws_the_experiment_figure(tmp_path: Pat
     assert (figs / "merged" / "law_recovery.png").exists() and (figs / "merged" / "law_recovery.pdf").exists()
     merged = read_csv(figs / "merged" / "consistency.csv")
     assert {r["seed"] for r in merged} >= {0, 1, 2}
+
+
+def test_a_sweep_over_partition_fields_keeps_the_rows_own_columns_and_draws_the_study(tmp_path: Path) -> None:
+    """law-recovery declares n_layers and match_endpoint partition fields (every row names its depth; one band per
+    system): a sweep over depth still gets the study's merged folder, whose rows keep their own n_layers column,
+    derive()'s tables and the consistency-vs-depth figure."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text('experiment = "law-recovery"\nquick = true\nseeds = [0, 1]\n[fixed]\nsystems = ["linear_spiral"]\n'
+                    'objectives = ["endpoint", "field"]\nsteps = 10\nn_train = 16\nn_test = 8\nwidth = 8\n'
+                    'hidden_layers = 1\nn_obs = 4\n[grid]\nn_layers = [4, 8]\n')
+    res = run_sweep(spec, tmp_path / "sweep", sequential=True, threads=1, progress=False)
+    assert not res.failed
+    assert main(["figures", "--from", str(res.sweep_dir)]) == 0
+    merged = res.sweep_dir / "figures" / "merged"
+    rows = read_csv(merged / "results.csv")
+    assert {r["n_layers"] for r in rows} == {4, 8} and {r["seed"] for r in rows} == {0, 1}
+    summary = read_csv(merged / "summary.csv")
+    assert {(s["n_layers"], s["n"]) for s in summary if s["regime"] == "budget"} == {(4, 2), (8, 2)}
+    for stem in ("consistency_vs_depth", "law_error", "aliasing"):
+        assert (merged / f"{stem}.png").exists(), stem

@@ -221,9 +221,9 @@ def test_matched_regime_reads_a_validation_split_and_counts_misses(tmp_path, mon
     seen: list[torch.Tensor] = []
 
     class Spy(lr.BandWatch):
-        def __init__(self, val_data, target):
+        def __init__(self, val_data, target, *args, **kwargs):
             seen.append(val_data.x0.clone())
-            super().__init__(val_data, target)
+            super().__init__(val_data, target, *args, **kwargs)
 
     monkeypatch.setattr(lr, "BandWatch", Spy)
     base = dict(systems=("linear_spiral",), objectives=("endpoint",), steps=400, n_train=40, n_test=16,
@@ -235,6 +235,10 @@ def test_matched_regime_reads_a_validation_split_and_counts_misses(tmp_path, mon
     assert easy["matched"]["endpoint_error"] != easy["budget"]["endpoint_error"]     # an earlier copy of the weights
     assert (tmp_path / "easy" / "checkpoints" / "linear_spiral-residual-endpoint-L8-s0" / "matched"
             / "checkpoint.pt").exists()
+    # re-running into the same folder resumes the finished checkpoints: the matched student is read back, not lost
+    again = {r["regime"]: r for r in lr.run(lr.quick_config(**base, match_endpoint=0.9), tmp_path / "easy")}
+    for k in ("reached_band", "steps_trained", "endpoint_error", "law_error_id", "val_endpoint_error"):
+        assert again["matched"][k] == easy["matched"][k], k
     assert hard["matched"]["reached_band"] is False and hard["matched"]["steps_trained"] == 400
     assert hard["matched"]["endpoint_error"] == hard["budget"]["endpoint_error"]     # a miss: the final weights
     summary = read_csv(tmp_path / "hard" / "summary.csv")
@@ -322,7 +326,7 @@ def test_derive_tables_pair_on_shared_seeds_and_count_misses(tmp_path):
                 rows.append({"system": "s", "student": "residual", "regime": regime, "objective": obj, "seed": seed,
                              "endpoint_error": 0.05, "law_error_id": law, "law_error_ood": 2 * law,
                              "trajectory_error": law, "interior_error": law, "consistency_excess": law - e,
-                             "reached_band": reached if regime == "matched" else "", "n_layers": 32})
+                             "reached_band": reached if regime == "matched" else "", "n_layers": 32, "width": 8})
     write_csv(tmp_path / "results.csv", rows)
     law_recovery.derive(tmp_path)
     summary = {(r["regime"], r["objective"]): r for r in read_csv(tmp_path / "summary.csv")}

@@ -46,8 +46,8 @@ def test_tiny_run_writes_every_output_with_the_issue_columns(tiny_run):
     # the data; windows wider than the data's few modes can identify are not pinned off them (OOD, k ≥ 9)
     floors = read_csv(out / "representability.csv")
     assert [f["kernel_size"] for f in floors] == [3, 5, 9, 15]
-    assert all(f["floor_fit"] < 1e-10 and f["floor_id"] < 1e-10 for f in floors)
-    assert all(f["floor_ood"] < 1e-10 for f in floors if f["kernel_size"] <= 5)
+    assert all(f["lsq_floor"] < 1e-10 and f["lsq_error_id"] < 1e-10 for f in floors)
+    assert all(f["lsq_error_ood"] < 1e-10 for f in floors if f["kernel_size"] <= 5)
     poly = next(r for r in rows if r["student"] == "poly" and r["objective"] == "field")
     assert math.isfinite(poly["stencil_error"])                 # a poly student is compared with the stencil too
 

@@ -66,8 +66,9 @@ from testbed.train import save_checkpoint
 NAME = "law-recovery"
 #: natural keys of a row besides its seed: rows sharing them are repeats over seeds
 GROUP_KEYS = ["system", "student", "regime", "objective", "n_layers", "width"]
-#: config fields that only partition the rows (a sweep over them still draws this study's figure)
-PARTITION_FIELDS = ("systems", "students", "objectives")
+#: config fields that only partition the rows (a sweep over them still draws this study's figure): every row names
+#: its system, student, objective and depth, and the endpoint band is one per system
+PARTITION_FIELDS = ("systems", "students", "objectives", "n_layers", "match_endpoint")
 OBJECTIVES = ("endpoint", "trajectory", "field", "field+jacobian")
 #: student name → (registry kind, fixed arguments)
 STUDENT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -110,7 +111,7 @@ RESULT_COLUMNS = [
     "trajectory_error", "interior_error", "aliased", "consistency_error", "consistency_excess",
     "teacher_consistency_error", "consistency_error_mean", "path_sensitivity", "teacher_path_sensitivity",
     "endpoint_error_ood", "flow_jacobian_error", "reached_band", "val_endpoint_error", "steps_trained",
-    "final_loss", "train_seconds", "n_layers", "width", "tied", "flag",
+    "match_endpoint", "final_loss", "train_seconds", "n_layers", "width", "tied", "flag",
 ]
 #: the test metrics of the summary and paired tables (all but consistency_excess are positive errors: log ratios)
 TABLE_METRICS = ("endpoint_error", "law_error_id", "law_error_ood", "trajectory_error", "interior_error",
@@ -207,16 +208,29 @@ def build(cfg: LawRecoveryConfig, student: str, system):
 
 
 class BandWatch:
-    """Keeps the student's weights at the first check where its relative endpoint error on ``val_data`` (carved
-    from the training data, never the test set) is at most ``target``; never stops training (the same run
-    gives the equal-budget student at its end). Pass as ``stop_when``; call :meth:`finish` after training, since
-    ``stop_when`` is not called at the last step."""
+    """The matched-regime student: the weights at the first check where the relative endpoint error on ``val_data``
+    (carved from the training data, never the test set) is at most ``target``.
 
-    def __init__(self, val_data, target: float) -> None:
-        self.val_data, self.target = val_data, float(target)
+    Pass as ``stop_when`` (it never stops training: the same run gives the equal-budget student at its end) and
+    call :meth:`finish` after training (``stop_when`` is not called at the last step). The weights are written to
+    ``path`` the moment the band is entered, so a resumed run (whose earlier checks were made before the resume)
+    reads them back instead of forgetting them; a run that starts from step 0 deletes a stale file first."""
+
+    def __init__(self, val_data, target: float, path: Path | None = None, resuming: bool = False,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.val_data, self.target, self.path, self.extra = val_data, float(target), path, dict(extra or {})
         self.step: int | None = None
         self.state: dict[str, torch.Tensor] | None = None
-        self.val_error = float("nan")
+        self.val_error = float("nan")        # at the band step (reached) or at the end (missed)
+        if path is not None and path.exists():
+            if resuming:
+                from testbed.train import read_checkpoint
+
+                ck = read_checkpoint(path)
+                self.state, self.step = ck["student_state"], int(ck["extra"]["step"])
+                self.val_error = float(ck["extra"]["val_endpoint_error"])
+            else:
+                path.unlink()
 
     def error(self, student) -> float:
         from testbed.field.metrics import endpoint_error
@@ -231,12 +245,18 @@ class BandWatch:
             if err <= self.target:
                 self.step, self.val_error = step, err
                 self.state = copy.deepcopy({k: v.detach().cpu() for k, v in student.state_dict().items()})
+                if self.path is not None:
+                    save_checkpoint(self.path, student, extra={**self.extra, "regime": "matched", "step": step,
+                                                               "val_endpoint_error": err})
         return False
 
-    def finish(self, step: int, student) -> None:
+    def finish(self, step: int, student) -> float:
+        """Check the final weights too; return their validation endpoint error."""
         self(step, student)
+        final = self.val_error if self.step == step else self.error(student)
         if self.step is None:
-            self.val_error = self.error(student)
+            self.val_error = final
+        return final
 
 
 def split_for_matching(train_data, fraction: float):
@@ -245,6 +265,55 @@ def split_for_matching(train_data, fraction: float):
 
     keep, val = split_indices(train_data.x0.shape[0], fraction, DATA_SEED + 3)
     return train_data.subset(keep), train_data.subset(val)
+
+
+def train_and_evaluate(cfg: LawRecoveryConfig, system, student_name: str, obj_name: str, seed: int, train_data,
+                       val_data, ref, out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One student trained once: its ``budget`` row (final weights) and, with a validation split, its ``matched``
+    row (the weights at the first check in the band; a miss repeats the budget evaluation with
+    ``reached_band = False``), plus their consistency curves (a miss adds none)."""
+    torch.manual_seed(seed)
+    student = build(cfg, student_name, system)
+    sname = system.name
+    run_dir = out / "checkpoints" / f"{sname}-{student_name}-{obj_name}-L{cfg.n_layers}-s{seed}"
+    extra = {"system": sname, "system_params": system.params(), "objective": obj_name, "student": student_name,
+             "seed": seed, "n_layers": cfg.n_layers}
+    watch = None
+    if val_data is not None:
+        watch = BandWatch(val_data, cfg.match_endpoint, run_dir / "matched" / "checkpoint.pt",
+                          resuming=(run_dir / "checkpoint.pt").exists(), extra=extra)
+    where_txt = f"system {sname}, student {student_name}, objective {obj_name}, seed {seed}"
+    step_counts = default_step_counts(cfg.n_layers)
+    with divergence_context(system=sname, student=student_name, objective=obj_name, seed=seed) as where:
+        result = fit(student, obj_name, train_data, seed=seed, steps=cfg.steps, batch_size=cfg.batch_size,
+                     lr=cfg.lr, grad_clip=cfg.grad_clip, progress=cfg.progress, run_dir=run_dir, device=cfg.device,
+                     extra={**extra, "regime": "budget"}, stop_when=watch, log_every=cfg.check_every)
+        where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
+        ev = evaluate_student(student, ref, step_counts)
+        common = {"student": student_name, "objective": obj_name, "seed": seed, "width": cfg.width,
+                  "tied": STUDENT_VARIANTS[student_name][1].get("tied", ""), "match_endpoint": cfg.match_endpoint}
+        budget = {**common, "regime": "budget", **ev.metrics, "final_loss": result.final_loss,
+                  "train_seconds": result.wall_time, "steps_trained": result.steps,
+                  "flag": quality_flag(ev.metrics, where_txt), "reached_band": "", "val_endpoint_error": ""}
+        rows = [budget]
+        ident = {"student": student_name, "objective": obj_name, "seed": seed}
+        curves = [{**ident, "regime": "budget", **r} for r in ev.consistency.rows]
+        if watch is None:
+            return rows, curves
+        budget["val_endpoint_error"] = watch.finish(result.steps, student)
+        if watch.state is None:                                 # a miss: counted, evaluated at the final weights
+            rows.append({**budget, "regime": "matched", "reached_band": False, "val_endpoint_error": watch.val_error})
+            return rows, curves
+        matched = copy.deepcopy(student)
+        matched.load_state_dict(watch.state)
+        mev = evaluate_student(matched, ref, step_counts)
+        at = next((h for h in result.history if h["step"] == watch.step), {})
+        rows.append({**common, "regime": "matched", **mev.metrics, "final_loss": at.get("loss", ""),
+                     "train_seconds": at.get("time", ""), "steps_trained": watch.step,
+                     "flag": quality_flag(mev.metrics, where_txt + " (matched)"), "reached_band": True,
+                     "val_endpoint_error": watch.val_error})
+        curves += [{**ident, "regime": "matched", **r} for r in mev.consistency.rows]
+    return rows, curves
 
 
 def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
@@ -270,43 +339,10 @@ def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
         for student_name in cfg.students:
             for obj_name in cfg.objectives:
                 for seed in cfg.seeds:
-                    torch.manual_seed(seed)
-                    student = build(cfg, student_name, system)
-                    run_dir = out / "checkpoints" / f"{sname}-{student_name}-{obj_name}-L{cfg.n_layers}-s{seed}"
-                    watch = BandWatch(val_data, cfg.match_endpoint) if val_data is not None else None
-                    extra = {"system": sname, "system_params": system.params(), "objective": obj_name,
-                             "student": student_name, "seed": seed, "n_layers": cfg.n_layers}
-                    with divergence_context(system=sname, student=student_name, objective=obj_name,
-                                            seed=seed) as where:
-                        result = fit(student, obj_name, train_data, seed=seed, steps=cfg.steps,
-                                     batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
-                                     progress=cfg.progress, run_dir=run_dir, device=cfg.device,
-                                     extra={**extra, "regime": "budget"}, stop_when=watch,
-                                     log_every=cfg.check_every)
-                        where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
-                        evaluated = [("budget", student, result.steps)]
-                        if watch is not None:
-                            watch.finish(result.steps, student)
-                            matched = student
-                            if watch.state is not None:
-                                matched = copy.deepcopy(student)
-                                matched.load_state_dict(watch.state)
-                                save_checkpoint(run_dir / "matched" / "checkpoint.pt", matched,
-                                                extra={**extra, "regime": "matched", "step": watch.step})
-                            evaluated.append(("matched", matched, watch.step or result.steps))
-                        for regime, model, steps_trained in evaluated:
-                            ev = evaluate_student(model, ref, step_counts)
-                            where_txt = f"system {sname}, student {student_name}, objective {obj_name}, seed {seed}"
-                            band = "" if watch is None else watch.step is not None
-                            rows.append({**tag, "student": student_name, "regime": regime, "objective": obj_name,
-                                         "seed": seed, **ev.metrics, "final_loss": result.final_loss,
-                                         "train_seconds": result.wall_time, "width": cfg.width,
-                                         "tied": STUDENT_VARIANTS[student_name][1].get("tied", ""),
-                                         "flag": quality_flag(ev.metrics, where_txt), "steps_trained": steps_trained,
-                                         "reached_band": band,
-                                         "val_endpoint_error": watch.val_error if watch is not None else ""})
-                            curves += [{**tag, "student": student_name, "objective": obj_name, "regime": regime,
-                                        "seed": seed, **r} for r in ev.consistency.rows]
+                    new_rows, new_curves = train_and_evaluate(cfg, system, student_name, obj_name, seed, train_data,
+                                                              val_data, ref, out)
+                    rows += [{**tag, **r} for r in new_rows]
+                    curves += [{**tag, **c} for c in new_curves]
     write_csv(out / "consistency.csv", curves)
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
                                                   wall_seconds=time.perf_counter() - t_start))
@@ -335,7 +371,7 @@ def derive(out: str | Path) -> list[Path]:
 
     out = Path(out)
     rows = read_csv(out / "results.csv")
-    keys = ["system", "student", "regime", "objective", "n_layers"]
+    keys = ["system", "student", "regime", "objective", "n_layers", "width"]
     kept = [r for r in rows if in_band(r)]
     metric_rows = [{**{k: r[k] for k in keys}, "seed": r["seed"], **{m: r.get(m, "") for m in TABLE_METRICS}}
                    for r in kept]
@@ -349,7 +385,7 @@ def derive(out: str | Path) -> list[Path]:
         if not any(tuple(s[k] for k in keys) == key for s in summary):
             summary.append({**dict(zip(keys, key, strict=True)), "n": 0,
                             "n_trained": sum(tuple(r[k] for k in keys) == key for r in rows), "n_reached": 0})
-    pairs = paired_table(kept, ["system", "student", "regime", "n_layers"], "objective", "endpoint",
+    pairs = paired_table(kept, ["system", "student", "regime", "n_layers", "width"], "objective", "endpoint",
                          TABLE_METRICS, LOG_METRICS)
     write_csv(out / "summary.csv", summary)
     write_csv(out / "paired.csv", pairs)
@@ -373,9 +409,12 @@ def report(folder: str | Path) -> str | None:
         return None
     from testbed.experiments.law.report import report_markdown
 
-    return report_markdown(read_csv(folder / "results.csv"), read_csv(folder / "summary.csv"),
+    summary, results = read_csv(folder / "summary.csv"), read_csv(folder / "results.csv")
+    if not results or not summary or "n_trained" not in summary[0]:   # not derive()'s table: the generic one
+        return None
+    return report_markdown(results, summary,
                            read_csv(folder / "paired.csv") if (folder / "paired.csv").exists() else [],
-                           main_depth(read_csv(folder / "results.csv")))
+                           main_depth(results))
 
 
 # ----------------------------------------------------------------------------------------------- figures
@@ -385,6 +424,8 @@ def plot(out: str | Path) -> list[Path]:
 
     out = Path(out)
     rows = read_csv(out / "results.csv")
+    if not rows:
+        return []
     L = main_depth(rows)
     paths = law_figures.portraits(out, L)
     paths += law_figures.error_panels(out, rows, L)

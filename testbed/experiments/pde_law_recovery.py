@@ -20,8 +20,13 @@ the dopri5 solve of ``F_θ``, beside the teacher's own floor); roll-out error be
 the linearised stencil of a ``conv`` student is compared coefficient by coefficient with the true
 finite-difference stencil ``(ν/Δx²)(1, −2, 1)`` (``stencils.csv``).
 
+Students may also be ``poly`` (a local polynomial field: linear and quadratic monomials of the stencil window plus
+``u_j³``, exact for finite-difference laws of that radius). ``representability.csv`` gives, per system and window
+width, the least-squares floor of such a field on the training states — what a local student can represent at all.
+
 Writes ``results.csv`` (one row per system × student × objective × seed), ``consistency.csv``,
-``rollout.csv`` (error vs time up to ``4T``), ``stencils.csv``, ``results.json`` and ``pde_law_recovery.png/.pdf``.
+``rollout.csv`` (error vs time up to ``4T``), ``stencils.csv``, ``representability.csv``, ``results.json`` and
+``pde_law_recovery.png/.pdf``.
 """
 
 from __future__ import annotations
@@ -182,23 +187,24 @@ def stencil_rows(student, system, tags: dict[str, Any], states: torch.Tensor) ->
 
 
 def representability_rows(sname: str, train, test_id, test_ood) -> list[dict[str, Any]]:
-    """What a local student can represent at all: for each window width ``k`` in :data:`FLOOR_KERNELS`, the law error
-    of the least-squares fit of ``F*`` on the monomials of a local polynomial field (linear + quadratic window terms
-    + ``u_j³``; :func:`~testbed.students.poly_stencil.least_squares_floor`) fitted on the training states, measured
-    on the fitting states and on the ID / OOD test states. 0 for a finite-difference law of radius ``≤ k // 2``; a
-    pseudo-spectral (non-local) law keeps a floor that falls as ``k`` grows."""
+    """What a local polynomial field can represent: for each window width ``k`` in :data:`FLOOR_KERNELS`, the
+    least-squares fit of ``F*`` on the monomials of :class:`~testbed.students.poly_stencil.PolynomialStencil`
+    (linear + quadratic window terms + ``u_j³``) over the training states. ``lsq_floor``: its law error there — the
+    smallest any such field reaches on that data (0 for a finite-difference law of radius ``≤ k // 2``; a
+    pseudo-spectral, non-local law keeps a floor that falls as ``k`` grows). ``lsq_error_id`` / ``lsq_error_ood``:
+    the same fit's law error on the test states (not floors: a window wider than the data's modes can pin is
+    left free off them)."""
     from testbed.students.poly_stencil import least_squares_floor
 
     out = []
     for k in FLOOR_KERNELS:
         if k > train.states.shape[-1]:
             continue
-        fit_err, id_err = least_squares_floor(train.states, train.velocities, k, test_states=test_id.states,
-                                              test_velocities=test_id.velocities)
-        _, ood_err = least_squares_floor(train.states, train.velocities, k, test_states=test_ood.states,
-                                         test_velocities=test_ood.velocities)
-        out.append({"system": sname, "kernel_size": k, "floor_fit": fit_err, "floor_id": id_err,
-                    "floor_ood": ood_err})
+        floor, id_err, ood_err = least_squares_floor(train.states, train.velocities, k,
+                                                     tests=[(test_id.states, test_id.velocities),
+                                                            (test_ood.states, test_ood.velocities)])
+        out.append({"system": sname, "kernel_size": k, "lsq_floor": floor, "lsq_error_id": id_err,
+                    "lsq_error_ood": ood_err})
     return out
 
 

@@ -86,13 +86,16 @@ class StencilField(nn.Module):
     def effective_stencil(self, u: Tensor | None = None, t: float = 0.0) -> Tensor:
         """The linearised stencil ``c_o = ∂g_j/∂u_{j+o}`` (``o = -r..r``), averaged over ``j`` (and the rows of
         ``u``; default ``u = 0``). For a linear field this is exactly the learned stencil."""
-        dtype = self.stencil.dtype
-        u = torch.zeros(1, self.n_grid, dtype=dtype) if u is None else u.reshape(-1, self.n_grid).to(dtype)
-        from torch.func import jacrev, vmap
+        return linearised_stencil(lambda x: self.forward(t, x), self.n_grid, self.radius, self.stencil.dtype, u)
 
-        jac = vmap(jacrev(lambda x: self.forward(t, x)))(u)  # (B, n, n)
-        r, n = self.radius, self.n_grid
-        j = torch.arange(n)
-        offsets = torch.arange(-r, r + 1)
-        cols = (j[:, None] + offsets[None, :]) % n  # (n, k)
-        return jac[:, j[:, None], cols].mean(dim=(0, 1)).detach()
+
+def linearised_stencil(g, n_grid: int, radius: int, dtype: torch.dtype, u: Tensor | None = None) -> Tensor:
+    """``c_o = mean_{rows of u, j} ∂g(u)_j/∂u_{j+o}`` for ``o = −r..r`` (indices mod ``n``; default ``u = 0``): the
+    stencil of a translation-equivariant field ``g`` linearised at the states ``u``."""
+    from torch.func import jacrev, vmap
+
+    u = torch.zeros(1, n_grid, dtype=dtype) if u is None else u.reshape(-1, n_grid).to(dtype)
+    jac = vmap(jacrev(g))(u)  # (B, n, n)
+    j = torch.arange(n_grid)
+    cols = (j[:, None] + torch.arange(-radius, radius + 1)[None, :]) % n_grid  # (n, k)
+    return jac[:, j[:, None], cols].mean(dim=(0, 1)).detach()

@@ -8,11 +8,13 @@ For a state ``u ∈ R^n`` on a periodic grid and a window of radius ``r`` (kerne
 parameters*: every method-of-lines law built from a linear stencil, a quadratic flux and a pointwise cubic — heat
 ``ν D² u``, advection ``−c D u``, Burgers ``−½ D(u²) + ν D² u``, Allen–Cahn ``ε D² u + u − u³`` with ``D``, ``D²``
 finite-difference stencils of radius ``≤ r`` — is exactly one parameter vector. (A pseudo-spectral law is not
-local; :func:`least_squares_floor` gives the best any radius-``r`` field of this form can do on given data.)
+local; :func:`least_squares_floor` gives the best a radius-``r`` field of this form can do on given data.)
 With ``quadratic=False`` and ``cubic=False`` it is a linear stencil.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -75,8 +77,12 @@ class PolynomialStencil(nn.Module):
         return features(u, self.radius, self.quadratic, self.cubic) @ self.coef + self.bias
 
     def effective_stencil(self, u: Tensor | None = None, t: float = 0.0) -> Tensor:
-        """The linear coefficients ``a_o`` (``o = −r..r``): the stencil of ``g`` linearised at ``u = 0``."""
-        return self.coef[: self.kernel_size].detach().clone()
+        """The linearised stencil ``c_o = ∂g_j/∂u_{j+o}`` averaged over ``j`` and the rows of ``u`` (default ``u = 0``,
+        where it is the linear coefficients ``a_o``) — the same definition as
+        :meth:`~testbed.students.conv.StencilField.effective_stencil`."""
+        from testbed.students.conv import linearised_stencil
+
+        return linearised_stencil(lambda x: self.forward(t, x), self.n_grid, self.radius, self.coef.dtype, u)
 
 
 def _design(states: Tensor, kernel_size: int, quadratic: bool, cubic: bool) -> Tensor:
@@ -88,20 +94,22 @@ def _design(states: Tensor, kernel_size: int, quadratic: bool, cubic: bool) -> T
 
 
 def least_squares_floor(states: Tensor, velocities: Tensor, kernel_size: int, quadratic: bool = True,
-                        cubic: bool = True, test_states: Tensor | None = None,
-                        test_velocities: Tensor | None = None) -> tuple[float, float]:
-    """The best law error a :class:`PolynomialStencil` of this ``kernel_size`` can reach: the least-squares fit of
-    ``velocities`` (``F*(u)``) on the monomials of ``states`` (rows of shape (..., n)), returned as
-    ``(‖g − F*‖/‖F*‖ on the fitting data, the same on the test data)`` (test: NaN if not given). It is 0 (to
-    rounding) when ``F*`` is a polynomial law of radius ``≤ r``, and bounds what any training can achieve."""
+                        cubic: bool = True, tests: Sequence[tuple[Tensor, Tensor]] = ()) -> list[float]:
+    """``[floor, *test errors]``: ``floor`` is the smallest law error ``‖g − F*‖/‖F*‖`` any
+    :class:`PolynomialStencil` of this ``kernel_size`` reaches on the fitting data — the least-squares fit of
+    ``velocities`` (``F*(u)``) on the monomials of ``states`` (rows of shape (..., n); SVD solver, minimum-norm
+    solution) — and each test error is that one fit's law error on a ``(states, velocities)`` pair of ``tests``.
+    The floor is 0 (to rounding) when ``F*`` is a polynomial law of radius ``≤ r``; the test errors are not floors
+    (a wide window is not pinned by data with few modes, and other field families, e.g. an MLP on the window,
+    are not bounded by it)."""
     X = _design(states, kernel_size, quadratic, cubic)
     y = velocities.reshape(-1, 1).double()
     sol = torch.linalg.lstsq(X, y, driver="gelsd").solution       # SVD: robust to near-collinear monomials
-    fit = float((X @ sol - y).norm() / y.norm())
-    if test_states is None or test_velocities is None:
-        return fit, float("nan")
-    Xt, yt = _design(test_states, kernel_size, quadratic, cubic), test_velocities.reshape(-1, 1).double()
-    return fit, float((Xt @ sol - yt).norm() / yt.norm())
+    errs = [float((X @ sol - y).norm() / y.norm())]
+    for ts, tv in tests:
+        Xt, yt = _design(ts, kernel_size, quadratic, cubic), tv.reshape(-1, 1).double()
+        errs.append(float((Xt @ sol - yt).norm() / yt.norm()))
+    return errs
 
 
 __all__ = ["PolynomialStencil", "features", "least_squares_floor", "window"]

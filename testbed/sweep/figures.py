@@ -214,8 +214,10 @@ def _experiment_figure_from_sweep(exp, sweep_dir: Path, meta: dict[str, Any], ro
     for rel, trows in tables.items():
         if rel != "results.csv" and rel not in derived:
             write_csv(merged / rel, trows)
-    swept = set(meta["swept"]) - {"seed"}
-    write_csv(merged / "results.csv", [{k: v for k, v in r.items() if k != "cell_id" and k not in swept}
+    # the sweep's option columns go, except those the experiment's own rows carry too (e.g. ``n_layers``)
+    own = {k for r in tables.get("results.csv", []) for k in r}
+    drop = set(meta["swept"]) - {"seed"} - own
+    write_csv(merged / "results.csv", [{k: v for k, v in r.items() if k != "cell_id" and k not in drop}
                                        for r in rows])  # last
     _merged_metadata(sweep_dir, meta, merged)
     if hasattr(exp, "derive"):

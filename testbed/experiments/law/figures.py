@@ -26,14 +26,13 @@ MAIN_STUDENT = "residual"
 STUDENT_MARKERS = {"residual": "o", "residual_untied": "s", "neural_ode": "^"}
 
 
-def load_models(out: Path, L: int, student: str = MAIN_STUDENT, regime: str = "budget"
-                ) -> dict[tuple[str, str], list[tuple[int, Any]]]:
-    """``(system, objective) → [(seed, model), …]`` (sorted by seed) from ``out/checkpoints`` at depth ``L``."""
+def load_models(out: Path, L: int, student: str = MAIN_STUDENT) -> dict[tuple[str, str], list[tuple[int, Any]]]:
+    """``(system, objective) → [(seed, model), …]`` (sorted by seed): the equal-budget students of ``out/checkpoints``
+    at depth ``L``."""
     from testbed.train import load_student
 
     found: dict[tuple[str, str], list[tuple[int, Any]]] = {}
-    pattern = "*/checkpoint.pt" if regime == "budget" else "*/matched/checkpoint.pt"
-    for p in sorted((out / "checkpoints").glob(pattern)):
+    for p in sorted((out / "checkpoints").glob("*/checkpoint.pt")):
         model, ck = load_student(p)
         ex = ck["extra"]
         if ex.get("student", MAIN_STUDENT) != student or int(ex.get("n_layers", model.n_layers)) != L:
@@ -126,6 +125,8 @@ def error_panels(out: Path, rows: list[dict[str, Any]], L: int) -> list[Path]:
     use_style()
     summary = [s for s in read_csv(out / "summary.csv") if int(s["n_layers"]) == L]
     regimes = [g for g in ("budget", "matched") if any(s["regime"] == g for s in summary)]
+    if not regimes:
+        return []
     sys_names = list(dict.fromkeys(s["system"] for s in summary))
     objectives = list(dict.fromkeys(s["objective"] for s in summary))
     students = list(dict.fromkeys(s["student"] for s in summary))
@@ -176,6 +177,8 @@ def consistency_vs_depth(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
     sys_names = [s for s in dict.fromkeys(r["system"] for r in sel)
                  if len({int(r["n_layers"]) for r in sel if r["system"] == s}) > 1]
     objectives = list(dict.fromkeys(r["objective"] for r in sel))
+    if not sys_names:
+        return []
     fig, axes = plt.subplots(1, len(sys_names), figsize=(3.4 * len(sys_names), 3.0), layout="constrained",
                              squeeze=False)
     for ax, sname in zip(axes[0], sys_names, strict=True):

@@ -36,7 +36,7 @@ def _cell(summary: list[Row], metric: str, **key: Any) -> str:
         text = f"{mean:.3g} ± {ci:.2g} ({n})"
     else:
         text = f"{mean:.3g} (n={n})"
-    if s.get("regime") == "matched" and s.get("n_reached") != "":
+    if s.get("regime") == "matched" and is_finite_number(s.get("n_reached")):
         text += f" [{int(s['n_reached'])}/{int(s['n_trained'])} in band]"
     return text
 
