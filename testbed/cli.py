@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="figures folder (default: figures/; with --from: SWEEP_DIR/figures)")
     fg.add_argument("--rerun", action="store_true", help="run every experiment again even if it has results")
     fg.add_argument("--from", dest="sweep_dir", type=Path, default=None, metavar="SWEEP_DIR",
-                    help="draw a sweep's metrics vs its swept options with mean ± 95% CI error bars over seeds")
+                    help="draw a sweep's metrics vs its swept options with mean ± 95%% CI error bars over seeds")
     fg.add_argument("--metric", nargs="+", default=None, help="with --from: the metric column(s) to draw")
     fg.add_argument("--device", default=None, help="torch device for experiments that must be run")
     fg.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -41,3 +41,14 @@ def test_repeated_set_flags_accumulate():
 
     ns = build_parser().parse_args(["run", "law-recovery", "--set", "steps=5", "n_obs=2", "--set", "width=8"])
     assert ns.overrides == ["steps=5", "n_obs=2", "width=8"]
+
+
+def test_every_subcommand_help_renders():
+    """argparse expands %-formatting in help strings: a bare '%' (as in '95% CI') breaks `testbed X --help`."""
+    from testbed.cli import build_parser
+
+    parser = build_parser()
+    assert "usage" in parser.format_help()
+    for action in parser._subparsers._group_actions:
+        for name, sub in action.choices.items():
+            assert sub.format_help().startswith("usage"), name
