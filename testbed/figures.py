@@ -152,15 +152,32 @@ def regenerate(experiments: Sequence[str] | None = None, quick: bool = True, out
             records.append(FigureRecord(name, png, pdf if pdf.exists() else None, cap, desc, info))
             log(f"wrote {png}, {pdf.name}, {cap.name}")
     if index:
-        p = write_index(out, records, quick=quick)
+        p = write_index(out, records, quick=quick, keep_others=bool(experiments))
         log(f"wrote {p}")
     return records
 
 
-def write_index(out: str | Path, records: Sequence[FigureRecord], quick: bool = True) -> Path:
+def _index_sections(text: str) -> dict[str, str]:
+    """The ``## EXPERIMENT`` sections of an index, by name (each with its heading, up to the next one)."""
+    sections: dict[str, str] = {}
+    name = None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            name = line[3:].strip()
+            sections[name] = ""
+        if name is not None:
+            sections[name] += line
+    return sections
+
+
+def write_index(out: str | Path, records: Sequence[FigureRecord], quick: bool = True,
+                keep_others: bool = False) -> Path:
     """``out/README.md``: one section per experiment with each figure, its caption and what was run; figures
-    under the experiment's folder that this call did not draw (e.g. ``full/``) are linked at the end."""
+    under the experiment's folder that this call did not draw (e.g. ``full/``) are linked at the end. With
+    ``keep_others`` (some experiments redrawn), the existing index's sections of the other experiments are kept
+    as they were; sections are in experiment-name order."""
     out = Path(out)
+    kept = _index_sections((out / "README.md").read_text()) if keep_others and (out / "README.md").exists() else {}
     mode = "quick" if quick else "full"
     lines = [f"# Figures ({mode} mode)", "",
              f"Regenerate with `testbed figures{' --quick' if quick else ''} --out {out.as_posix()}` (runs an "
@@ -171,7 +188,11 @@ def write_index(out: str | Path, records: Sequence[FigureRecord], quick: bool = 
     by_exp: dict[str, list[FigureRecord]] = {}
     for r in records:
         by_exp.setdefault(r.experiment, []).append(r)
-    for name, recs in by_exp.items():
+    for name in sorted(set(by_exp) | set(kept)):
+        if name not in by_exp:
+            lines += [kept[name].rstrip("\n"), ""]
+            continue
+        recs = by_exp[name]
         lines += [f"## {name}", ""]
         if name in EXPERIMENT_NOTES:
             lines += [EXPERIMENT_NOTES[name], ""]

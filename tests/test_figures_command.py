@@ -206,3 +206,22 @@ def test_a_sweep_over_partition_fields_keeps_the_rows_own_columns_and_draws_the_
     assert {(s["n_layers"], s["n"]) for s in summary if s["regime"] == "budget"} == {(4, 2), (8, 2)}
     for stem in ("consistency_vs_depth", "law_error", "aliasing"):
         assert (merged / f"{stem}.png").exists(), stem
+
+
+def test_redrawing_one_experiment_keeps_the_other_sections_of_the_index(tmp_path: Path) -> None:
+    """`testbed figures EXP` rewrites EXP's section of the index and keeps the others verbatim, in name order."""
+    from testbed.figures import FigureRecord, write_index
+
+    out = tmp_path / "figs"
+    (out / "b-exp").mkdir(parents=True)
+    (out / "README.md").write_text("# Figures (quick mode)\n\nintro\n\n## a-exp\n\nold a text\n\n## c-exp\n\nc text\n"
+                                   "with two lines\n")
+    png = out / "b-exp" / "fig.png"
+    png.write_bytes(b"png")
+    rec = FigureRecord("b-exp", png, None, png.with_suffix(".caption.txt"), "new b caption",
+                       {"command": "x", "seeds": [0], "commit": "abc", "date": "today"})
+    text = write_index(out, [rec], keep_others=True).read_text()
+    assert text.index("## a-exp") < text.index("## b-exp") < text.index("## c-exp")
+    assert "old a text" in text and "c text\nwith two lines" in text and "new b caption" in text
+    alone = write_index(out, [rec]).read_text()           # a full redraw: only what was drawn
+    assert "## a-exp" not in alone and "## b-exp" in alone
