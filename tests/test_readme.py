@@ -21,4 +21,4 @@ def test_python_api_tour_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile("\n".join(runnable), str(README), "exec"), scope)  # noqa: S102
     assert scope["testbed"].law_error(scope["student"].vector_field, scope["test"]) < 0.5
-    assert len(scope["df"]) == 2 and (tmp_path / "runs" / "api-demo" / "law_recovery.png").exists()
+    assert len(scope["df"]) == 8 and (tmp_path / "runs" / "api-demo" / "law_recovery.png").exists()

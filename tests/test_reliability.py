@@ -33,7 +33,7 @@ from testbed.train import CHECKPOINT_NAME, TrainConfig, load_student, read_check
 
 # a law-recovery run of a few seconds
 TINY = ["--system", "linear_spiral", "--no-progress", "--set", "steps=10", "n_train=16", "n_test=8", "n_layers=8",
-        "width=8", "hidden_layers=1"]
+        "width=8", "hidden_layers=1", "match_endpoint=0"]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -95,7 +95,7 @@ def test_malicious_checkpoint_runs_nothing_in_consistency(tmp_path, capsys):
 def test_malicious_checkpoint_runs_nothing_on_resume(tmp_path, capsys):
     marker = tmp_path / "pwned"
     out = tmp_path / "out"
-    ck = _evil_checkpoint(out / "checkpoints" / "linear_spiral-endpoint-s0" / CHECKPOINT_NAME, marker)
+    ck = _evil_checkpoint(out / "checkpoints" / "linear_spiral-residual-endpoint-L8-s0" / CHECKPOINT_NAME, marker)
     rc, _, err = run_cli(capsys, "run", "law-recovery", "--quick", "--out", out, *TINY, "objectives=endpoint")
     assert_one_line_error(rc, err, str(ck), "--fresh")
     assert not marker.exists() and not (out / "results.csv").exists()
@@ -111,7 +111,7 @@ def test_malicious_checkpoint_runs_nothing_in_plot(tmp_path, capsys):
     out = tmp_path / "out"
     rc, _, err = run_cli(capsys, "run", "law-recovery", "--quick", "--out", out, *TINY, "objectives=endpoint")
     assert rc == 0, err
-    ck = _evil_checkpoint(out / "checkpoints" / "linear_spiral-endpoint-s0" / CHECKPOINT_NAME, marker)
+    ck = _evil_checkpoint(out / "checkpoints" / "linear_spiral-residual-endpoint-L8-s0" / CHECKPOINT_NAME, marker)
     rc, _, err = run_cli(capsys, "plot", "law-recovery", "--out", out)
     assert_one_line_error(rc, err, str(ck))
     assert not marker.exists()
@@ -220,7 +220,7 @@ def test_large_error_rows_are_kept_and_flagged(tmp_path, capsys):
     assert "testbed: warning: sys a: endpoint_error = 17.6" in capsys.readouterr().err
     out = tmp_path / "out"
     rc, _, err = run_cli(capsys, "run", "law-recovery", "--quick", "--system", "linear_spiral", "--no-progress",
-                         "--out", out, "--set", "steps=50", "lr=1", "objectives=endpoint")
+                         "--out", out, "--set", "steps=50", "lr=1", "objectives=endpoint", "match_endpoint=0")
     assert rc == 0, err
     (row,) = read_csv(out / "results.csv")
     assert row["endpoint_error"] > 1 and row["flag"] == "large_error"

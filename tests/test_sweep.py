@@ -39,6 +39,7 @@ n_test = 8
 n_layers = 8
 width = 8
 hidden_layers = 1
+match_endpoint = 0.0
 
 [grid]
 objectives = ["endpoint", "field"]
