@@ -26,6 +26,13 @@ MAIN_STUDENT = "residual"
 STUDENT_MARKERS = {"residual": "o", "residual_untied": "s", "neural_ode": "^"}
 
 
+def main_student(out: Path) -> str:
+    """The student the portraits and the aliasing example show: the tied residual one if the folder has it, else the
+    first in ``results.csv``."""
+    names = list(dict.fromkeys(r["student"] for r in read_csv(out / "results.csv")))
+    return MAIN_STUDENT if MAIN_STUDENT in names or not names else names[0]
+
+
 def load_models(out: Path, L: int, student: str = MAIN_STUDENT) -> dict[tuple[str, str], list[tuple[int, Any]]]:
     """``(system, objective) → [(seed, model), …]`` (sorted by seed): the equal-budget students of ``out/checkpoints``
     at depth ``L``."""
@@ -83,9 +90,10 @@ def portraits(out: Path, L: int) -> list[Path]:
     import matplotlib.pyplot as plt
 
     use_style()
-    models = load_models(out, L)
+    who = main_student(out)
+    models = load_models(out, L, who)
     curves = [r for r in read_csv(out / "consistency.csv") if int(r.get("n_layers") or L) == L
-              and r.get("student", MAIN_STUDENT) in ("teacher", MAIN_STUDENT)
+              and r.get("student", MAIN_STUDENT) in ("teacher", who)
               and r.get("regime") in ("", "budget", None)]
     sys_names = list(dict.fromkeys(r["system"] for r in curves))
     objectives = [o for o in dict.fromkeys(r["objective"] for r in curves) if o != "teacher"]
@@ -107,7 +115,7 @@ def portraits(out: Path, L: int) -> list[Path]:
                           "solver consistency", legend=(i == 0))
         consistency_panel(axes[i, -1], sys_curves, series, "target_error", "rel. error vs $\\varphi_T$",
                           "re-integrated endpoint")
-    fig.suptitle(f"Law recovery (tied residual student, L = {L}, equal budget). Portraits: streamlines coloured by "
+    fig.suptitle(f"Law recovery ({who} student, L = {L}, equal budget). Portraits: streamlines coloured by "
                  "$\\log_{10}|f|$, dashed box = training region; curves: grey line = trained depth, dotted = dopri5.")
     return save_figure(fig, out / "law_recovery")
 
@@ -218,7 +226,8 @@ def aliasing(out: Path, L: int, x0: tuple[float, float] = (1.5, 0.0)) -> list[Pa
     system = systems.get_system("linear_spiral")
     from testbed.experiments.law_recovery import OBJECTIVES
 
-    models = {obj: v for (s, obj), v in load_models(out, L).items() if s == "linear_spiral"}
+    who = main_student(out)
+    models = {obj: v for (s, obj), v in load_models(out, L, who).items() if s == "linear_spiral"}
     objectives = sorted(models, key=lambda o: (OBJECTIVES.index(o) if o in OBJECTIVES else len(OBJECTIVES), o))
     T, w = float(system.horizon), float(system.w)
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), layout="constrained")
@@ -251,7 +260,7 @@ def aliasing(out: Path, L: int, x0: tuple[float, float] = (1.5, 0.0)) -> list[Pa
     axes[2].set_ylabel("learned rotation rate (1/time)")
     axes[2].set_title("rotation rate of $f_\\theta$ (one dot per seed)")
     axes[2].legend(frameon=False, fontsize=7)
-    fig.suptitle(f"Aliasing on the linear spiral (T = {T:g}, tied residual student, L = {L}): the same flow map at T, "
+    fig.suptitle(f"Aliasing on the linear spiral (T = {T:g}, {who} student, L = {L}): the same flow map at T, "
                  "a different law")
     return save_figure(fig, out / "aliasing")
 
