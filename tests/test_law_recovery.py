@@ -75,10 +75,6 @@ def _linear_law_student(system, n_layers: int, M=None) -> ResidualStudent:
     return s
 
 
-def _teacher_law_student(system, n_layers: int) -> ResidualStudent:
-    return _linear_law_student(system, n_layers)
-
-
 def test_teacher_law_as_the_student_scores_zero_law_error_and_the_euler_error():
     """Evaluated through the experiment's metrics, a student whose field is exactly f* has law error 0 (ID and
     OOD), the teacher's own consistency numbers, and trajectory / endpoint / flow-Jacobian errors equal to forward
@@ -87,7 +83,7 @@ def test_teacher_law_as_the_student_scores_zero_law_error_and_the_euler_error():
     L, n_obs = 8, 4
     _, test_id, test_ood = common.make_splits(system, 8, 32, n_obs)
     steps = default_step_counts(L)
-    ev = evaluate_student(_teacher_law_student(system, L), teacher_reference(system, test_id, test_ood, L, steps),
+    ev = evaluate_student(_linear_law_student(system, L), teacher_reference(system, test_id, test_ood, L, steps),
                           steps)
     m = ev.metrics
     assert m["law_error_id"] < 1e-15 and m["law_error_ood"] < 1e-15

@@ -426,13 +426,13 @@ def plot(out: str | Path) -> list[Path]:
     rows = read_csv(out / "results.csv")
     if not rows:
         return []
-    L = main_depth(rows)
-    paths = law_figures.portraits(out, L)
+    L, who = main_depth(rows), law_figures.main_student(rows)
+    paths = law_figures.portraits(out, L, who)
     paths += law_figures.error_panels(out, rows, L)
     if len({int(r["n_layers"]) for r in rows}) > 1:
         paths += law_figures.consistency_vs_depth(out, rows)
     if any(r["system"] == "linear_spiral" for r in rows):
-        paths += law_figures.aliasing(out, L)
+        paths += law_figures.aliasing(out, L, who)
     return paths
 
 

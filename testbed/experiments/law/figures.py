@@ -26,10 +26,10 @@ MAIN_STUDENT = "residual"
 STUDENT_MARKERS = {"residual": "o", "residual_untied": "s", "neural_ode": "^"}
 
 
-def main_student(out: Path) -> str:
-    """The student the portraits and the aliasing example show: the tied residual one if the folder has it, else the
-    first in ``results.csv``."""
-    names = list(dict.fromkeys(r["student"] for r in read_csv(out / "results.csv")))
+def main_student(rows: list[dict[str, Any]]) -> str:
+    """The student the portraits and the aliasing example show: the tied residual one if the rows have it, else the
+    first one named."""
+    names = list(dict.fromkeys(r["student"] for r in rows))
     return MAIN_STUDENT if MAIN_STUDENT in names or not names else names[0]
 
 
@@ -85,12 +85,11 @@ def _portrait(ax, system, f, title: str, norm=None):
     return norm
 
 
-def portraits(out: Path, L: int) -> list[Path]:
+def portraits(out: Path, L: int, who: str = MAIN_STUDENT) -> list[Path]:
     """Teacher and student portraits plus the consistency curves, one row per system (tied residual, budget)."""
     import matplotlib.pyplot as plt
 
     use_style()
-    who = main_student(out)
     models = load_models(out, L, who)
     curves = [r for r in read_csv(out / "consistency.csv") if int(r.get("n_layers") or L) == L
               and r.get("student", MAIN_STUDENT) in ("teacher", who)
@@ -218,7 +217,7 @@ def rotation_rate(f, system, n: int = 400, seed: int = 0) -> float:
     return float(0.5 * (M[1, 0] - M[0, 1]))
 
 
-def aliasing(out: Path, L: int, x0: tuple[float, float] = (1.5, 0.0)) -> list[Path]:
+def aliasing(out: Path, L: int, who: str = MAIN_STUDENT, x0: tuple[float, float] = (1.5, 0.0)) -> list[Path]:
     """The linear spiral's aliased law: states between 0 and T and each student's rotation rate."""
     import matplotlib.pyplot as plt
 
@@ -226,7 +225,6 @@ def aliasing(out: Path, L: int, x0: tuple[float, float] = (1.5, 0.0)) -> list[Pa
     system = systems.get_system("linear_spiral")
     from testbed.experiments.law_recovery import OBJECTIVES
 
-    who = main_student(out)
     models = {obj: v for (s, obj), v in load_models(out, L, who).items() if s == "linear_spiral"}
     objectives = sorted(models, key=lambda o: (OBJECTIVES.index(o) if o in OBJECTIVES else len(OBJECTIVES), o))
     T, w = float(system.horizon), float(system.w)
@@ -265,4 +263,5 @@ def aliasing(out: Path, L: int, x0: tuple[float, float] = (1.5, 0.0)) -> list[Pa
     return save_figure(fig, out / "aliasing")
 
 
-__all__ = ["aliasing", "consistency_vs_depth", "error_panels", "load_models", "portraits", "rotation_rate"]
+__all__ = ["aliasing", "consistency_vs_depth", "error_panels", "load_models", "main_student", "portraits",
+           "rotation_rate"]

@@ -21,7 +21,7 @@ from testbed.report import is_finite_number
 from testbed.results import is_true
 from testbed.stats import summarize
 
-#: cells of a ratio table: mean ratio and its interval
+#: one row of results.csv, summary.csv or paired.csv
 Row = dict[str, Any]
 
 
