@@ -11,6 +11,7 @@ import systems
 from testbed.config import ConfigError
 from testbed.evaluate import rollout
 from testbed.experiments import get_experiment, pde_law_recovery
+from testbed.experiments.common import make_splits
 from testbed.field.metrics import relative_l2
 from testbed.results import read_csv
 from testbed.students import build_student
@@ -129,7 +130,26 @@ def test_rollout_matches_the_scalar_euler_closed_form():
     (dict(kernel_size=4), "kernel_size"),
     (dict(n_layers=10, n_obs=4), "multiple of n_obs"),
     (dict(seeds=()), "seeds"),
+    (dict(local_teachers="yes"), "local_teachers"),
 ])
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises((ConfigError, systems.SystemSpecError), match=match):
         pde_law_recovery.PDELawRecoveryConfig(**{**TINY, **bad})
+
+
+def test_local_teachers_pick_each_systems_finite_difference_scheme(tiny_run):
+    """``local_teachers`` (default): heat and Burgers with their central FD laws, advection upwinded — each a
+    radius-1 law that a 3-point polynomial field represents exactly (least-squares floor ~0) — and Allen–Cahn with its
+    only (spectral) scheme; ``local_teachers=False`` leaves every system at its default. The rows say which."""
+    from testbed.students.poly_stencil import least_squares_floor
+
+    out, rows = tiny_run
+    assert {r["teacher_scheme"] for r in rows} == {"fd"}
+    for name, scheme in pde_law_recovery.LOCAL_SCHEMES.items():
+        system = pde_law_recovery.teacher(name, 32, True)
+        assert system.params()["scheme"] == scheme
+        tr, _, _ = make_splits(system, 8, 4, 2)
+        assert least_squares_floor(tr.states, tr.velocities, 3)[0] < 1e-10
+        default = systems.get_system(name).params()["scheme"]
+        assert pde_law_recovery.teacher(name, 32, False).params()["scheme"] == default
+    assert "scheme" not in pde_law_recovery.teacher("allen_cahn", 32, True).params()

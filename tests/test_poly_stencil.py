@@ -76,3 +76,57 @@ def test_poly_branch_in_a_residual_student():
         build_student("residual", dim=12, branch="poly", time_conditioned=True)
     with pytest.raises(ConfigError, match="kernel_size"):
         build_student("residual", dim=12, branch="poly", kernel_size=4)
+
+
+def test_preconditioning_whitens_the_monomials_and_keeps_the_function_class():
+    """After ``precondition(states)`` the monomials the optimiser sees, ``(φ − μ)P``, have identity covariance on
+    ``states`` (every eigenvalue above the floor), the field starts at 0, and any raw-basis field ``b + φ·a`` is
+    the same function in the new coordinates with ``θ = P⁻¹a``, ``b' = b + μ·a`` (to rounding)."""
+    heat = systems.get_system("heat")
+    tr, te, _ = make_splits(heat, 24, 8, 4)
+    field = PolynomialStencil(heat.dim, kernel_size=3).double()
+    a = torch.randn(field.n_features, dtype=torch.float64)
+    u = te.states.reshape(-1, heat.dim)
+    with torch.no_grad():
+        field.coef.copy_(a)
+        field.bias.fill_(0.3)
+    raw = field(0.0, u)
+    field.precondition(tr.states, rcond=1e-12)
+    assert torch.equal(field(0.0, u), torch.zeros_like(u))
+    phi = features(tr.states.reshape(-1, heat.dim), 1).reshape(-1, field.n_features)
+    cov = torch.cov(((phi - field.shift) @ field.transform).T)
+    assert torch.allclose(cov, torch.eye(field.n_features, dtype=torch.float64), atol=1e-6)
+    with torch.no_grad():
+        field.coef.copy_(torch.linalg.solve(field.transform, a))
+        field.bias.fill_(0.3 + float(field.shift @ a))
+    assert torch.allclose(field(0.0, u), raw, atol=1e-8, rtol=1e-8)
+
+
+def _adam_regression(field: PolynomialStencil, states: torch.Tensor, target: torch.Tensor, steps: int) -> float:
+    """Law error ``‖g − F*‖/‖F*‖`` after ``steps`` Adam steps (lr 1e-2) on ``‖g − F*‖²/‖F*‖²``."""
+    opt = torch.optim.Adam(field.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((field(0.0, states) - target) ** 2).sum() / (target ** 2).sum()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float((field(0.0, states) - target).norm() / target.norm())
+
+
+def test_preconditioning_is_what_lets_a_first_order_optimiser_reach_an_exact_law():
+    """Conditioning, not capacity: the finite-difference Burgers law is exactly one coefficient vector of a
+    5-point polynomial field (least-squares floor ~1e-14), yet 300 Adam steps on the raw monomials (collinear on
+    smooth data; coefficients of order ν/Δx² ≈ 2.6) stay at law error ≈ 0.1, while the same steps on the whitened
+    monomials reach it to < 1e-6."""
+    burgers = systems.get_system("burgers", scheme="fd")
+    tr, _, _ = make_splits(burgers, 32, 8, 4)
+    x, y = tr.states.reshape(-1, burgers.dim), tr.velocities.reshape(-1, burgers.dim)
+    assert least_squares_floor(x, y, 5)[0] < 1e-10
+    torch.manual_seed(0)
+    raw = PolynomialStencil(burgers.dim, kernel_size=5, init_scale=0.0).double()
+    whitened = PolynomialStencil(burgers.dim, kernel_size=5, init_scale=0.0).double()
+    whitened.precondition(tr.states)
+    err_raw, err_white = _adam_regression(raw, x, y, 300), _adam_regression(whitened, x, y, 300)
+    assert err_raw > 0.05
+    assert err_white < 1e-6

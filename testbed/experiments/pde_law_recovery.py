@@ -2,16 +2,21 @@
 
 The teacher is a semi-discrete PDE ``du/dt = F*(u)`` on a periodic grid (heat, advection, viscous Burgers,
 Allen–Cahn; see :mod:`systems.pdes`). The students are residual networks ``u_{l+1} = u_l + Δt·F_θ(u_l)``
-with a tied branch, either
+with a tied branch, each *local* and translation-equivariant (``F_θ(u)_j`` reads the window ``u_{j−r..j+r}``):
 
-* ``conv``  a local, translation-equivariant field (a learned stencil plus a pointwise MLP on each stencil
-            window, :class:`~testbed.students.conv.StencilField`), or
-* ``mlp``   a fully connected field on the whole grid (the non-local baseline),
+* ``conv``  a learned stencil plus a pointwise MLP on each window (:class:`~testbed.students.conv.StencilField`);
+* ``poly``  a local polynomial field (linear and quadratic window monomials plus ``u_j³``,
+            :class:`~testbed.students.poly_stencil.PolynomialStencil`), exact for finite-difference laws of its
+            radius, its monomials whitened on the training states (the optimiser's conditioning);
+* ``mlp``   (optional) a fully connected field on the whole grid, the non-local baseline;
 
-trained with the same data, depth, optimiser and step budget under
+trained with the same data, depth, optimiser and step budget under the objectives of
+:data:`OBJECTIVES` (:mod:`testbed.objectives` presets):
 
-  (a) ``endpoint``  match ``u_L`` to ``φ_T(u_0)`` only;
-  (b) ``field``     endpoint + trajectory at the observation times + ``F_θ`` vs ``F*`` at the observed states.
+  (a) ``endpoint``        match ``u_L`` to ``φ_T(u_0)`` only;
+  (b) ``trajectory``      (a) + the states at the observation times (no law term: the non-circular test);
+  (c) ``field``           (b) + ``F_θ`` vs ``F*`` at the observed states;
+  (d) ``field+jacobian``  (c) + ``∂F_θ/∂u`` vs ``∂F*/∂u`` there.
 
 Measured per student: endpoint error; law error ``‖F_θ − F*‖/‖F*‖`` on in-distribution and OOD initial
 conditions (OOD: higher wavenumbers); solver consistency (endpoint change from the ``L``-step network to
@@ -55,8 +60,9 @@ from testbed.students import build_student
 NAME = "pde-law-recovery"
 #: natural keys of a row besides its seed: rows sharing them are repeats over seeds
 GROUP_KEYS = ["system", "student", "objective", "n_layers", "n_grid"]
-#: config fields that only partition the rows (a sweep over them still draws this study's figure)
-PARTITION_FIELDS = ("systems",)
+#: config fields that only partition the rows (a sweep over them still draws this study's figure); a sweep may set
+#: ``lr`` / ``steps`` per student (rows stay apart by ``student``) and ``n_layers`` per system
+PARTITION_FIELDS = ("systems", "students", "n_layers", "lr", "steps")
 CAPTIONS = {
     "pde_law_recovery": (
         "One row per PDE on a 32-point periodic grid. Columns 1–3: space-time plots of one in-distribution "
@@ -71,7 +77,7 @@ RESULT_COLUMNS = [
     "consistency_error", "rollout_error_2T", "rollout_error_4T", "teacher_consistency_error",
     "teacher_rollout_error_4T", "trajectory_error", "endpoint_error_ood", "stencil_error", "stencil_moment_error",
     "final_loss",
-    "train_seconds", "n_layers", "n_grid",
+    "train_seconds", "n_layers", "n_grid", "teacher_scheme",
 ]
 OUTPUT_FILES = ("results.csv", "consistency.csv", "rollout.csv", "stencils.csv", "representability.csv",
                 "results.json", "pde_law_recovery.png", "pde_law_recovery.pdf")
@@ -80,6 +86,13 @@ FLOOR_KERNELS = (3, 5, 9, 15)
 SUMMARY_COLUMNS = ["system", "student", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
                    "consistency_error", "teacher_consistency_error", "rollout_error_4T"]
 PDE_SYSTEMS = ("heat", "advection", "burgers", "allen_cahn")
+#: the objectives compared (same student, data, depth and budget): endpoint only; endpoint + observed states (no law
+#: term, the non-circular test); + the law at the observed states; + its Jacobian (see :mod:`testbed.objectives`)
+OBJECTIVES = ("endpoint", "trajectory", "field", "field+jacobian")
+#: the local (radius-1 finite-difference) scheme of the systems that offer one: the central Laplacian (heat), the
+#: conservative central flux + central Laplacian (Burgers), first-order upwinding (advection). Allen–Cahn has only
+#: its pseudo-spectral Laplacian (least-squares floor of a 5-point polynomial field ≈ 0.013 on its data).
+LOCAL_SCHEMES = {"heat": "fd", "burgers": "fd", "advection": "upwind"}
 ROLLOUT_FACTOR = 4
 
 
@@ -90,9 +103,13 @@ class PDELawRecoveryConfig(ExperimentConfig):
     UNIQUE_FIELDS: ClassVar[tuple[str, ...]] = ("systems", "students", "objectives")
 
     systems: tuple[str, ...] = flag(PDE_SYSTEMS, name="--system", help="PDE system(s)")
-    students: tuple[str, ...] = ("conv", "mlp")
-    objectives: tuple[str, ...] = ("endpoint", "field")
+    students: tuple[str, ...] = ("conv", "poly")
+    objectives: tuple[str, ...] = OBJECTIVES
     seeds: tuple[int, ...] = seeds_field((0, 1, 2, 3, 4))
+    #: teach with each system's local finite-difference scheme where it offers one (:data:`LOCAL_SCHEMES`), so a
+    #: local student can represent the law exactly; False: every system's default scheme (pseudo-spectral Burgers
+    #: and advection, whose laws no window narrower than the grid represents exactly — ``representability.csv``)
+    local_teachers: bool = True
     n_grid: int = 32
     n_layers: int = 16
     conv_width: int = 16
@@ -122,6 +139,8 @@ class PDELawRecoveryConfig(ExperimentConfig):
                 raise ConfigError(f"systems: {s!r} is not a PDE system; PDE systems: {', '.join(pde_systems())}")
         for st in self.students:
             check_choice("students", st, ("conv", "mlp", "poly"))
+        if not isinstance(self.local_teachers, bool):
+            raise ConfigError(f"local_teachers must be true or false, got {self.local_teachers!r}")
         for o in self.objectives:
             make_objective(o)
         for name in ("n_grid", "n_layers", "conv_width", "kernel_size", "mlp_width", "hidden_layers", "n_train",
@@ -137,23 +156,34 @@ class PDELawRecoveryConfig(ExperimentConfig):
                               "observation time is a layer time")
 
 
+def teacher(name: str, n_grid: int, local: bool):
+    """The PDE teacher ``name`` on ``n_grid`` points; ``local``: with its :data:`LOCAL_SCHEMES` entry if it has one."""
+    scheme = LOCAL_SCHEMES.get(name) if local else None
+    return systems.get_system(name, n_grid=n_grid, **({"scheme": scheme} if scheme else {}))
+
+
 def pde_systems() -> list[str]:
     """Registered systems that are PDEs."""
     return [s for s in systems.list_systems() if issubclass(systems.system_class(s), PDESystem)]
 
 
 def quick_config(**overrides: Any) -> PDELawRecoveryConfig:
-    """A 2-core CPU in under 3 minutes: the local (conv) student on every PDE, one seed, short training."""
-    base = dict(students=("conv",), seeds=(0,), n_train=128, n_test=64, steps=300)
+    """A 2-core CPU in under 3 minutes: the local polynomial student on every PDE, one seed, three objectives
+    (``field+jacobian`` costs ~10× a step on a 32-point grid: full mode only), short training at the learning rate
+    its whitened parameters take (1e-2)."""
+    base = dict(students=("poly",), objectives=("endpoint", "trajectory", "field"), seeds=(0,), n_train=128,
+                n_test=64, steps=300, lr=1e-2)
     base.update(overrides)
     return PDELawRecoveryConfig(**base)
 
 
 # ----------------------------------------------------------------------------------------------- run
-def build(cfg: PDELawRecoveryConfig, kind: str, system) -> Any:
+def build(cfg: PDELawRecoveryConfig, kind: str, system, train_states: torch.Tensor | None = None) -> Any:
     """The residual student ``kind`` for ``system`` (tied, ODE-scaled, float64): ``conv`` (stencil + pointwise MLP),
     ``poly`` (local polynomial field, :class:`~testbed.students.poly_stencil.PolynomialStencil`), both of window
-    ``kernel_size``, or ``mlp`` (fully connected, non-local)."""
+    ``kernel_size``, or ``mlp`` (fully connected, non-local). A ``poly`` field is preconditioned (its monomials
+    whitened) on ``train_states`` — the training split's observed states, the same for every objective — and
+    starts at ``F_θ ≡ 0``."""
     kw: dict[str, Any] = dict(dim=system.dim, n_layers=cfg.n_layers, horizon=float(system.horizon), tied=True,
                               hidden_layers=cfg.hidden_layers, init_scale=cfg.init_scale)
     if kind == "conv":
@@ -162,7 +192,10 @@ def build(cfg: PDELawRecoveryConfig, kind: str, system) -> Any:
         kw.update(branch="poly", kernel_size=cfg.kernel_size)
     else:
         kw.update(branch="mlp", width=cfg.mlp_width)
-    return build_student("residual", **kw).double()
+    student = build_student("residual", **kw).double()
+    if kind == "poly" and train_states is not None:
+        student.blocks[0].precondition(train_states)
+    return student
 
 
 def stencil_rows(student, system, tags: dict[str, Any], states: torch.Tensor) -> tuple[list[dict], float, float]:
@@ -219,10 +252,11 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     floors: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     for sname in cfg.systems:
-        system = systems.get_system(sname, n_grid=cfg.n_grid)
+        system = teacher(sname, cfg.n_grid, cfg.local_teachers)
         # the teacher's own Euler discretisation at depth L must not blow up (transport: bounded growth)
         system.check_stability(cfg.n_layers, max_growth=1e3, action="warn")
-        train_data, test_id, test_ood = make_splits(system, cfg.n_train, cfg.n_test, cfg.n_obs)
+        jac = any(make_objective(o).needs_jacobians for o in cfg.objectives)
+        train_data, test_id, test_ood = make_splits(system, cfg.n_train, cfg.n_test, cfg.n_obs, with_jacobians=jac)
         floors += representability_rows(sname, train_data, test_id, test_ood)
         ref = teacher_reference(system, test_id, test_ood, cfg.n_layers, step_counts, n_jacobian=8)
         curves += [{"system": sname, "series": "teacher", "seed": -1, **r} for r in ref.consistency.rows]
@@ -237,7 +271,7 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                 series = f"{kind}/{obj_name}"
                 for seed in cfg.seeds:
                     torch.manual_seed(seed)
-                    student = build(cfg, kind, system)
+                    student = build(cfg, kind, system, train_data.states)
                     tags = {"system": sname, "student": kind, "objective": obj_name, "seed": seed}
                     with divergence_context(**tags) as where:
                         result = fit(student, obj_name, train_data, seed=seed, steps=cfg.steps,
@@ -260,6 +294,7 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                                  "stencil_error": stencil_error, "stencil_moment_error": moment_error,
                                  "final_loss": result.final_loss,
                                  "train_seconds": result.wall_time, "n_layers": cfg.n_layers, "n_grid": cfg.n_grid,
+                                 "teacher_scheme": system.params().get("scheme", ""),
                                  "flag": flag})
                     curves += [{"system": sname, "series": series, "seed": seed, **r} for r in ev.consistency.rows]
                     rollouts += [{"system": sname, "series": series, "seed": seed, "t": float(t), "error": e}
@@ -275,15 +310,15 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------- figure
-_LIGHT = {"endpoint": "#E69F00", "field": "#56B4E9"}  # non-local (mlp) students: lighter shade of the same hue
+def _series_color(series: str, i: int, first_kind: str) -> str:
+    """Colour by objective (teacher black); students other than ``first_kind`` get a lighter shade of the same hue."""
+    from matplotlib.colors import to_hex, to_rgb
 
-
-def _series_color(series: str, i: int) -> str:
-    """Colour by objective (teacher black); the ``mlp`` student gets a lighter shade than the ``conv`` one."""
     kind, _, obj = series.rpartition("/")
-    if kind == "mlp" and obj in _LIGHT:
-        return _LIGHT[obj]
-    return color_for(obj or series, i)
+    base = color_for(obj or series, i)
+    if not kind or kind == first_kind:
+        return base
+    return to_hex(tuple(0.45 * c + 0.55 for c in to_rgb(base)))
 
 
 def plot(out: str | Path) -> list[Path]:
@@ -303,13 +338,15 @@ def plot(out: str | Path) -> list[Path]:
     objectives = list(dict.fromkeys(r["objective"] for r in rows))
     shown_kind = kinds[0]
     series = ["teacher"] + [f"{k}/{o}" for k in kinds for o in objectives]
-    colors = {s: _series_color(s, i) for i, s in enumerate(series)}
+    colors = {s: _series_color(s, i, shown_kind) for i, s in enumerate(series)}
     n_cols = 1 + len(objectives) + 2
     fig, axes = plt.subplots(len(sys_names), n_cols, figsize=(2.1 * n_cols, 1.9 * len(sys_names) + 0.8),
                              layout="constrained", squeeze=False)
     for i, sname in enumerate(sys_names):
         lowest = min(r["seed"] for r in rows if r["system"] == sname)
-        system = systems.get_system(sname, n_grid=int(rows[0]["n_grid"]))
+        first = next(r for r in rows if r["system"] == sname)
+        scheme = first.get("teacher_scheme") or None            # older tables have no such column: the default
+        system = systems.get_system(sname, n_grid=int(first["n_grid"]), **({"scheme": scheme} if scheme else {}))
         T = float(system.horizon)
         n_layers = int(next(r["n_layers"] for r in rows if r["system"] == sname))
         gen = torch.Generator().manual_seed(7)

@@ -66,6 +66,9 @@ class PolynomialStencil(nn.Module):
         m = kernel_size + (kernel_size * (kernel_size + 1) // 2 if quadratic else 0) + int(cubic)
         self.coef = nn.Parameter(torch.randn(m) * init_scale / m)
         self.bias = nn.Parameter(torch.zeros(()))
+        # the fixed affine map of the monomials (identity until :meth:`precondition` is called): ψ = (φ − μ) P
+        self.register_buffer("shift", torch.zeros(m))
+        self.register_buffer("transform", torch.eye(m))
 
     @property
     def n_features(self) -> int:
@@ -74,7 +77,31 @@ class PolynomialStencil(nn.Module):
     def forward(self, t: Tensor | float, u: Tensor) -> Tensor:
         if u.shape[-1] != self.n_grid:
             raise ValueError(f"state must have last dimension {self.n_grid}, got {tuple(u.shape)}")
-        return features(u, self.radius, self.quadratic, self.cubic) @ self.coef + self.bias
+        phi = features(u, self.radius, self.quadratic, self.cubic)
+        return ((phi - self.shift) @ self.transform) @ self.coef + self.bias
+
+    @torch.no_grad()
+    def precondition(self, states: Tensor, rcond: float = 1e-2) -> None:
+        """Whiten the monomials on ``states`` (rows of shape (..., n)) and restart the field at ``g ≡ 0``.
+
+        With ``μ`` the mean and ``C = V diag(λ) Vᵀ`` the covariance of the monomials over every (state, grid point),
+        the field becomes ``g = b + ((φ − μ) P) · θ`` with ``P = V diag(max(λ, rcond·λ_max))^{-1/2}``, so the
+        monomials seen by the optimiser have identity covariance on that data. The function class is unchanged
+        (``P`` is invertible; ``b`` absorbs ``μ``); only the geometry of the parameters changes. Smooth data make
+        the window values nearly collinear (``u_{j+1} ≈ u_j``) and a finite-difference law has coefficients of
+        order ``ν/Δx²``; without this step a first-order optimiser crawls along that ill-conditioned valley (the
+        quadratic loss of :func:`least_squares_floor` has the monomials' condition number). ``θ`` and ``b`` restart
+        at 0, since a random ``θ`` in whitened units would put a large weight on directions the data barely excite.
+        """
+        phi = features(states.reshape(-1, self.n_grid).to(self.coef.dtype), self.radius, self.quadratic,
+                       self.cubic).reshape(-1, self.n_features)
+        mu = phi.mean(0)
+        lam, vec = torch.linalg.eigh(torch.cov((phi - mu).T))
+        lam = lam.clamp_min(rcond * float(lam.max()))
+        self.shift.copy_(mu)
+        self.transform.copy_(vec * lam.rsqrt())
+        self.coef.zero_()
+        self.bias.zero_()
 
     def effective_stencil(self, u: Tensor | None = None, t: float = 0.0) -> Tensor:
         """The linearised stencil ``c_o = ∂g_j/∂u_{j+o}`` averaged over ``j`` and the rows of ``u`` (default ``u = 0``,
