@@ -153,3 +153,28 @@ def test_local_teachers_pick_each_systems_finite_difference_scheme(tiny_run):
         default = systems.get_system(name).params()["scheme"]
         assert pde_law_recovery.teacher(name, 32, False).params()["scheme"] == default
     assert "scheme" not in pde_law_recovery.teacher("allen_cahn", 32, True).params()
+
+
+def test_derive_and_report_pair_objectives_on_shared_seeds(tmp_path):
+    """Two seeds whose field-trained law error is exactly a quarter of the endpoint-trained one: paired ratio 0.25
+    with a degenerate CI (verdict: lower); the seed only one objective has is left out of the pairing; the target
+    line counts a system only when the field student's mean law error is ≤ 0.05."""
+    from testbed.results import write_csv
+
+    base = dict(system="heat", student="poly", n_layers=16, n_grid=32, endpoint_error=0.01, law_error_ood=0.5)
+    rows = [{**base, "objective": "endpoint", "seed": 0, "law_error_id": 0.4},
+            {**base, "objective": "endpoint", "seed": 1, "law_error_id": 0.2},
+            {**base, "objective": "field", "seed": 0, "law_error_id": 0.1},
+            {**base, "objective": "field", "seed": 1, "law_error_id": 0.05},
+            {**base, "objective": "field", "seed": 2, "law_error_id": 0.01}]
+    write_csv(tmp_path / "results.csv", rows)
+    pde_law_recovery.derive(tmp_path)
+    pair = next(p for p in read_csv(tmp_path / "paired.csv") if p["metric"] == "law_error_id")
+    assert pair["n"] == 2 and pair["ratio"] == pytest.approx(0.25, rel=1e-12)
+    assert pair["ratio_lo"] == pytest.approx(0.25, rel=1e-9) and pair["ratio_hi"] == pytest.approx(0.25, rel=1e-9)
+    summ = next(s for s in read_csv(tmp_path / "summary.csv") if s["objective"] == "field")
+    assert summ["n"] == 3 and summ["law_error_id_mean"] == pytest.approx((0.1 + 0.05 + 0.01) / 3)
+    text = pde_law_recovery.report(tmp_path)
+    assert "| heat | poly | 16 | 0.3 ± " in text                       # endpoint column first: mean of 0.4, 0.2
+    assert "0.25× [0.25, 0.25]" in text and "CI below 1 on 1" in text
+    assert "mean at or below on 0 of 1 systems" in text                 # 0.0533 > 0.05

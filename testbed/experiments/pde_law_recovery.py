@@ -50,6 +50,7 @@ from testbed.config import ConfigError, check_choice, check_nonneg, check_positi
 from testbed.errors import divergence_context
 from testbed.evaluate import evaluate_student, quality_flag, rollout, teacher_reference
 from testbed.experiments.common import fit, make_splits
+from testbed.experiments.law.pde_report import derive, report
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.field.metrics import relative_l2
 from testbed.objectives import make_objective
@@ -79,8 +80,10 @@ RESULT_COLUMNS = [
     "final_loss",
     "train_seconds", "n_layers", "n_grid", "teacher_scheme",
 ]
+#: tables across seeds, recomputed from results.csv (:func:`derive`; also after a sweep merges its cells)
+DERIVED_FILES = ("summary.csv", "paired.csv")
 OUTPUT_FILES = ("results.csv", "consistency.csv", "rollout.csv", "stencils.csv", "representability.csv",
-                "results.json", "pde_law_recovery.png", "pde_law_recovery.pdf")
+                "results.json", *DERIVED_FILES, "pde_law_recovery.png", "pde_law_recovery.pdf")
 #: window widths of the representability table (the best law error of any local polynomial field of that width)
 FLOOR_KERNELS = (3, 5, 9, 15)
 SUMMARY_COLUMNS = ["system", "student", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
@@ -305,7 +308,8 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     write_csv(out / "representability.csv", floors)
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
                                                   wall_seconds=time.perf_counter() - t_start))
-    write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # last: its presence means the run completed
+    write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # its presence means the run completed
+    derive(out)
     return rows
 
 
@@ -399,4 +403,4 @@ def plot(out: str | Path) -> list[Path]:
 
 Config = PDELawRecoveryConfig
 
-__all__ = ["Config", "NAME", "PDELawRecoveryConfig", "plot", "quick_config", "run"]
+__all__ = ["Config", "NAME", "PDELawRecoveryConfig", "derive", "plot", "quick_config", "report", "run"]

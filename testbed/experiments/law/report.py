@@ -25,7 +25,8 @@ from testbed.stats import summarize
 Row = dict[str, Any]
 
 
-def _cell(summary: list[Row], metric: str, **key: Any) -> str:
+def summary_cell(summary: list[Row], metric: str, **key: Any) -> str:
+    """``mean ± CI (n)`` of ``metric`` in the summary row matching ``key`` (``—`` if none; band counts if matched)."""
     s = next((r for r in summary if all(str(r.get(k)) == str(v) for k, v in key.items())), None)
     if s is None:
         return "—"
@@ -77,7 +78,7 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], d
                   "| system | student | regime | " + " | ".join(objectives) + " |",
                   "|---|---|---|" + "---|" * len(objectives)]
         for system, student, regime in _groups(main, ("system", "student", "regime")):
-            cells = [_cell(main, metric, system=system, student=student, regime=regime, objective=o)
+            cells = [summary_cell(main, metric, system=system, student=student, regime=regime, objective=o)
                      for o in objectives]
             lines.append(f"| {system} | {student} | {regime} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -119,7 +120,7 @@ def _consistency(summary: list[Row], objectives: list[str], depth: int) -> list[
                     == (system, student, obj)}
             if len(have) < 2:
                 continue
-            cells = [_cell(budget, "consistency_excess", system=system, student=student, objective=obj,
+            cells = [summary_cell(budget, "consistency_excess", system=system, student=student, objective=obj,
                            n_layers=d) if d in have else "—" for d in depths]
             lines.append(f"| {system} | {student} | {obj} | " + " | ".join(cells) + " |")
         lines.append("")
