@@ -25,8 +25,8 @@ from testbed.results import atomic_write_text, git_commit
 EXPERIMENT_NOTES: dict[str, str] = {
     "depth-scaling": "Quick mode at the top level, one folder per sub-study; `summary.csv` puts every fitted "
                      "number beside the claim it tests. `full/` (if present) holds the full settings.",
-    "pde-law-recovery": "`full/` (if present) holds the full configuration (`benchmarks/sweeps/pde_full.toml`: both "
-                        "students, 3000 steps, 5 seeds).",
+    "pde-law-recovery": "`full/` holds the full mode (`benchmarks/sweeps/pde_full.toml`: local-scheme teachers, "
+                        "whitened polynomial and conv students, 3 objectives, 5 seeds; see README).",
     "multipath": "`full/` holds the full mode (`benchmarks/sweeps/multipath_full.toml`: five tasks, 5 seeds, λ "
                  "chosen on validation data, logit-distillation baseline; see README).",
     "continual": "`full-split-mnist/` holds the published Seq-MNIST protocol (`benchmarks/sweeps/continual_full.toml`: "

@@ -121,8 +121,11 @@ def load(path: str | Path, types: Mapping[str, type] | None = None, frame: bool 
 
 
 def is_true(v: Any) -> bool:
-    """A boolean cell as written (``True``) or as :func:`read_csv` gives it back (``"True"``: booleans stay strings)."""
-    return v is True or v == "True"
+    """A boolean cell as written (``True``, also a NumPy bool) or as :func:`read_csv` gives it back (``"True"``:
+    booleans stay strings); anything else is false."""
+    import numpy as np
+
+    return isinstance(v, (bool, str, np.bool_)) and str(v) == "True"
 
 
 def _parse(v: str) -> Any:

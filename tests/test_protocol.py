@@ -206,3 +206,17 @@ def test_public_api_resolves():
     with pytest.raises(AttributeError):
         testbed.no_such_name  # noqa: B018
     assert Path(testbed.__file__).name == "__init__.py"
+
+
+def test_is_true_reads_booleans_as_written_and_as_read_back(tmp_path):
+    """``is_true``: a Python or NumPy ``True`` and the string ``read_csv`` returns for it; nothing else (``1``,
+    ``"true"``, empty cells are not a written ``True``)."""
+    import numpy as np
+
+    from testbed.results import is_true, read_csv, write_csv
+
+    write_csv(tmp_path / "t.csv", [{"a": True, "b": np.True_, "c": False, "d": ""}])
+    back = read_csv(tmp_path / "t.csv")[0]
+    assert [is_true(back[k]) for k in "abcd"] == [True, True, False, False]
+    assert [is_true(v) for v in (True, np.True_, "True")] == [True] * 3
+    assert not any(is_true(v) for v in (False, np.False_, 1, 1.0, "true", "False", None, ""))

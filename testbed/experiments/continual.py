@@ -56,7 +56,7 @@ from testbed.continual.data import SplitBenchmark, hold_out_validation, subsampl
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.plotting import PALETTE, save_figure, use_style
 from testbed.report import format_paired, is_finite_number
-from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
+from testbed.results import fresh_output_dir, is_true, read_csv, run_metadata, write_csv, write_json
 from testbed.selection import SelectionRule, rows_at_choice, select
 from testbed.stats import paired
 from testbed.stats import summarize as summarize_values
@@ -583,7 +583,7 @@ def report(folder: str | Path) -> str | None:
                     continue
                 ci = f" [{r['val_lo']:.2f}, {r['val_hi']:.2f}]" if is_finite_number(r.get("val_lo")) else ""
                 text = f"{r['val_mean']:.2f}{ci} ({r['n']})"
-                cells.append(f"**{text}**" if r["selected"] in (True, "True") else text)
+                cells.append(f"**{text}**" if is_true(r["selected"]) else text)
             lines.append(f"| {bench} | {METHOD_LABELS.get(method, method)} | {buf} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -49,7 +49,7 @@ from testbed.field.consistency import integrate, observed_order, solver_consiste
 from testbed.field.geometry import SUMMARY_KEYS, field_geometry
 from testbed.field.metrics import law_error, relative_l2
 from testbed.plotting import PALETTE, save_figure, use_style
-from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
+from testbed.results import fresh_output_dir, is_true, read_csv, run_metadata, write_csv, write_json
 from testbed.solvers import LOOP_METHODS
 from testbed.students import Conjugated, Detour, ExactFlowStudent, Reparameterized, build_student
 
@@ -332,8 +332,8 @@ def run_digits_task(cfg: EndpointEquivalenceConfig, out: Path) -> tuple[list[dic
 
 # ----------------------------------------------------------------------------------------------- run
 SPREAD_GROUPS = {
-    "in band (trained + constructed)": lambda r: r["in_band"] in (True, "True"),
-    "in band, trained only": lambda r: r["in_band"] in (True, "True") and r["source"] == "trained",
+    "in band (trained + constructed)": lambda r: is_true(r["in_band"]),
+    "in band, trained only": lambda r: is_true(r["in_band"]) and r["source"] == "trained",
     "exact-flow family": lambda r: r.get("group") == "exact",
 }
 
@@ -393,7 +393,7 @@ def _style(r: dict[str, Any]) -> tuple[str, str, str]:
         return "#000000", "x", "constructed"
     reg = r.get("regularizer") or "none"
     color = {"none": PALETTE[0], "kinetic": PALETTE[1], "jacobian_norm": PALETTE[2]}.get(reg, PALETTE[3])
-    tied = r.get("tied") in (True, "True")
+    tied = is_true(r.get("tied"))
     return color, ("o" if tied else "s"), f"trained, {reg}, {'tied' if tied else 'untied'}"
 
 
@@ -418,7 +418,7 @@ def plot(out: str | Path) -> list[Path]:
     for i, task in enumerate(tasks):
         trs = [r for r in rows if r["task"] == task]
         xname = trs[0]["endpoint_metric_name"]
-        band = [float(r["endpoint_metric"]) for r in trs if r["in_band"] in (True, "True")]
+        band = [float(r["endpoint_metric"]) for r in trs if is_true(r["in_band"])]
         for j, (key, label) in enumerate(PANEL_METRICS):
             ax = axes[i, j]
             for r in trs:
@@ -426,7 +426,7 @@ def plot(out: str | Path) -> list[Path]:
                 if not np.isfinite(y):
                     continue
                 color, marker, lab = _style(r)
-                alpha = 1.0 if (r["in_band"] in (True, "True") or r.get("group") == "exact") else 0.3
+                alpha = 1.0 if (is_true(r["in_band"]) or r.get("group") == "exact") else 0.3
                 h = ax.scatter(max(float(r["endpoint_metric"]), 1e-4), y, c=color, marker=marker, s=16, alpha=alpha,
                                linewidths=0.8)
                 handles.setdefault(lab, h)
@@ -506,7 +506,7 @@ def report(folder: str | Path) -> str:
     spreads = read_csv(folder / "spread.csv") if (folder / "spread.csv").exists() else spread(rows)
     lines: list[str] = []
     for task in dict.fromkeys(r["task"] for r in rows):
-        in_band = [r for r in rows if r["task"] == task and r["in_band"] in (True, "True")]
+        in_band = [r for r in rows if r["task"] == task and is_true(r["in_band"])]
         trained = [r for r in rows if r["task"] == task and r["source"] == "trained"]
         n_tr = sum(r["source"] == "trained" for r in in_band)
         lines += [f"**{task}**: {len(trained)} trained models, {n_tr} of them in the endpoint band; "

@@ -67,7 +67,7 @@ import numpy as np
 
 from testbed.config import ConfigError, check_choice, check_positive, check_positive_ints
 from testbed.experiments.depth.lr_transfer_lanes import LOSS_NAMES, Lanes, task_data, train_lanes, train_reference
-from testbed.results import read_csv, write_csv
+from testbed.results import is_true, read_csv, write_csv
 
 RESULT_COLUMNS = ["task", "variant", "parameterization", "block_depth", "correction", "n_layers", "lr", "seed",
                   "diverged", "diverged_step", "train_loss", "val_loss", "test_loss", "test_accuracy", "loss_name",
@@ -226,7 +226,7 @@ def optima(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"task": key[0], "variant": key[1], "parameterization": first["parameterization"],
                         "block_depth": key[2], "correction": float(first["correction"]), "n_layers": L, **opt,
                         "log2_optimal_lr": math.log2(opt["optimal_lr"]) if opt["optimal_lr"] > 0 else float("nan"),
-                        "n_diverged": sum(str(r["diverged"]) == "True" for r in at_L)})
+                        "n_diverged": sum(is_true(r["diverged"]) for r in at_L)})
     return out
 
 
@@ -252,7 +252,7 @@ def transfer(rows: list[dict[str, Any]], opt_rows: list[dict[str, Any]] | None =
                     "block_depth": key[2], "correction": float(sel[0]["correction"]),
                     "depths": " ".join(str(d) for d in depths), "spread_octaves": octave_spread(etas),
                     "drift_exponent": drift_exponent(depths, etas),
-                    "n_at_edge": sum(str(r["at_edge"]) == "True" for r in sel), "lr_tuned_at_min_depth": eta0,
+                    "n_at_edge": sum(is_true(r["at_edge"]) for r in sel), "lr_tuned_at_min_depth": eta0,
                     "min_depth": lo, "max_depth": hi, "lr_tuned_at_max_depth": eta1, "loss_transferred": transferred,
                     "loss_best_at_max_depth": best, "transfer_regret": regret})
     return out
@@ -294,7 +294,7 @@ def _normalise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for k in ("lr", "train_loss", "test_loss", "test_accuracy", "correction"):
             if k in r and r[k] != "":
                 r[k] = float(r[k])
-        r["diverged"] = str(r.get("diverged")) == "True"
+        r["diverged"] = is_true(r.get("diverged"))
         fixed.append(r)
     return fixed
 

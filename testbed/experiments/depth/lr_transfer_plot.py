@@ -19,6 +19,7 @@ from testbed.experiments.depth.lr_transfer import (
     variant_label,
 )
 from testbed.experiments.depth.lr_transfer_lanes import LOSS_NAMES
+from testbed.results import is_true
 
 CLIP_DECADES = 1e4  # lr_curves panels show losses up to this factor above the panel's best (the rest is clipped)
 
@@ -102,7 +103,7 @@ def draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             ax.plot(Ls, eta, color=c, ls=ls, lw=1.2,
                     label=f"{variant_label(v, b, float(sel[0]['correction']))} (α={t['drift_exponent']:+.2f})")
             for L, e, r in zip(Ls, eta, sel, strict=True):
-                edge = str(r["at_edge"]) == "True"
+                edge = is_true(r["at_edge"])
                 ax.plot([L], [e], marker="o", ms=4, color=c, mfc="white" if edge else c, ls="none")
         for g in (grid[0], grid[-1]):
             ax.axhline(g, color="0.7", lw=0.6, ls=":", zorder=0)
