@@ -66,12 +66,12 @@ GROUP_KEYS = ["system", "student", "objective", "n_layers", "n_grid"]
 PARTITION_FIELDS = ("systems", "students", "n_layers", "lr", "steps")
 CAPTIONS = {
     "pde_law_recovery": (
-        "One row per PDE on a 32-point periodic grid. Columns 1–3: space-time plots of one in-distribution "
-        "initial condition under the teacher and under the local (conv) student trained on the endpoint only "
-        "and on the field objective, continued past the training horizon T (dashed) to 4T with the network's "
-        "own step. Column 4: roll-out error vs time (relative L2, log axis). Column 5: solver consistency "
-        "beside the teacher law's own floor. Curves are means over seeds; error bars (several seeds) are 95% "
-        "t-intervals of the mean."),
+        "One row per PDE on a 32-point periodic grid. Space-time plots: one in-distribution initial condition "
+        "under the teacher and under the first student kind of the table (seed with the lowest number) trained "
+        "on each objective, continued past the training horizon T (dashed) to 4T with the network's own step. "
+        "Next column: roll-out error vs time (relative L2, log axis; every student kind, lighter shade = second "
+        "kind). Last column: solver consistency beside the teacher law's own floor. Curves are means over seeds; "
+        "error bars (several seeds) are 95% t-intervals of the mean."),
 }
 RESULT_COLUMNS = [
     "system", "student", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
@@ -395,9 +395,10 @@ def plot(out: str | Path) -> list[Path]:
             ax.legend(frameon=False, fontsize=6)
         consistency_panel(axes[i, -1], [r for r in curves if r["system"] == sname], series, "endpoint_change",
                           "rel. change vs $L$-step net", "solver consistency", series_key="series", colors=colors)
-    fig.suptitle("PDE law recovery: endpoint-only vs field objectives (space-time: first seed, one ID initial "
-                 "condition continued to 4T; dashed line = training horizon T).\nConsistency: dotted = dopri5 "
-                 "re-integration of the learned law; teacher = the true law's own discretisation floor.")
+    fig.suptitle(f"PDE law recovery: {', '.join(objectives)} objectives (space-time: {shown_kind} student, first "
+                 "seed, one ID initial condition continued to 4T; dashed line = training horizon T).\nConsistency: "
+                 "dotted = dopri5 re-integration of the learned law; teacher = the true law's own discretisation "
+                 "floor.")
     return save_figure(fig, out / "pde_law_recovery")
 
 
