@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,7 +150,8 @@ def rollout(field, system, x0: Tensor, horizon: float, n_layers: int, factor: in
     with its own step: forward Euler with ``Δt = T/L`` for ``factor·L`` steps (for a tied ODE-scaled residual
     network this is the network applied ``factor`` times). Errors
     ``sqrt(Σ_i ‖x^θ_i(t) − φ_t(x_{0,i})‖² / Σ_i ‖φ_t(x_{0,i})‖²)`` on the grid ``t_k = k·T/points_per_horizon``
-    (default: every layer), ``k = 0..factor·points_per_horizon``.
+    (default: every layer), ``k = 0..factor·points_per_horizon``. A roll-out whose states left the floating-point
+    range (a field unstable under its own step) has error ``inf`` from then on — diverged, not missing.
     """
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
         raise ValueError(f"factor must be an integer ≥ 1, got {factor!r}")
@@ -162,4 +164,5 @@ def rollout(field, system, x0: Tensor, horizon: float, n_layers: int, factor: in
     xs, _ = integrate(f, x0, factor * T, "euler", factor * n_layers, times)
     ref = system.flow(x0.to(torch.float64), times).to(x0.dtype)
     errors = [relative_l2(xs[k], ref[k]) for k in range(times.numel())]
+    errors = [e if math.isfinite(e) else math.inf for e in errors]
     return Rollout(times, xs, ref, errors)

@@ -109,6 +109,11 @@ def _atomic_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def _plain(meta: dict[str, Any]) -> Any:
+    """``meta`` as JSON would hold it (tuples → lists, NumPy scalars → numbers): comparable across a save/load."""
+    return json.loads(json.dumps(meta, default=str))
+
+
 def save_checkpoint(path: str | Path, student: Student, extra: dict[str, Any] | None = None, **state: Any) -> None:
     """Write a checkpoint holding the student (kind, spec, weights, dtype) plus ``extra`` metadata."""
     path = Path(path)
@@ -216,9 +221,11 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
             ckpt = read_checkpoint(ckpt_path, map_location=device)
             same = (ckpt.get("student_spec") == student.spec()
                     and _resume_key(ckpt.get("train_config") or {}) == _resume_key(dataclasses.asdict(cfg))
-                    and ckpt.get("objective") == dict(objective.weights))
+                    and ckpt.get("objective") == dict(objective.weights)
+                    and _plain(ckpt.get("extra") or {}) == _plain(extra or {}))
             if not same:
-                warnings.warn(f"checkpoint {ckpt_path} was made with another student/config/objective; "
+                warnings.warn(f"checkpoint {ckpt_path} was made with another student/config/objective/metadata "
+                              "(e.g. another teacher); "
                               "training from scratch and overwriting it", stacklevel=2)
                 ckpt = None
         else:

@@ -130,3 +130,17 @@ def test_preconditioning_is_what_lets_a_first_order_optimiser_reach_an_exact_law
     err_raw, err_white = _adam_regression(raw, x, y, 300), _adam_regression(whitened, x, y, 300)
     assert err_raw > 0.05
     assert err_white < 1e-6
+
+
+def test_a_checkpoint_written_before_preconditioning_loads_as_the_identity_map():
+    """State dicts from before ``shift``/``transform`` existed load (as ``shift = 0``, ``transform = I``) and give the
+    same field as the raw-monomial formula ``b + φ·a``."""
+    field = PolynomialStencil(12, kernel_size=3).double()
+    old = {k: v for k, v in field.state_dict().items() if k not in ("shift", "transform")}
+    old["coef"] = torch.randn_like(old["coef"])
+    fresh = PolynomialStencil(12, kernel_size=3).double()
+    fresh.precondition(torch.randn(2, 5, 12, dtype=torch.float64))
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.transform, torch.eye(fresh.n_features, dtype=torch.float64))
+    u = torch.randn(3, 12, dtype=torch.float64)
+    assert torch.allclose(fresh(0.0, u), features(u, 1) @ old["coef"] + old["bias"], atol=1e-12)

@@ -78,7 +78,7 @@ RESULT_COLUMNS = [
     "consistency_error", "rollout_error_2T", "rollout_error_4T", "teacher_consistency_error",
     "teacher_rollout_error_4T", "trajectory_error", "endpoint_error_ood", "stencil_error", "stencil_moment_error",
     "final_loss",
-    "train_seconds", "n_layers", "n_grid", "teacher_scheme",
+    "train_seconds", "n_layers", "n_grid", "teacher_scheme", "lr", "steps",
 ]
 #: tables across seeds, recomputed from results.csv (:func:`derive`; also after a sweep merges its cells)
 DERIVED_FILES = ("summary.csv", "paired.csv")
@@ -185,8 +185,10 @@ def build(cfg: PDELawRecoveryConfig, kind: str, system, train_states: torch.Tens
     """The residual student ``kind`` for ``system`` (tied, ODE-scaled, float64): ``conv`` (stencil + pointwise MLP),
     ``poly`` (local polynomial field, :class:`~testbed.students.poly_stencil.PolynomialStencil`), both of window
     ``kernel_size``, or ``mlp`` (fully connected, non-local). A ``poly`` field is preconditioned (its monomials
-    whitened) on ``train_states`` — the training split's observed states, the same for every objective — and
-    starts at ``F_θ ≡ 0``."""
+    whitened, :meth:`~testbed.students.poly_stencil.PolynomialStencil.precondition`) on the first and last rows of
+    ``train_states`` (shape (K+1, N, d)): the initial and final states of the training trajectories, which every
+    objective sees — not the intermediate ones, which the ``endpoint`` objective must not learn from — and starts
+    at ``F_θ ≡ 0``."""
     kw: dict[str, Any] = dict(dim=system.dim, n_layers=cfg.n_layers, horizon=float(system.horizon), tied=True,
                               hidden_layers=cfg.hidden_layers, init_scale=cfg.init_scale)
     if kind == "conv":
@@ -197,7 +199,7 @@ def build(cfg: PDELawRecoveryConfig, kind: str, system, train_states: torch.Tens
         kw.update(branch="mlp", width=cfg.mlp_width)
     student = build_student("residual", **kw).double()
     if kind == "poly" and train_states is not None:
-        student.blocks[0].precondition(train_states)
+        student.blocks[0].precondition(train_states[[0, -1]])
     return student
 
 
@@ -297,7 +299,8 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                                  "stencil_error": stencil_error, "stencil_moment_error": moment_error,
                                  "final_loss": result.final_loss,
                                  "train_seconds": result.wall_time, "n_layers": cfg.n_layers, "n_grid": cfg.n_grid,
-                                 "teacher_scheme": system.params().get("scheme", ""),
+                                 "teacher_scheme": system.params().get("scheme", ""), "lr": cfg.lr,
+                                 "steps": cfg.steps,
                                  "flag": flag})
                     curves += [{"system": sname, "series": series, "seed": seed, **r} for r in ev.consistency.rows]
                     rollouts += [{"system": sname, "series": series, "seed": seed, "t": float(t), "error": e}

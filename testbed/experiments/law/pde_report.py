@@ -3,8 +3,8 @@
 
 Per claim of the study:
 
-* **a local student can recover the law** — law error (ID and OOD) per student × objective, and per field-trained
-  student the systems whose mean (and whose whole 95% CI) is at or below :data:`TARGET`;
+* **a local student can recover the law** — law error (ID and OOD) per student × objective, and per student ×
+  objective the systems whose mean (and whose whole 95% CI) is at or below :data:`TARGET`;
 * **endpoint-only training does not** — the paired geometric-mean ratio of every objective's law error against
   ``endpoint`` over shared seeds, with a verdict (CI below / above / containing 1);
 * **what a local field can represent at all** — the least-squares floor of a local polynomial field per window
@@ -22,8 +22,8 @@ from testbed.results import read_csv, write_csv
 from testbed.stats import paired_table
 
 Row = dict[str, Any]
-#: the study's natural keys besides objective and seed
-GROUP = ("system", "student", "n_layers", "n_grid")
+#: the study's natural keys besides objective and seed (``lr``/``steps`` may differ between students in a sweep)
+GROUP = ("system", "student", "n_layers", "n_grid", "lr", "steps")
 TABLE_METRICS = ("endpoint_error", "law_error_id", "law_error_ood", "trajectory_error", "consistency_error",
                  "teacher_consistency_error", "rollout_error_4T")
 #: compared as ratios (log10 differences); the others as linear differences
@@ -40,12 +40,12 @@ def derive(out: str | Path) -> list[Path]:
 
     out = Path(out)
     rows = read_csv(out / "results.csv")
-    keys = [*GROUP[:2], "objective", *GROUP[2:]]
-    metric_rows = [{**{k: r[k] for k in keys}, "seed": r["seed"], **{m: r.get(m, "") for m in TABLE_METRICS}}
-                   for r in rows]
+    group = [k for k in GROUP if any(k in r for r in rows)]        # older tables have no lr / steps columns
+    keys = [*group[:2], "objective", *group[2:]]
+    metric_rows = [{**{k: r.get(k, "") for k in keys}, "seed": r["seed"],
+                    **{m: r.get(m, "") for m in TABLE_METRICS}} for r in rows]
     write_csv(out / "summary.csv", group_summary(metric_rows, keys))
-    write_csv(out / "paired.csv", paired_table(rows, list(GROUP), "objective", "endpoint", TABLE_METRICS,
-                                               LOG_METRICS))
+    write_csv(out / "paired.csv", paired_table(rows, group, "objective", "endpoint", TABLE_METRICS, LOG_METRICS))
     return [out / "summary.csv", out / "paired.csv"]
 
 
@@ -57,39 +57,51 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], f
     """Law-error, endpoint-error and ratio tables, verdict lines, the target count and the representability floors."""
     objectives = sorted(dict.fromkeys(r["objective"] for r in results), key=lambda o: o != "endpoint")
     others = [o for o in objectives if o != "endpoint"]
-    groups = _groups(summary, ("system", "student", "n_layers"))
-    lines: list[str] = []
+    keys = tuple(k for k in GROUP if k in summary[0])
+    groups = _groups(summary, keys)
+
+    def label(g: tuple) -> str:
+        d = dict(zip(keys, g, strict=True))
+        extra = "".join(f", {k} {d[k]}" for k in keys[2:] if k not in ("n_grid",) and d[k] not in ("", None))
+        return f"| {d['system']} | {d['student']}{extra.replace(', n_layers ', ', L = ')} |"
+
+    lines: list[str] = ["Seeds vary the student's initialisation and the minibatch order on one fixed draw of the "
+                        "data; a `poly` student starts at F_θ ≡ 0, so its seeds vary the minibatch order only — the "
+                        "CIs are over training randomness, not over data.", ""]
     for metric, title in (("law_error_id", "Law error ‖F_θ − F*‖/‖F*‖ on in-distribution test states"),
                           ("law_error_ood", "Law error on out-of-distribution states (higher wavenumbers)"),
                           ("endpoint_error", "Endpoint error on in-distribution test trajectories")):
-        lines += [f"{title}; mean ± 95% CI (n seeds), equal budget per student:", "",
-                  "| system | student | L | " + " | ".join(objectives) + " |",
-                  "|---|---|---|" + "---|" * len(objectives)]
-        for system, student, depth in groups:
-            cells = [summary_cell(summary, metric, system=system, student=student, n_layers=depth, objective=o)
+        lines += [f"{title}; mean ± 95% CI (n seeds); within a row every objective has the same student, data, "
+                  "depth, learning rate and step budget:", "",
+                  "| system | student | " + " | ".join(objectives) + " |",
+                  "|---|---|" + "---|" * len(objectives)]
+        for g in groups:
+            cells = [summary_cell(summary, metric, objective=o, **dict(zip(keys, g, strict=True)))
                      for o in objectives]
-            lines.append(f"| {system} | {student} | {depth} | " + " | ".join(cells) + " |")
+            lines.append(label(g) + " " + " | ".join(cells) + " |")
         lines.append("")
     law = [p for p in paired if p["metric"] == "law_error_id"]
     if law and others:
         lines += ["Law-error ratio against the endpoint-trained student over shared seeds (geometric mean of "
-                  "objective / endpoint, 95% CI, exact sign-flip p):", "",
-                  "| system | student | L | " + " | ".join(others) + " |", "|---|---|---|" + "---|" * len(others)]
-        for system, student, depth in groups:
-            cells = [format_ratio(next((p for p in law if (p["system"], p["student"], str(p["n_layers"]), p["a"])
-                                        == (system, student, str(depth), o)), None)) for o in others]
-            lines.append(f"| {system} | {student} | {depth} | " + " | ".join(cells) + " |")
+                  "objective / endpoint, 95% t-interval, exact two-sided sign-flip p — whose smallest value with "
+                  "n = 5 is 2/32 = 0.0625):", "",
+                  "| system | student | " + " | ".join(others) + " |", "|---|---|" + "---|" * len(others)]
+        for g in groups:
+            key = tuple(str(v) for v in g)
+            cells = [format_ratio(next((p for p in law if tuple(str(p.get(k, "")) for k in keys) == key
+                                        and p["a"] == o), None)) for o in others]
+            lines.append(label(g) + " " + " | ".join(cells) + " |")
         lines.append("")
         for student in dict.fromkeys(p["student"] for p in law):
             for o in others:
                 ps = [p for p in law if p["student"] == student and p["a"] == o]
                 counts = {v: sum(verdict(p) == v for p in ps) for v in ("lower", "higher", "inconclusive")}
-                lines.append(f"- `{student}`: `{o}` / `endpoint` law-error ratio — 95% CI below 1 on "
-                             f"{counts['lower']}, above 1 on {counts['higher']}, containing 1 on "
-                             f"{counts['inconclusive']} of {len(ps)} systems.")
+                lines.append(f"- `{student}`: `{o}` / `endpoint` law-error ratio — 95% CI below 1 in "
+                             f"{counts['lower']}, above 1 in {counts['higher']}, containing 1 in "
+                             f"{counts['inconclusive']} of {len(ps)} system cells.")
         lines.append("")
     for student in dict.fromkeys(s["student"] for s in summary):
-        for o in (x for x in objectives if x.startswith("field")):
+        for o in objectives:
             rows = [s for s in summary if s["student"] == student and s["objective"] == o
                     and is_finite_number(s.get("law_error_id_mean"))]
             if not rows:
@@ -97,9 +109,9 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], f
             mean_ok = [s["system"] for s in rows if s["law_error_id_mean"] <= TARGET]
             ci_ok = [s["system"] for s in rows if is_finite_number(s.get("law_error_id_ci95"))
                      and s["law_error_id_mean"] + s["law_error_id_ci95"] <= TARGET]
-            lines.append(f"- target law error ≤ {TARGET:g} (ID), `{student}` trained on `{o}`: mean at or below on "
-                         f"{len(mean_ok)} of {len(rows)} systems ({', '.join(mean_ok) or 'none'}); whole 95% CI "
-                         f"below on {len(ci_ok)} ({', '.join(ci_ok) or 'none'}).")
+            lines.append(f"- target law error ≤ {TARGET:g} (ID), `{student}` trained on `{o}`: mean at or below in "
+                         f"{len(mean_ok)} of {len(rows)} system cells ({', '.join(mean_ok) or 'none'}); whole 95% "
+                         f"CI below in {len(ci_ok)} ({', '.join(ci_ok) or 'none'}).")
     if floors:
         ks = sorted({int(f["kernel_size"]) for f in floors})
         lines += ["", "What a local polynomial field of window k can represent at all: least-squares law error on the "

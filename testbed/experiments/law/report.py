@@ -46,9 +46,13 @@ def format_ratio(p: Row | None) -> str:
     """``0.21× [0.15, 0.30], p = 0.06`` from a log10 row of :func:`testbed.stats.paired_table`."""
     if p is None or not is_finite_number(p.get("ratio")):
         return "—"
-    ci = f" [{p['ratio_lo']:.2g}, {p['ratio_hi']:.2g}]" if is_finite_number(p.get("ratio_lo")) else ""
+
+    def g(x: float) -> str:  # two significant digits, three where two would round to 1 and hide the side of 1
+        return f"{x:.2g}" if f"{x:.2g}" != "1" else f"{x:.3g}"
+
+    ci = f" [{g(p['ratio_lo'])}, {g(p['ratio_hi'])}]" if is_finite_number(p.get("ratio_lo")) else ""
     pv = f", p = {p['p_sign_flip']:.2g}" if is_finite_number(p.get("p_sign_flip")) and int(p["n"]) > 1 else ""
-    return f"{p['ratio']:.2g}×{ci}{pv} (n={int(p['n'])})"
+    return f"{g(p['ratio'])}×{ci}{pv} (n={int(p['n'])})"
 
 
 def verdict(p: Row) -> str:
