@@ -97,6 +97,8 @@ OBJECTIVES = ("endpoint", "trajectory", "field", "field+jacobian")
 #: its pseudo-spectral Laplacian (least-squares floor of a 5-point polynomial field ≈ 0.013 on its data).
 LOCAL_SCHEMES = {"heat": "fd", "burgers": "fd", "advection": "upwind"}
 ROLLOUT_FACTOR = 4
+#: roll-out error panels end here (relative error 10 = no skill left; a diverged roll-out runs off the top)
+ROLLOUT_CLIP = 10.0
 
 
 @dataclasses.dataclass
@@ -391,6 +393,10 @@ def plot(out: str | Path) -> list[Path]:
                     label="teacher law, Euler $\\Delta t$" if s == "teacher" else s)
         ax.axvline(T, color="0.6", lw=0.6)
         ax.set_yscale("log")
+        if ax.get_ylim()[1] > ROLLOUT_CLIP:  # a roll-out that diverged would flatten every other curve
+            ax.set_ylim(top=ROLLOUT_CLIP)
+            ax.text(0.02, 0.97, f"clipped at {ROLLOUT_CLIP:g} (diverged)", transform=ax.transAxes, fontsize=6,
+                    va="top", color="0.4")
         ax.set_xlabel("time $t$ (training horizon $T$ = grey line)")
         ax.set_ylabel("rel. $L^2$ error vs $\\varphi_t$")
         ax.set_title("roll-out beyond $T$")
