@@ -205,6 +205,9 @@ PRESETS: dict[str, dict[str, float]] = {
     "field+jacobian": {"endpoint": 1.0, "trajectory": 1.0, "vector_field": 1.0, "jacobian": 0.1},
     "classify": {"cross_entropy": 1.0},
 }
+#: the law-recovery ladder (ODE and PDE studies): endpoint only; + the observed states (no law term); + the law at
+#: those states; + its Jacobian
+LAW_OBJECTIVES = ("endpoint", "trajectory", "field", "field+jacobian")
 
 
 @dataclass(frozen=True)
@@ -266,3 +269,10 @@ def make_objective(spec: str | Mapping[str, float] | Objective) -> Objective:
         except ValueError:
             raise ConfigError(f"bad weight {val!r} for objective term {key.strip()!r}") from None
     return Objective(weights, name=spec)
+
+
+
+def needs_jacobians(objectives) -> bool:
+    """Whether any of ``objectives`` (names, mappings or :class:`Objective`) has a teacher-Jacobian term, i.e. its
+    training data must be made with ``with_jacobians=True``."""
+    return any(make_objective(o).needs_jacobians for o in objectives)

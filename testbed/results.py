@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from testbed.config import to_jsonable
 
 
@@ -123,8 +125,6 @@ def load(path: str | Path, types: Mapping[str, type] | None = None, frame: bool 
 def is_true(v: Any) -> bool:
     """A boolean cell as written (``True``, also a NumPy bool) or as :func:`read_csv` gives it back (``"True"``:
     booleans stay strings); anything else is false."""
-    import numpy as np
-
     return isinstance(v, (bool, str, np.bool_)) and str(v) == "True"
 
 

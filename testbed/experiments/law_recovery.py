@@ -56,7 +56,7 @@ from testbed.evaluate import evaluate_student, quality_flag, teacher_reference
 from testbed.experiments.common import fit, make_splits
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.field.consistency import default_step_counts
-from testbed.objectives import make_objective
+from testbed.objectives import LAW_OBJECTIVES, make_objective, needs_jacobians
 from testbed.results import fresh_output_dir, is_true, read_csv, run_metadata, write_csv, write_json
 from testbed.seeding import DATA_SEED
 from testbed.stats import paired_table
@@ -69,7 +69,7 @@ GROUP_KEYS = ["system", "student", "regime", "objective", "n_layers", "width"]
 #: config fields that only partition the rows (a sweep over them still draws this study's figure): every row names
 #: its system, student, objective and depth, and the endpoint band is one per system
 PARTITION_FIELDS = ("systems", "students", "objectives", "n_layers", "match_endpoint")
-OBJECTIVES = ("endpoint", "trajectory", "field", "field+jacobian")
+OBJECTIVES = LAW_OBJECTIVES
 #: student name → (registry kind, fixed arguments)
 STUDENT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "residual": ("residual", {"tied": True}),
@@ -326,7 +326,7 @@ def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
     t_start = time.perf_counter()
     for sname in cfg.systems:
         system = systems.get_system(sname)
-        jac = any(make_objective(o).needs_jacobians for o in cfg.objectives)
+        jac = needs_jacobians(cfg.objectives)
         train_data, test_id, test_ood = make_splits(system, cfg.n_train, cfg.n_test, cfg.n_obs, dtype,
                                                     with_jacobians=jac)
         val_data = None

@@ -53,7 +53,7 @@ from testbed.experiments.common import fit, make_splits
 from testbed.experiments.law.pde_report import derive, report
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.field.metrics import relative_l2
-from testbed.objectives import make_objective
+from testbed.objectives import LAW_OBJECTIVES, make_objective, needs_jacobians
 from testbed.plotting import color_for, consistency_panel, save_figure, use_style
 from testbed.results import fresh_output_dir, read_csv, run_metadata, write_csv, write_json
 from testbed.students import build_student
@@ -89,9 +89,8 @@ FLOOR_KERNELS = (3, 5, 9, 15)
 SUMMARY_COLUMNS = ["system", "student", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
                    "consistency_error", "teacher_consistency_error", "rollout_error_4T"]
 PDE_SYSTEMS = ("heat", "advection", "burgers", "allen_cahn")
-#: the objectives compared (same student, data, depth and budget): endpoint only; endpoint + observed states (no law
-#: term, the non-circular test); + the law at the observed states; + its Jacobian (see :mod:`testbed.objectives`)
-OBJECTIVES = ("endpoint", "trajectory", "field", "field+jacobian")
+#: the objectives compared (same student, data, depth and budget): :data:`testbed.objectives.LAW_OBJECTIVES`
+OBJECTIVES = LAW_OBJECTIVES
 #: the local (radius-1 finite-difference) scheme of the systems that offer one: the central Laplacian (heat), the
 #: conservative central flux + central Laplacian (Burgers), first-order upwinding (advection). Allen–Cahn has only
 #: its pseudo-spectral Laplacian (least-squares floor of a 5-point polynomial field ≈ 0.013 on its data).
@@ -262,8 +261,8 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
         system = teacher(sname, cfg.n_grid, cfg.local_teachers)
         # the teacher's own Euler discretisation at depth L must not blow up (transport: bounded growth)
         system.check_stability(cfg.n_layers, max_growth=1e3, action="warn")
-        jac = any(make_objective(o).needs_jacobians for o in cfg.objectives)
-        train_data, test_id, test_ood = make_splits(system, cfg.n_train, cfg.n_test, cfg.n_obs, with_jacobians=jac)
+        train_data, test_id, test_ood = make_splits(system, cfg.n_train, cfg.n_test, cfg.n_obs,
+                                                    with_jacobians=needs_jacobians(cfg.objectives))
         floors += representability_rows(sname, train_data, test_id, test_ood)
         ref = teacher_reference(system, test_id, test_ood, cfg.n_layers, step_counts, n_jacobian=8)
         curves += [{"system": sname, "series": "teacher", "seed": -1, **r} for r in ref.consistency.rows]

@@ -62,8 +62,9 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], f
 
     def label(g: tuple) -> str:
         d = dict(zip(keys, g, strict=True))
-        extra = "".join(f", {k} {d[k]}" for k in keys[2:] if k not in ("n_grid",) and d[k] not in ("", None))
-        return f"| {d['system']} | {d['student']}{extra.replace(', n_layers ', ', L = ')} |"
+        parts = [d["student"], f"L = {d['n_layers']}"]
+        parts += [f"{k} {d[k]}" for k in ("lr", "steps") if d.get(k) not in ("", None)]
+        return f"| {d['system']} | {', '.join(parts)} |"
 
     lines: list[str] = ["Seeds vary the student's initialisation and the minibatch order on one fixed draw of the "
                         "data; a `poly` student starts at F_θ ≡ 0, so its seeds vary the minibatch order only — the "
