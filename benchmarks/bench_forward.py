@@ -39,31 +39,13 @@ from testbed.field.consistency import integrate
 from testbed.results import write_json
 from testbed.students import build_student
 from testbed.students.residual import ResidualStudent
+from testbed.timing import paired_ratio, time_interleaved
 
 Tensor = torch.Tensor
 TARGET_RATIO = 1.0  # issue target: ours ≤ 1.0 × torchdiffeq's time (judged on the geometric mean over settings)
 LIBRARY_IMPLS = ("student", "integrate")  # the library's own paths; "loop" is a reference, not judged
 
 
-
-
-def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """``repeats`` wall times of each callable, the callables taking turns in each round (one warm-up each)."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
-def paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over rounds of ``a[r] / b[r]``: each ratio compares runs taken back to back, so a burst of load
-    from other processes moves both; more robust on a shared machine than the ratio of two minima."""
-    return float(torch.tensor([x / y for x, y in zip(a, b, strict=True)], dtype=torch.float64).median())
 
 
 def rk4_loop(f: Callable[[float, Tensor], Tensor], x0: Tensor, horizon: float, n_steps: int) -> Tensor:

@@ -6,7 +6,10 @@ times / matrix entries it covers), so terms are scale-free and can be mixed acro
 * ``endpoint``      ``h_L(x_0)`` vs ``φ_T(x_0)`` — the boundary of the field only;
 * ``trajectory``    ``h_{l_k}(x_0)`` vs ``φ_{t_k}(x_0)`` at every observation time ``t_k`` (``k ≥ 1``);
 * ``vector_field``  ``f_θ(t_k, x_k)`` vs ``f*(t_k, x_k)`` at the teacher's states along the data;
-* ``jacobian``      ``∂f_θ/∂x`` vs ``∂f*/∂x`` at the same states (torch.func ``vmap(jacrev)``).
+* ``jacobian``      ``∂f_θ/∂x`` vs ``∂f*/∂x`` at the same states (torch.func ``vmap(jacrev)``; or, with
+                    ``probes={"jacobian": k}``, the unbiased estimate ``(1/k) Σ_j ‖u_jᵀ(∂f_θ/∂x − ∂f*/∂x)‖²`` over
+                    Rademacher probes ``u_j``, one vector–Jacobian product each instead of ``d``:
+                    :mod:`testbed.field.probes`; the denominator ``Σ‖∂f*/∂x‖_F²`` stays exact).
 
 Regularisers of the student's own field (no teacher needed; scale-free, averaged over the batch):
 
@@ -14,7 +17,8 @@ Regularisers of the student's own field (no teacher needed; scale-free, averaged
                      ``∫‖ḣ‖² dt`` of the propagation field (RNODE, Finlay et al. 2020) relative to the input
                      scale (the denominator is not differentiated);
 * ``jacobian_norm``  ``T²·mean_{i,l} ‖∂f_θ/∂x(t_l, h_{l,i})‖_F² / d`` — the squared Frobenius norm of the
-                     field's Jacobian along the student's own trajectory (exact, via torch.func).
+                     field's Jacobian along the student's own trajectory (exact, via torch.func; or the
+                     ``k``-probe estimate with ``probes={"jacobian_norm": k}``).
 
 Classification (a :class:`~testbed.datasets.LabeledData` batch and a
 :class:`~testbed.students.ResidualClassifier`):
@@ -38,6 +42,7 @@ An :class:`Objective` is a weighted sum of named terms, built from a preset name
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -45,6 +50,7 @@ import torch
 
 from testbed.config import ConfigError
 from testbed.field.jacobians import vector_field_jacobian
+from testbed.field.probes import frobenius_sq_estimate
 from testbed.students.base import Student
 
 Tensor = torch.Tensor
@@ -62,8 +68,11 @@ class _Cache:
     ``full_trajectory`` all ``L+1`` layer states, ``trajectory`` the states at the data's observation times.
     """
 
-    def __init__(self, model, batch) -> None:
+    def __init__(self, model, batch, probes: Mapping[str, int] | None = None,
+                 generator: torch.Generator | None = None) -> None:
         self.model, self.batch = model, batch
+        self.probes: Mapping[str, int] = probes or {}
+        self.generator = generator   # draws the random probes (None: torch's global generator)
         self.student: Student = getattr(model, "flow", model)
         self._full: Tensor | None = None
         self._x0: Tensor | None = None
@@ -129,6 +138,13 @@ def jacobian_term(cache: _Cache) -> Tensor:
     b = cache.batch
     if b.jacobians is None:
         raise ConfigError("the 'jacobian' objective term needs data made with with_jacobians=True")
+    k = cache.probes.get("jacobian", 0)
+    if k:
+        f = cache.student.vector_field
+        num = sum(frobenius_sq_estimate(lambda x, t=float(b.t[i]): f(t, x), b.states[i], b.jacobians[i], n_probes=k,
+                                        generator=cache.generator)
+                  for i in range(b.t.numel()))
+        return num / (b.jacobians.pow(2).sum() + 1e-12)
     pred = torch.stack([student_jacobian(cache.student, b.t[k], b.states[k]) for k in range(b.t.numel())])
     return relative_mse(pred, b.jacobians)
 
@@ -143,6 +159,12 @@ def kinetic_term(cache: _Cache) -> Tensor:
 def jacobian_norm_term(cache: _Cache) -> Tensor:
     traj, s = cache.full_trajectory, cache.student
     t = s.layer_times
+    k = cache.probes.get("jacobian_norm", 0)
+    if k:
+        sq = sum(frobenius_sq_estimate(lambda x, tl=float(t[l]): s.vector_field(tl, x), traj[l], n_probes=k,
+                                       generator=cache.generator)
+                 for l in range(s.n_layers))
+        return s.horizon ** 2 * sq / (s.n_layers * traj.shape[1]) / s.dim
     jac = torch.stack([student_jacobian(s, t[l], traj[l]) for l in range(s.n_layers)])
     return s.horizon ** 2 * jac.pow(2).sum(dim=(-2, -1)).mean() / s.dim
 
@@ -205,6 +227,8 @@ PRESETS: dict[str, dict[str, float]] = {
     "field+jacobian": {"endpoint": 1.0, "trajectory": 1.0, "vector_field": 1.0, "jacobian": 0.1},
     "classify": {"cross_entropy": 1.0},
 }
+#: terms that can be estimated with random probes instead of dense Jacobians (``Objective.probes``)
+PROBE_TERMS = ("jacobian", "jacobian_norm")
 #: the law-recovery ladder (ODE and PDE studies): endpoint only; + the observed states (no law term); + the law at
 #: those states; + its Jacobian
 LAW_OBJECTIVES = ("endpoint", "trajectory", "field", "field+jacobian")
@@ -212,10 +236,16 @@ LAW_OBJECTIVES = ("endpoint", "trajectory", "field", "field+jacobian")
 
 @dataclass(frozen=True)
 class Objective:
-    """``L = Σ_name w_name · term_name``; zero-weight terms are not evaluated."""
+    """``L = Σ_name w_name · term_name``; zero-weight terms are not evaluated.
+
+    ``probes`` maps a Jacobian term (:data:`PROBE_TERMS`) to its number of Rademacher probes per state (0 or absent:
+    the exact dense Jacobian). Probe estimates are unbiased for the term's value and its gradient, and draw from
+    torch's global generator (seeded by :func:`testbed.train.train`).
+    """
 
     weights: Mapping[str, float]
     name: str = "custom"
+    probes: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.weights:
@@ -227,14 +257,22 @@ class Objective:
                 raise ConfigError(f"weight of objective term {k!r} must be a finite number ≥ 0, got {w!r}")
         if all(w == 0 for w in self.weights.values()):
             raise ConfigError("all objective weights are zero")
+        for k, n in self.probes.items():
+            if k not in PROBE_TERMS:
+                raise ConfigError(f"probes: {k!r} has no probe estimator; terms with one: {', '.join(PROBE_TERMS)}")
+            if k not in self.weights:
+                raise ConfigError(f"probes: term {k!r} is not in the objective ({', '.join(self.weights)})")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ConfigError(f"probes: the number of probes for {k!r} must be an integer ≥ 0, got {n!r}")
 
     @property
     def needs_jacobians(self) -> bool:
         return self.weights.get("jacobian", 0.0) > 0
 
-    def __call__(self, student, batch) -> tuple[Tensor, dict[str, float]]:
-        """Return the total loss and the value of each term (as floats, for logging)."""
-        cache = _Cache(student, batch)
+    def __call__(self, student, batch, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Return the total loss and the value of each term (as floats, for logging); ``generator`` draws the
+        random probes of probe-estimated terms (None: torch's global generator)."""
+        cache = _Cache(student, batch, self.probes, generator)
         total: Tensor | None = None
         terms: dict[str, float] = {}
         for k, w in self.weights.items():
@@ -247,8 +285,15 @@ class Objective:
         return total, terms
 
 
-def make_objective(spec: str | Mapping[str, float] | Objective) -> Objective:
-    """An :class:`Objective` from a preset name, a ``"term=w,term=w"`` string or a mapping."""
+def make_objective(spec: str | Mapping[str, float] | Objective,
+                   probes: Mapping[str, int] | None = None) -> Objective:
+    """An :class:`Objective` from a preset name, a ``"term=w,term=w"`` string or a mapping; ``probes`` (term →
+    number of probes) applies to the terms of the objective that have an estimator (others are ignored, so one
+    setting can serve a whole ladder of objectives)."""
+    if probes:
+        base = make_objective(spec)
+        keep = {k: n for k, n in probes.items() if k in base.weights or k not in PROBE_TERMS}
+        return dataclasses.replace(base, probes={**base.probes, **keep})
     if isinstance(spec, Objective):
         return spec
     if isinstance(spec, Mapping):

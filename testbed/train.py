@@ -222,6 +222,7 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
             same = (ckpt.get("student_spec") == student.spec()
                     and _resume_key(ckpt.get("train_config") or {}) == _resume_key(dataclasses.asdict(cfg))
                     and ckpt.get("objective") == dict(objective.weights)
+                    and (ckpt.get("objective_probes") or {}) == dict(objective.probes)
                     and _plain(ckpt.get("extra") or {}) == _plain(extra or {}))
             if not same:
                 warnings.warn(f"checkpoint {ckpt_path} was made with another student/config/objective/metadata "
@@ -248,7 +249,8 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
         save_checkpoint(out / CHECKPOINT_NAME, student, extra=extra, optimizer=opt.state_dict(),
                         scheduler=sched.state_dict(), generator=gen.get_state(), step=step,
                         train_config=dataclasses.asdict(cfg), objective=dict(objective.weights),
-                        history=history, elapsed=elapsed_before + time.perf_counter() - t0)
+                        objective_probes=dict(objective.probes), history=history,
+                        elapsed=elapsed_before + time.perf_counter() - t0)
 
     n = data.n
     bs = min(cfg.batch_size, n)
@@ -263,7 +265,7 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
     for step in bar:
         idx = torch.randperm(n, generator=gen)[:bs].to(device)
         batch = data.subset(idx)
-        loss, terms = objective(student, batch)
+        loss, terms = objective(student, batch, generator=gen)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(step + 1, loss_value, terms)

@@ -83,3 +83,14 @@ def test_bench_quick_modes_pieces() -> None:
     assert bq.verdict(1.0, 2).startswith("FAILED")
     with pytest.raises(SystemExit):
         bq.main(["--only", "no-such-experiment"])
+
+
+def test_bench_jacobian_probes_tiny() -> None:
+    bj = _load("bench_jacobian_probes")
+    rec = bj.main(["--grid", "16", "--students", "poly", "--probes", "1", "--repeats", "1", "--law-seeds", "2",
+                   "--law-steps", "3", "--law-n-train", "8"])
+    assert {r["variant"] for r in rec["speed"]} == {"field", "dense", "probes=1"}
+    assert all(r["seconds"] > 0 and math.isfinite(r["speedup_vs_dense"]) for r in rec["speed"])
+    assert rec["target"]["meets_target"] is None      # no run at the target dimension
+    assert {(s["probes"], s["n"]) for s in rec["law_summary"]} == {(0, 2), (1, 2)}
+    assert math.isfinite(rec["law_summary"][1]["log10_ratio_vs_dense"])

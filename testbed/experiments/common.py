@@ -9,7 +9,7 @@ import torch
 
 from systems.data import TrajectoryData, make_trajectories
 from testbed.limits import check_memory
-from testbed.objectives import make_objective
+from testbed.objectives import Objective, make_objective
 from testbed.seeding import DATA_SEED
 from testbed.train import TrainConfig, TrainResult, train
 
@@ -29,14 +29,25 @@ def make_splits(system, n_train: int, n_test: int, n_obs: int, dtype: torch.dtyp
     return train_data, test_id, test_ood
 
 
-def fit(student, objective: str, data, *, seed: int, steps: int, batch_size: int, lr: float, grad_clip: float,
-        progress: bool, run_dir: str | Path | None, device: str = "cpu", extra: dict[str, Any] | None = None,
-        log_every: int = 50, **train_kwargs: Any) -> TrainResult:
+def split_validation(train_data, fraction: float):
+    """``(fit_data, val_data)``: ``fraction`` of the training trajectories held out as a validation split
+    (:func:`testbed.selection.split_indices`, drawn with a fixed seed so every run of a study holds out the same
+    ones); test splits are never touched."""
+    from testbed.selection import split_indices
+
+    keep, val = split_indices(train_data.x0.shape[0], fraction, DATA_SEED + 3)
+    return train_data.subset(keep), train_data.subset(val)
+
+
+def fit(student, objective: str | Objective, data, *, seed: int, steps: int, batch_size: int, lr: float,
+        grad_clip: float, progress: bool, run_dir: str | Path | None, device: str = "cpu",
+        extra: dict[str, Any] | None = None, log_every: int = 50, **train_kwargs: Any) -> TrainResult:
     """Train ``student`` under ``objective`` with Adam (cosine schedule), checkpointing to ``run_dir``.
 
     The student must have been built under ``torch.manual_seed(seed)``; the minibatch stream uses ``seed`` too.
     It is moved back to the CPU afterwards (evaluation runs there). ``train_kwargs`` go to
-    :func:`testbed.train.train` (e.g. ``stop_when``, checked every ``log_every`` steps).
+    :func:`testbed.train.train` (e.g. ``stop_when``, checked every ``log_every`` steps). ``objective`` is a name,
+    a spec or an :class:`~testbed.objectives.Objective` (e.g. one with probe-estimated Jacobian terms).
     """
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip, progress=progress,
                        checkpoint_every=max(steps // 4, 1), log_every=log_every)

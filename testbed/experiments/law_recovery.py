@@ -53,12 +53,11 @@ from testbed.config import (
 )
 from testbed.errors import divergence_context
 from testbed.evaluate import evaluate_student, quality_flag, teacher_reference
-from testbed.experiments.common import fit, make_splits
+from testbed.experiments.common import fit, make_splits, split_validation
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.field.consistency import default_step_counts
 from testbed.objectives import LAW_OBJECTIVES, make_objective, needs_jacobians
 from testbed.results import fresh_output_dir, is_true, read_csv, run_metadata, write_csv, write_json
-from testbed.seeding import DATA_SEED
 from testbed.stats import paired_table
 from testbed.students import build_student
 from testbed.train import save_checkpoint
@@ -259,14 +258,6 @@ class BandWatch:
         return final
 
 
-def split_for_matching(train_data, fraction: float):
-    """``(fit_data, val_data)``: ``fraction`` of the training trajectories held out (:mod:`testbed.selection`)."""
-    from testbed.selection import split_indices
-
-    keep, val = split_indices(train_data.x0.shape[0], fraction, DATA_SEED + 3)
-    return train_data.subset(keep), train_data.subset(val)
-
-
 def train_and_evaluate(cfg: LawRecoveryConfig, system, student_name: str, obj_name: str, seed: int, train_data,
                        val_data, ref, out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One student trained once: its ``budget`` row (final weights) and, with a validation split, its ``matched``
@@ -331,7 +322,7 @@ def run(cfg: LawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                                                     with_jacobians=jac)
         val_data = None
         if cfg.match_endpoint > 0:
-            train_data, val_data = split_for_matching(train_data, cfg.val_fraction)
+            train_data, val_data = split_validation(train_data, cfg.val_fraction)
         ref = teacher_reference(system, test_id, test_ood, cfg.n_layers, step_counts)
         tag = {"system": sname, "n_layers": cfg.n_layers}
         curves += [{**tag, "student": "teacher", "objective": "teacher", "regime": "", "seed": -1, **r}

@@ -49,8 +49,8 @@ from systems.pdes import PDESystem
 from testbed.config import ConfigError, check_choice, check_nonneg, check_positive, check_positive_int
 from testbed.errors import divergence_context
 from testbed.evaluate import evaluate_student, quality_flag, rollout, teacher_reference
-from testbed.experiments.common import fit, make_splits
-from testbed.experiments.law.pde_report import derive, report
+from testbed.experiments.common import fit, make_splits, split_validation
+from testbed.experiments.law.pde_report import SELECTION, chosen_lrs, derive, report
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.field.metrics import relative_l2
 from testbed.objectives import LAW_OBJECTIVES, make_objective, needs_jacobians
@@ -77,11 +77,11 @@ RESULT_COLUMNS = [
     "system", "student", "objective", "seed", "endpoint_error", "law_error_id", "law_error_ood",
     "consistency_error", "rollout_error_2T", "rollout_error_4T", "teacher_consistency_error",
     "teacher_rollout_error_4T", "trajectory_error", "endpoint_error_ood", "stencil_error", "stencil_moment_error",
-    "final_loss",
-    "train_seconds", "n_layers", "n_grid", "teacher_scheme", "lr", "steps",
+    "final_loss", "val_loss",
+    "train_seconds", "n_layers", "n_grid", "teacher_scheme", "lr", "steps", "jacobian_probes",
 ]
 #: tables across seeds, recomputed from results.csv (:func:`derive`; also after a sweep merges its cells)
-DERIVED_FILES = ("summary.csv", "paired.csv")
+DERIVED_FILES = ("lr_selection.csv", "summary.csv", "paired.csv")
 OUTPUT_FILES = ("results.csv", "consistency.csv", "rollout.csv", "stencils.csv", "representability.csv",
                 "results.json", *DERIVED_FILES, "pde_law_recovery.png", "pde_law_recovery.pdf")
 #: window widths of the representability table (the best law error of any local polynomial field of that width)
@@ -128,6 +128,13 @@ class PDELawRecoveryConfig(ExperimentConfig):
     batch_size: int = 32
     lr: float = 3e-3
     grad_clip: float = 1.0
+    #: how the ``jacobian`` term of ``field+jacobian`` is computed: 0 — the dense student Jacobian (d reverse passes
+    #: per state); k ≥ 1 — the unbiased estimate from k Rademacher probes per state (k reverse passes;
+    #: :mod:`testbed.field.probes`), which is what makes that objective affordable on a CPU
+    jacobian_probes: int = 0
+    #: share of the training trajectories held out as the validation split on which each run's ``val_loss`` (its
+    #: own objective, dense Jacobians) is measured; the learning rate of a sweep over ``lr`` is chosen on it
+    val_fraction: float = 0.125
 
     def validate(self) -> None:
         self.systems = tuple(systems.canonical_name(s) for s in self.systems)
@@ -152,6 +159,13 @@ class PDELawRecoveryConfig(ExperimentConfig):
             check_positive_int(name, getattr(self, name))
         check_positive("lr", self.lr)
         check_nonneg("grad_clip", self.grad_clip)
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
+                or not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must lie in (0, 1), got {self.val_fraction!r}")
+        if isinstance(self.jacobian_probes, bool) or not isinstance(self.jacobian_probes, int) \
+                or self.jacobian_probes < 0:
+            raise ConfigError("jacobian_probes must be an integer ≥ 0 (0: dense Jacobian), got "
+                              f"{self.jacobian_probes!r}")
         check_nonneg("init_scale", self.init_scale)
         if self.kernel_size % 2 == 0 or self.kernel_size > self.n_grid:
             raise ConfigError(f"kernel_size must be odd and ≤ n_grid ({self.n_grid}), got {self.kernel_size}")
@@ -225,6 +239,22 @@ def stencil_rows(student, system, tags: dict[str, Any], states: torch.Tensor) ->
     return rows, relative_l2(learned, t), abs(m2 - m2_true) / abs(m2_true)
 
 
+def checkpoint_name(system: str, student: str, objective: str, lr: float, seed: int) -> str:
+    """Folder of one run's checkpoint under ``checkpoints/`` (the learning rate is in it: a sweep over ``lr`` merges
+    every candidate's runs into one folder)."""
+    return f"{system}-{student}-{objective}-lr{lr:g}-s{seed}"
+
+
+def validation_loss(student, objective: str, val_data) -> float:
+    """The run's own objective (preset ``objective``, exact dense Jacobians, no probes) on the held-out validation
+    trajectories, in one batch: what a learning rate is chosen on
+    (:data:`~testbed.experiments.law.pde_report.SELECTION`) — every objective on its own loss, so no arm sees
+    information the others do not."""
+    with torch.enable_grad():        # the Jacobian term differentiates the field
+        loss, _ = make_objective(objective)(student, val_data)
+    return float(loss.detach())
+
+
 def representability_rows(sname: str, train, test_id, test_ood) -> list[dict[str, Any]]:
     """What a local polynomial field can represent: for each window width ``k`` in :data:`FLOOR_KERNELS`, the
     least-squares fit of ``F*`` on the monomials of :class:`~testbed.students.poly_stencil.PolynomialStencil`
@@ -263,6 +293,7 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
         system.check_stability(cfg.n_layers, max_growth=1e3, action="warn")
         train_data, test_id, test_ood = make_splits(system, cfg.n_train, cfg.n_test, cfg.n_obs,
                                                     with_jacobians=needs_jacobians(cfg.objectives))
+        train_data, val_data = split_validation(train_data, cfg.val_fraction)
         floors += representability_rows(sname, train_data, test_id, test_ood)
         ref = teacher_reference(system, test_id, test_ood, cfg.n_layers, step_counts, n_jacobian=8)
         curves += [{"system": sname, "series": "teacher", "seed": -1, **r} for r in ref.consistency.rows]
@@ -280,12 +311,14 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                     student = build(cfg, kind, system, train_data.states)
                     tags = {"system": sname, "student": kind, "objective": obj_name, "seed": seed}
                     with divergence_context(**tags) as where:
-                        result = fit(student, obj_name, train_data, seed=seed, steps=cfg.steps,
+                        objective = make_objective(obj_name, probes={"jacobian": cfg.jacobian_probes})
+                        result = fit(student, objective, train_data, seed=seed, steps=cfg.steps,
                                      batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
                                      progress=cfg.progress, device=cfg.device,
-                                     run_dir=out / "checkpoints" / f"{sname}-{kind}-{obj_name}-s{seed}",
+                                     run_dir=out / "checkpoints" / checkpoint_name(sname, kind, obj_name, cfg.lr, seed),
                                      extra={**tags, "system_params": system.params()})
                         where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
+                        val_loss = validation_loss(student, obj_name, val_data)
                         ev = evaluate_student(student, ref, step_counts)
                         roll = rollout(student, system, x_roll, T, cfg.n_layers, ROLLOUT_FACTOR)
                     flag = quality_flag(ev.metrics, ", ".join(f"{k} {v}" for k, v in tags.items()))
@@ -298,19 +331,22 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                                  "rollout_error_4T": roll.error_at(4 * T),
                                  "teacher_rollout_error_4T": teacher_roll.error_at(4 * T),
                                  "stencil_error": stencil_error, "stencil_moment_error": moment_error,
-                                 "final_loss": result.final_loss,
+                                 "final_loss": result.final_loss, "val_loss": val_loss,
                                  "train_seconds": result.wall_time, "n_layers": cfg.n_layers, "n_grid": cfg.n_grid,
                                  "teacher_scheme": system.params().get("scheme", ""), "lr": cfg.lr,
                                  "steps": cfg.steps,
+                                 "jacobian_probes": objective.probes.get("jacobian", 0),
                                  "flag": flag})
-                    curves += [{"system": sname, "series": series, "seed": seed, **r} for r in ev.consistency.rows]
-                    rollouts += [{"system": sname, "series": series, "seed": seed, "t": float(t), "error": e}
+                    curves += [{"system": sname, "series": series, "seed": seed, "lr": cfg.lr, **r}
+                               for r in ev.consistency.rows]
+                    rollouts += [{"system": sname, "series": series, "seed": seed, "lr": cfg.lr, "t": float(t),
+                                  "error": e}
                                  for t, e in zip(roll.times, roll.errors, strict=True)]
     write_csv(out / "consistency.csv", curves)
     write_csv(out / "rollout.csv", rollouts)
     write_csv(out / "stencils.csv", stencils, ["system", "student", "objective", "seed", "offset", "learned", "true"])
     write_csv(out / "representability.csv", floors)
-    write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
+    write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME, selection=SELECTION.as_dict(),
                                                   wall_seconds=time.perf_counter() - t_start))
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)  # its presence means the run completed
     derive(out)
@@ -338,9 +374,14 @@ def plot(out: str | Path) -> list[Path]:
 
     out = Path(out)
     use_style()
-    curves = read_csv(out / "consistency.csv")
-    rolls = read_csv(out / "rollout.csv")
-    rows = read_csv(out / "results.csv")
+    chosen = chosen_lrs(out)                  # (system, series) → the learning rate chosen on validation loss
+
+    def at_choice(r: dict[str, Any]) -> bool:
+        return r["series"] == "teacher" or float(r["lr"]) == chosen[(r["system"], r["series"])]
+
+    curves = [r for r in read_csv(out / "consistency.csv") if at_choice(r)]
+    rolls = [r for r in read_csv(out / "rollout.csv") if at_choice(r)]
+    rows = [r for r in read_csv(out / "results.csv") if at_choice({**r, "series": f"{r['student']}/{r['objective']}"})]
     sys_names = list(dict.fromkeys(r["system"] for r in rows))
     kinds = list(dict.fromkeys(r["student"] for r in rows))
     objectives = list(dict.fromkeys(r["objective"] for r in rows))
@@ -363,7 +404,8 @@ def plot(out: str | Path) -> list[Path]:
         teacher = system.flow(u0, times)[:, 0].numpy()
         panels = [("teacher $u^*(x, t)$", teacher)]
         for obj in objectives:
-            ck = out / "checkpoints" / f"{sname}-{shown_kind}-{obj}-s{lowest}"
+            lr = chosen.get((sname, f"{shown_kind}/{obj}"))
+            ck = out / "checkpoints" / checkpoint_name(sname, shown_kind, obj, lr if lr is not None else 0.0, lowest)
             if ck.exists():
                 student, _ = load_student(ck)
                 roll = rollout(student.double(), system, u0, T, n_layers, ROLLOUT_FACTOR)

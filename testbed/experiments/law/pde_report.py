@@ -9,6 +9,10 @@ Per claim of the study:
   ``endpoint`` over shared seeds, with a verdict (CI below / above / containing 1);
 * **what a local field can represent at all** — the least-squares floor of a local polynomial field per window
   width (``representability.csv``).
+
+Every table is read at one learning rate per system × student × objective, chosen by :data:`SELECTION`: the
+candidate (a sweep over ``lr``) with the smallest seed-mean *validation* loss of the run's own objective
+(``lr_selection.csv`` lists every candidate's validation mean ± 95% CI and the choice).
 """
 
 from __future__ import annotations
@@ -18,12 +22,17 @@ from typing import Any
 
 from testbed.experiments.law.report import format_ratio, summary_cell, verdict
 from testbed.report import is_finite_number
-from testbed.results import read_csv, write_csv
+from testbed.results import is_true, read_csv, write_csv
+from testbed.selection import SelectionRule, rows_at_choice, select
 from testbed.stats import paired_table
 
 Row = dict[str, Any]
-#: the study's natural keys besides objective and seed (``lr``/``steps`` may differ between students in a sweep)
-GROUP = ("system", "student", "n_layers", "n_grid", "lr", "steps")
+#: the study's natural keys besides objective and seed (``steps`` may differ between students in a sweep)
+GROUP = ("system", "student", "n_layers", "n_grid", "steps")
+#: the learning rate of every system × student × objective: the smallest seed-mean loss of its own objective on the
+#: validation split (never a test metric)
+SELECTION = SelectionRule("lr", "val_loss", "min")
+SELECT_BY = ("system", "student", "objective", "n_layers", "n_grid", "steps")
 TABLE_METRICS = ("endpoint_error", "law_error_id", "law_error_ood", "trajectory_error", "consistency_error",
                  "teacher_consistency_error", "rollout_error_4T")
 #: compared as ratios (log10 differences); the others as linear differences
@@ -39,22 +48,43 @@ def derive(out: str | Path) -> list[Path]:
     from testbed.sweep.merge import summarize as group_summary
 
     out = Path(out)
-    rows = read_csv(out / "results.csv")
-    group = [k for k in GROUP if any(k in r for r in rows)]        # older tables have no lr / steps columns
-    keys = [*group[:2], "objective", *group[2:]]
+    rows, choices = select_lr(read_csv(out / "results.csv"))
+    write_csv(out / "lr_selection.csv", choices)
+    group = [k for k in GROUP if any(k in r for r in rows)]
+    keys = [*group[:2], "objective", "lr", *group[2:]]
     metric_rows = [{**{k: r.get(k, "") for k in keys}, "seed": r["seed"],
                     **{m: r.get(m, "") for m in TABLE_METRICS}} for r in rows]
     write_csv(out / "summary.csv", group_summary(metric_rows, keys))
     write_csv(out / "paired.csv", paired_table(rows, group, "objective", "endpoint", TABLE_METRICS, LOG_METRICS))
-    return [out / "summary.csv", out / "paired.csv"]
+    return [out / "lr_selection.csv", out / "summary.csv", out / "paired.csv"]
+
+
+def select_lr(rows: list[Row]) -> tuple[list[Row], list[Row]]:
+    """``(rows at the chosen learning rates, lr_selection table)`` under :data:`SELECTION`, per
+    system × student × objective (× depth, grid and step budget)."""
+    if rows and any(k not in rows[0] for k in ("lr", "val_loss")):
+        raise ValueError("results.csv has no lr / val_loss columns (made before learning rates were chosen on "
+                         "validation loss): rerun the study")
+    keys = [k for k in SELECT_BY if any(k in r for r in rows)]
+    choices = select(rows, SELECTION, keys)
+    table = [row for c in choices.values() for row in c.as_rows(keys, "lr")]
+    return rows_at_choice(rows, choices, SELECTION, keys), table
+
+
+def chosen_lrs(out: str | Path) -> dict[tuple[str, str], float]:
+    """``(system, "student/objective") → chosen lr`` from ``out/lr_selection.csv``."""
+    return {(r["system"], f"{r['student']}/{r['objective']}"): float(r["lr"])
+            for r in read_csv(Path(out) / "lr_selection.csv") if is_true(r["selected"])}
 
 
 def _groups(rows: list[Row], keys: tuple[str, ...]) -> list[tuple]:
     return list(dict.fromkeys(tuple(r[k] for k in keys) for r in rows))
 
 
-def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], floors: list[Row]) -> str:
-    """Law-error, endpoint-error and ratio tables, verdict lines, the target count and the representability floors."""
+def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], floors: list[Row],
+                    selection: list[Row] | None = None) -> str:
+    """Law-error, endpoint-error and ratio tables, verdict lines, the target count, the learning rates chosen on
+    validation loss and the representability floors."""
     objectives = sorted(dict.fromkeys(r["objective"] for r in results), key=lambda o: o != "endpoint")
     others = [o for o in objectives if o != "endpoint"]
     keys = tuple(k for k in GROUP if k in summary[0])
@@ -63,7 +93,7 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], f
     def label(g: tuple) -> str:
         d = dict(zip(keys, g, strict=True))
         parts = [d["student"], f"L = {d['n_layers']}"]
-        parts += [f"{k} {d[k]}" for k in ("lr", "steps") if d.get(k) not in ("", None)]
+        parts += [f"{k} {d[k]}" for k in ("steps",) if d.get(k) not in ("", None)]
         return f"| {d['system']} | {', '.join(parts)} |"
 
     lines: list[str] = ["Seeds vary the student's initialisation and the minibatch order on one fixed draw of the "
@@ -73,7 +103,7 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], f
                           ("law_error_ood", "Law error on out-of-distribution states (higher wavenumbers)"),
                           ("endpoint_error", "Endpoint error on in-distribution test trajectories")):
         lines += [f"{title}; mean ± 95% CI (n seeds); within a row every objective has the same student, data, "
-                  "depth, learning rate and step budget:", "",
+                  "depth and step budget, each at its learning rate chosen on validation loss (table below):", "",
                   "| system | student | " + " | ".join(objectives) + " |",
                   "|---|---|" + "---|" * len(objectives)]
         for g in groups:
@@ -113,6 +143,21 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], f
             lines.append(f"- target law error ≤ {TARGET:g} (ID), `{student}` trained on `{o}`: mean at or below in "
                          f"{len(mean_ok)} of {len(rows)} system cells ({', '.join(mean_ok) or 'none'}); whole 95% "
                          f"CI below in {len(ci_ok)} ({', '.join(ci_ok) or 'none'}).")
+    if selection:
+        lines += ["", "Learning rate of each cell, chosen on the validation split (smallest seed-mean loss of the "
+                  "run's own objective on held-out training trajectories; every candidate's validation loss, "
+                  "mean ± 95% CI, in `lr_selection.csv`):", "",
+                  "| system | student | " + " | ".join(objectives) + " |", "|---|---|" + "---|" * len(objectives)]
+        for g in groups:
+            d = dict(zip(keys, g, strict=True))
+            cells = []
+            for o in objectives:
+                cands = [c for c in selection if c["objective"] == o and all(str(c.get(k, "")) == str(v)
+                                                                             for k, v in d.items())]
+                pick = [c for c in cands if is_true(c["selected"])]
+                of = ", ".join(f"{c['lr']:g}" for c in cands)
+                cells.append(f"{pick[0]['lr']:g} (of {of})" if pick else "—")
+            lines.append(label(g) + " " + " | ".join(cells) + " |")
     if floors:
         ks = sorted({int(f["kernel_size"]) for f in floors})
         lines += ["", "What a local polynomial field of window k can represent at all: least-squares law error on the "
@@ -136,7 +181,8 @@ def report(folder: str | Path) -> str | None:
     if not results or not summary or "law_error_id_mean" not in summary[0]:
         return None
     floors = read_csv(folder / "representability.csv") if (folder / "representability.csv").exists() else []
-    return report_markdown(results, summary, read_csv(folder / "paired.csv"), floors)
+    selection = read_csv(folder / "lr_selection.csv") if (folder / "lr_selection.csv").exists() else []
+    return report_markdown(results, summary, read_csv(folder / "paired.csv"), floors, selection)
 
 
 __all__ = ["GROUP", "LOG_METRICS", "TABLE_METRICS", "TARGET", "derive", "report", "report_markdown"]
