@@ -70,7 +70,8 @@ CAPTIONS = {
         "under the teacher and under the first student kind of the table (seed with the lowest number) trained "
         "on each objective, continued past the training horizon T (dashed) to 4T with the network's own step. "
         "Next column: roll-out error vs time (relative L2, log axis; every student kind, lighter shade = second "
-        "kind). Last column: solver consistency beside the teacher law's own floor. Curves are means over seeds; "
+        "kind). Last column: solver consistency beside the teacher law's own floor. Every student kind × objective "
+        "is shown at its learning rate chosen on validation loss (lr_selection.csv). Curves are means over seeds; "
         "error bars (several seeds) are 95% t-intervals of the mean."),
 }
 RESULT_COLUMNS = [
