@@ -87,13 +87,19 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], f
     validation loss and the representability floors."""
     objectives = sorted(dict.fromkeys(r["objective"] for r in results), key=lambda o: o != "endpoint")
     others = [o for o in objectives if o != "endpoint"]
-    keys = tuple(k for k in GROUP if k in summary[0])
+    # a learning rate was chosen only where some cell had more than one candidate; else it is fixed and shown
+    chosen = sum(is_true(c["selected"]) for c in selection or [])
+    selection = selection if selection and len(selection) > chosen else None
+    keys = tuple(k for k in (GROUP if selection else (*GROUP, "lr")) if k in summary[0])
     groups = _groups(summary, keys)
+    same = ("depth and step budget, each at its learning rate chosen on validation loss (table below)" if selection
+            else "depth, learning rate and step budget")
 
     def label(g: tuple) -> str:
         d = dict(zip(keys, g, strict=True))
         parts = [d["student"], f"L = {d['n_layers']}"]
-        parts += [f"{k} {d[k]}" for k in ("steps",) if d.get(k) not in ("", None)]
+        shown = ("steps",) if selection else ("lr", "steps")     # older tables: one fixed lr per row, no selection
+        parts += [f"{k} {d[k]}" for k in shown if d.get(k) not in ("", None)]
         return f"| {d['system']} | {', '.join(parts)} |"
 
     lines: list[str] = ["Seeds vary the student's initialisation and the minibatch order on one fixed draw of the "
@@ -102,8 +108,8 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], f
     for metric, title in (("law_error_id", "Law error ‖F_θ − F*‖/‖F*‖ on in-distribution test states"),
                           ("law_error_ood", "Law error on out-of-distribution states (higher wavenumbers)"),
                           ("endpoint_error", "Endpoint error on in-distribution test trajectories")):
-        lines += [f"{title}; mean ± 95% CI (n seeds); within a row every objective has the same student, data, "
-                  "depth and step budget, each at its learning rate chosen on validation loss (table below):", "",
+        lines += [f"{title}; mean ± 95% CI (n seeds); within a row every objective has the same student, data, {same}:",
+                  "",
                   "| system | student | " + " | ".join(objectives) + " |",
                   "|---|---|" + "---|" * len(objectives)]
         for g in groups:
