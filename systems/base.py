@@ -65,6 +65,8 @@ class TeacherFlow(ABC):
     dim: ClassVar[int] = 2
     autonomous: ClassVar[bool] = True
     closed_form: ClassVar[bool] = False
+    #: the ``solve_ivp`` method of :meth:`reference_flow` (``"Radau"`` for stiff systems)
+    reference_method: ClassVar[str] = "DOP853"
 
     horizon: float = 1.0
 
@@ -105,7 +107,7 @@ class TeacherFlow(ABC):
         return self.reference_flow(x0, t)
 
     def reference_flow(self, x0: Tensor, t, rtol: float = 1e-11, atol: float = 1e-12) -> Tensor:
-        """High-accuracy numerical flow: ``solve_ivp`` with DOP853 on the stacked batch."""
+        """High-accuracy numerical flow: ``solve_ivp`` (DOP853, or :attr:`reference_method`) on the stacked batch."""
         x0 = torch.as_tensor(x0)
         self._check_state(x0)
         dtype = x0.dtype if x0.is_floating_point() else torch.float64
@@ -121,7 +123,7 @@ class TeacherFlow(ABC):
                 return self.vector_field(s, xs).reshape(-1).numpy()
 
             tn = tg.numpy()
-            sol = solve_ivp(rhs, (tn[0], tn[-1]), y0, method="DOP853", t_eval=tn, rtol=rtol, atol=atol)
+            sol = solve_ivp(rhs, (tn[0], tn[-1]), y0, method=self.reference_method, t_eval=tn, rtol=rtol, atol=atol)
             if not sol.success:
                 raise RuntimeError(f"{self.name}: reference integration failed: {sol.message}")
             out = sol.y.T
@@ -153,7 +155,7 @@ class TeacherFlow(ABC):
         if tg.numel() == 1 or tn[-1] == tn[0]:
             out = np.repeat(y0.reshape(1, -1).numpy(), tg.numel(), axis=0)
         else:
-            sol = solve_ivp(rhs, (tn[0], tn[-1]), y0.reshape(-1).numpy(), method="DOP853", t_eval=tn,
+            sol = solve_ivp(rhs, (tn[0], tn[-1]), y0.reshape(-1).numpy(), method=self.reference_method, t_eval=tn,
                             rtol=rtol, atol=atol)
             if not sol.success:
                 raise RuntimeError(f"{self.name}: variational integration failed: {sol.message}")

@@ -40,10 +40,30 @@ def canonical_name(name: str) -> str:
 
 
 def system_class(name: str) -> type:
-    """The class registered under ``name`` (either spelling, see :func:`canonical_name`); a clear error (with
-    close matches) if there is none."""
+    """The class registered under ``name`` (either spelling, see :func:`canonical_name`); a system written outside
+    the package (``path/file.py:NAME``, ``module:NAME``, or an installed ``testbed.systems`` entry point: loaded,
+    checked and registered on first use, :mod:`systems.user`); a clear error (with close matches) otherwise."""
+    from systems import user
+
+    key = canonical_name(name)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    if user.is_reference(str(name)):
+        _REGISTRY[name] = user.user_flow_class(name)
+        return _REGISTRY[name]
+    eps = user.entry_point_objects()
+    if name in eps:
+        try:
+            obj = eps[name].load()
+        except Exception as err:
+            raise SystemSpecError(f"system {name!r}: loading its entry point {eps[name].value!r} failed: "
+                                  f"{type(err).__name__}: {err}") from err
+        cls = user.flow_class(obj, name)
+        user.check_flow(cls(), f"system {name!r} (entry point {eps[name].value!r})")
+        _REGISTRY[name] = cls
+        return cls
     try:
-        return _REGISTRY[canonical_name(name)]
+        return _REGISTRY[key]
     except KeyError:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
