@@ -42,12 +42,18 @@ def canonical_name(name: str) -> str:
 def system_class(name: str) -> type:
     """The class registered under ``name`` (either spelling, see :func:`canonical_name`); a system written outside
     the package (``path/file.py:NAME``, ``module:NAME``, or an installed ``testbed.systems`` entry point: loaded,
-    checked and registered on first use, :mod:`systems.user`); a clear error (with close matches) otherwise."""
+    checked and registered on first use, :mod:`systems.user`) or a dysts flow (``dysts:NAME``,
+    :mod:`systems.dysts_catalogue`); a clear error (with close matches) otherwise."""
     from systems import user
 
     key = canonical_name(name)
     if key in _REGISTRY:
         return _REGISTRY[key]
+    if str(name).startswith("dysts:"):
+        from systems.dysts_catalogue import dysts_flow_class
+
+        _REGISTRY[name] = dysts_flow_class(name)
+        return _REGISTRY[name]
     if user.is_reference(str(name)):
         _REGISTRY[name] = user.user_flow_class(name)
         return _REGISTRY[name]

@@ -326,10 +326,25 @@ def _relerr(a: Tensor, b: Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
+def _bounded_flow(system: TeacherFlow, x: Tensor, tg: Tensor, where: str, which: str) -> Tensor:
+    """The reference flow from ``x`` over ``tg``; a clear error if it fails or leaves every bound."""
+    T = float(tg[-1])
+    try:
+        ref = system.reference_flow(x, tg)
+    except RuntimeError as err:
+        raise SystemSpecError(f"{where}: the reference integration over [0, {T:g}] from {which} states failed "
+                              f"({err}); stiff? set stiff=True; unbounded? shorten the horizon or shrink the "
+                              f"{which.lower()}_box") from None
+    if not bool(torch.isfinite(ref).all()) or float(ref.abs().max()) > 1e8:
+        raise SystemSpecError(f"{where}: the flow from {which} states leaves every bound (|x| > 1e8) within the "
+                              f"horizon {T:g}; shorten the horizon or shrink the {which.lower()}_box")
+    return ref
+
+
 def check_flow(system: TeacherFlow, where: str, n: int = 8, seed: int = 0) -> None:
     """Validate a built system on ``n`` ID states: shapes and finite values of the field and Jacobian, the Jacobian
     against central differences (user-supplied or derived by autograd/complex step), a closed-form flow against the
-    reference integral of the field, and a finite reference flow over ``[0, T]``."""
+    reference integral of the field, and a bounded reference flow over ``[0, T]`` from ID and from OOD states."""
     d, T = system.dim, float(system.horizon)
     x = system.sample_id(n, torch.Generator().manual_seed(seed))
     for t in (0.0, T / 2):
@@ -347,14 +362,8 @@ def check_flow(system: TeacherFlow, where: str, n: int = 8, seed: int = 0) -> No
             raise SystemSpecError(f"{where}: the Jacobian disagrees with central differences of vector_field at "
                                   f"t = {t:g} (relative error {err:.2g})")
     tg = torch.tensor([0.0, T / 2, T], dtype=torch.float64)
-    try:
-        ref = system.reference_flow(x, tg)
-    except RuntimeError as err:
-        raise SystemSpecError(f"{where}: the reference integration over [0, {T:g}] from ID states failed ({err}); "
-                              "stiff? set stiff=True; unbounded? shorten the horizon") from None
-    if not bool(torch.isfinite(ref).all()) or float(ref.abs().max()) > 1e8:
-        raise SystemSpecError(f"{where}: the flow leaves every bound (|x| > 1e8) within the horizon {T:g} from ID "
-                              "states; shorten the horizon or shrink id_box")
+    ref = _bounded_flow(system, x, tg, where, "ID")
+    _bounded_flow(system, system.sample_ood(n, torch.Generator().manual_seed(seed + 1)), tg, where, "OOD")
     if system.closed_form:
         got = system.flow(x, tg)
         if tuple(got.shape) != tuple(ref.shape):

@@ -189,8 +189,13 @@ def _env(extra_path: Path) -> dict[str, str]:
 
 
 def test_user_systems_run_through_testbed_run_and_sweep(tmp_path):
-    """The example file through ``testbed run``; a file and an importable module through ``testbed sweep`` (worker
-    processes load them again by reference)."""
+    """The example file through ``testbed run``; a file, an importable module and (with the extra) a dysts flow
+    through ``testbed sweep`` (worker processes load them again by reference)."""
+    import importlib.util
+
+    refs = [f"{tmp_path / 'user_spiral_mod.py'}:SPEC", "user_spiral_mod:SPEC"]
+    if importlib.util.find_spec("dysts") is not None:
+        refs.append("dysts:Lorenz")
     write(tmp_path, SPIRAL_TORCH, name="user_spiral_mod.py")
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "testbed", "run", "law-recovery", "--quick", "--system", EXAMPLE, "--out", str(out),
@@ -211,7 +216,7 @@ def test_user_systems_run_through_testbed_run_and_sweep(tmp_path):
         objectives = ["endpoint"]
         match_endpoint = 0.0
         [grid]
-        systems = ["{tmp_path / 'user_spiral_mod.py'}:SPEC", "user_spiral_mod:SPEC"]
+        systems = {json.dumps(refs)}
     """))
     sweep_out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "testbed", "sweep", str(spec), "--out", str(sweep_out), "--workers", "1",
@@ -219,6 +224,6 @@ def test_user_systems_run_through_testbed_run_and_sweep(tmp_path):
     res = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     status = json.loads((sweep_out / "sweep.json").read_text())
-    assert len(status["cells"]) == 2
+    assert len(status["cells"]) == len(refs)
     merged = (sweep_out / "results.csv").read_text()
-    assert "user_spiral_mod:SPEC" in merged and "user_spiral_mod.py:SPEC" in merged
+    assert all(r in merged for r in refs)
