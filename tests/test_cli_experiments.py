@@ -22,7 +22,7 @@ def test_cli_rejects_options_an_experiment_does_not_take(argv, needle, capsys, t
 
 def test_every_experiment_is_listed_with_config_and_quick_mode():
     assert set(list_experiments()) == {"law-recovery", "pde-law-recovery", "endpoint-equivalence", "depth-scaling",
-                                       "multipath", "continual"}
+                                       "multipath", "continual", "law-benchmark"}
     for name in list_experiments():
         exp = get_experiment(name)
         assert isinstance(exp.quick_config(), exp.Config)

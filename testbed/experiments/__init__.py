@@ -14,6 +14,7 @@ from testbed.experiments import (
     continual,
     depth_scaling,
     endpoint_equivalence,
+    law_benchmark,
     law_recovery,
     multipath,
     pde_law_recovery,
@@ -21,7 +22,7 @@ from testbed.experiments import (
 from testbed.experiments.protocol import check_experiment
 
 EXPERIMENTS: dict[str, ModuleType] = {m.NAME: check_experiment(m) for m in (
-    law_recovery, pde_law_recovery, endpoint_equivalence, depth_scaling, continual, multipath,
+    law_recovery, pde_law_recovery, endpoint_equivalence, depth_scaling, continual, multipath, law_benchmark,
 )}
 
 
