@@ -13,7 +13,9 @@ the last digit):
 * ``fixed``       the sweep without dopri5 (``adaptive=()``);
 * ``batched``     the full sweep, dopri5 solving the whole batch as one system (``per_sample=False``) —
   **what the library reports**: ``evaluate_student`` and ``testbed consistency`` use the default;
-* ``per_sample``  the full sweep, dopri5 solving each initial state alone (``per_sample=True``);
+* ``per_sample``  the full sweep with ``per_sample=True``: dopri5 with a step size and error test per initial state
+  (:func:`testbed.field.adaptive.dopri5_per_sample`, all states in one tensor program; before 2026-11-30 this
+  solved each state alone in a loop);
 * ``dopri5_batched`` the batched dopri5 solve alone (``integrate``); ``dopri5_per_sample`` is
   ``per_sample − fixed``.
 

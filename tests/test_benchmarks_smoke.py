@@ -94,3 +94,14 @@ def test_bench_jacobian_probes_tiny() -> None:
     assert rec["target"]["meets_target"] is None      # no run at the target dimension
     assert {(s["probes"], s["n"]) for s in rec["law_summary"]} == {(0, 2), (1, 2)}
     assert math.isfinite(rec["law_summary"][1]["log10_ratio_vs_dense"])
+
+
+def test_bench_per_sample_tiny() -> None:
+    bp = _load("bench_per_sample")
+    rec = bp.main(["--batch", "4", "--fields", "oscillators,student", "--repeats", "1", "--loop-rows", "2",
+                   "--check-rows", "2"])
+    solvers = {r["solver"] for r in rec["rows"]}
+    assert {"batched", "per_sample", "loop"} <= solvers
+    per = [r for r in rec["rows"] if r["solver"] == "per_sample"]
+    assert all(r["max_rel_error_vs_dop853"] < 1e-5 and r["nfev_row_min"] <= r["nfev_row_max"] for r in per)
+    assert rec["target"]["meets_target"] is None       # not run at the target batch

@@ -29,7 +29,10 @@ solve whose stored states would not fit in memory is refused before it starts.
 
 Adaptive solvers in torchdiffeq treat the batch as one system (shared step sizes). We solve the batch
 together at a tight tolerance (default ``rtol=1e-7``), so each sample is accurate to that tolerance whatever
-shares its batch; pass ``per_sample=True`` to solve each sample alone (slower, exact per-sample NFEs).
+shares its batch; pass ``per_sample=True`` to give every sample its own steps and error control
+(:func:`testbed.field.adaptive.dopri5_per_sample`: all samples in one tensor program, the solution of each
+independent of its batch-mates, per-sample NFEs in ``nfev_min``/``nfev_max``; other adaptive methods are then
+solved one sample at a time).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from torchdiffeq import odeint
 
 from testbed.config import ConfigError
 from testbed.errors import DivergenceError
+from testbed.field.adaptive import dopri5_per_sample
 from testbed.field.metrics import relative_l2
 from testbed.fitting import loglog_slope
 from testbed.grid import grid_indices
@@ -220,6 +224,17 @@ def observed_order(rows: Sequence[dict], method: str, key: str = "converged_erro
     return -loglog_slope([n for n, _ in pts], [e for _, e in pts])
 
 
+def is_autonomous(f: Field) -> bool:
+    """Whether ``f`` ignores its time argument, as far as its owner says: a teacher's ``autonomous`` flag, a student
+    that is not ``time_conditioned``; False when unknown (always safe)."""
+    owner = getattr(f, "__self__", None)
+    if hasattr(owner, "autonomous"):
+        return bool(owner.autonomous)
+    if hasattr(owner, "time_conditioned"):
+        return not bool(owner.time_conditioned)
+    return False
+
+
 def default_step_counts(n_layers: int) -> list[int]:
     """``{L/4, L/2, 2L, 4L}`` (the fractional ones only where they are whole numbers ≥ 1)."""
     out = [n_layers // d for d in (4, 2) if n_layers % d == 0 and n_layers // d >= 1]
@@ -264,12 +279,18 @@ def solver_consistency(f: Field, x0: Tensor, horizon: float, n_layers: int,
         result.rows.append(row)
 
     solves: list[tuple[str, int | None, Tensor, int, bool]] = [(reference_method, n_layers, ref, ref_nfev, True)]
+    nfev_rows: dict[int, Tensor] = {}     # per-sample evaluation counts of the per-sample adaptive solves
     for m in methods:
         for s in steps:
             sol, nfev = integrate(f, x0, horizon, m, s, common)
             solves.append((m, s, sol, nfev, False))
     for m in adaptive:
-        if per_sample:
+        if per_sample and m == "dopri5":
+            sol, per_row = dopri5_per_sample(f, x0, common.to(x0.dtype), rtol, atol, autonomous=is_autonomous(f),
+                                             max_nfev=MAX_NFEV)
+            solves.append((m, None, sol, int(per_row.sum()), False))
+            nfev_rows[len(solves) - 1] = per_row
+        elif per_sample:
             sols, nfev = [], 0
             for i in range(x0.shape[0]):
                 si, ni = integrate(f, x0[i: i + 1], horizon, m, None, common, rtol, atol)
@@ -280,8 +301,10 @@ def solver_consistency(f: Field, x0: Tensor, horizon: float, n_layers: int,
             sol, nfev = integrate(f, x0, horizon, m, None, common, rtol, atol)
             solves.append((m, None, sol, nfev, False))
     converged = next((sol for _, n, sol, _, _ in solves if n is None), None)
-    for m, n, sol, nfev, is_ref in solves:
+    for i, (m, n, sol, nfev, is_ref) in enumerate(solves):
         add(m, n, sol, nfev, is_ref)
+        if i in nfev_rows:
+            result.rows[-1].update(nfev_min=int(nfev_rows[i].min()), nfev_max=int(nfev_rows[i].max()))
         if converged is not None:
             result.rows[-1]["converged_error"] = relative_l2(sol[-1], converged[-1])
     return result
