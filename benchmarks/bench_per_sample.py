@@ -55,9 +55,8 @@ def oscillators(t, x):
 def fields(batch: int, seed: int = 0) -> dict[str, tuple[Callable, torch.Tensor, float, bool]]:
     """name → (f, x0, T, autonomous)."""
     g = torch.Generator().manual_seed(seed)
-    osc_x0 = torch.cat([torch.randn(batch, 2, generator=g, dtype=torch.float64),
-                        torch.logspace(0, 1.5, batch, dtype=torch.float64)[torch.randperm(batch, generator=g)][:, None]],
-                       1)
+    freq = torch.logspace(0, 1.5, batch, dtype=torch.float64)[torch.randperm(batch, generator=g)]
+    osc_x0 = torch.cat([torch.randn(batch, 2, generator=g, dtype=torch.float64), freq[:, None]], 1)
     vdp = systems.get_system("van_der_pol", mu=3.0)
     vdp_x0 = 6 * torch.rand(batch, 2, generator=g, dtype=torch.float64) - 3
     torch.manual_seed(seed)
