@@ -37,6 +37,7 @@ from testbed.field.metrics import (
     relative_l2,
     trajectory_error,
 )
+from testbed.field.record import FieldRecord, record
 from testbed.field.spectral import layer_spectral_norms, path_spectral_norms
 
 __all__ = [
@@ -47,5 +48,5 @@ __all__ = [
     "integrate", "interior_error", "is_aliased", "law_error", "layer_jacobians", "path_jacobians",
     "path_sensitivity", "relative_l2",
     "solver_consistency", "trajectory_error", "vector_field_jacobian",
-    "lanczos_extremes", "layer_spectral_norms", "path_spectral_norms",
+    "lanczos_extremes", "layer_spectral_norms", "path_spectral_norms", "FieldRecord", "record",
 ]
