@@ -66,6 +66,21 @@ def test_time_dependent_fields_get_each_rows_own_time():
     assert len(set(nfev.tolist())) > 1
 
 
+def test_an_untied_students_rows_each_use_their_own_layer():
+    """An untied student's field picks its block by t: per-row times must reach it (checked against solving each
+    row alone, where there is only one time)."""
+    from testbed.students import ResidualStudent
+
+    torch.manual_seed(0)
+    s = ResidualStudent(dim=2, n_layers=4, width=8, tied=False, init_scale=1.0)
+    x0 = torch.randn(6, 2) * torch.logspace(-1, 1, 6)[:, None]
+    times = torch.tensor([0.0, 1.0])
+    sol, _ = dopri5_per_sample(s.vector_field, x0, times, autonomous=is_autonomous(s.vector_field))
+    for i in range(6):
+        alone, _ = dopri5_per_sample(s.vector_field, x0[i:i + 1], times)
+        assert torch.allclose(sol[-1, i], alone[-1, 0], atol=1e-12)
+
+
 def test_divergence_is_reported_not_hung():
     with pytest.raises(DivergenceError):
         dopri5_per_sample(lambda t, x: x**2, torch.tensor([[0.5], [5.0]]), torch.tensor([0.0, 1.0]),
@@ -90,4 +105,10 @@ def test_autonomy_is_read_from_the_fields_owner():
     assert not is_autonomous(systems.get_system("double_gyre").vector_field)
     assert is_autonomous(ResidualStudent(dim=2, n_layers=4).vector_field)
     assert not is_autonomous(ResidualStudent(dim=2, n_layers=4, time_conditioned=True).vector_field)
+    assert not is_autonomous(ResidualStudent(dim=2, n_layers=4, tied=False).vector_field)   # one block per layer
     assert not is_autonomous(oscillators)
+
+
+def test_non_finite_initial_states_are_refused_at_once():
+    with pytest.raises(DivergenceError, match="finite"):
+        dopri5_per_sample(oscillators, torch.tensor([[float("nan"), 0.0, 1.0]]), torch.tensor([0.0, 1.0]))

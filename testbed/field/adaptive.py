@@ -7,20 +7,22 @@ needs, and a sample's solution (and its number of field evaluations) depends on 
     err_i = ‖(y⁵_i − y⁴_i) / (atol + rtol · max(|y_i|, |y⁵_i|))‖_RMS over the d coordinates,
 
 accepting the step where ``err_i ≤ 1`` and rescaling ``h_i ← h_i · clip(0.9 · err_i^(−1/5), 0.2, 10)`` (the
-constants of torchdiffeq's ``dopri5``), while every stage is evaluated for all *active* rows at once. A row is
-active until it has passed the last output time; each row's steps are shortened to land on every output time (no
-interpolation), and its first step is chosen by Hairer's rule from its own ``‖x₀‖`` and ``‖f(x₀)‖``. The
-solution of a row is therefore that of the row solved alone (bit for bit when the field acts row by row without
-batched reductions), and ``nfev[i]`` counts the field evaluations row ``i`` took part in.
+constants of torchdiffeq's ``dopri5``; as there, an accepted step never shrinks the next one), while every stage
+is evaluated for all *active* rows at once. A row is active until it has passed the last output time; each row's
+steps are shortened to land on every output time (no interpolation), and its first step is chosen by Hairer's rule
+from its own ``‖x₀‖`` and ``‖f(x₀)‖``. The solution of a row is therefore that of the row solved alone (bit for
+bit when the field's arithmetic on a row does not depend on the batch size — elementwise maps; a batched matrix
+product may differ in the last bits), and ``nfev[i]`` counts the field evaluations row ``i`` took part in.
 
-The field is called as ``f(t, x)`` on the active rows. An autonomous field (``autonomous=True``) gets the scalar
-time of the first active row (it ignores it); otherwise rows that share a time are evaluated together and rows at
-different times separately — correct for any field, at per-row cost once the rows' clocks drift apart.
+The field is called as ``f(t, x)`` on the active rows. An autonomous field (``autonomous=True``: a teacher's or a
+student's ``autonomous`` property, :func:`testbed.field.consistency.is_autonomous`) gets one scalar time, which it
+ignores, and all rows in one call; otherwise each distinct time is a separate call — correct for any field, but the
+rows' step sizes differ from the first step on, so a time-dependent field costs about one call per row and stage
+(the per-row loop's cost, without its Python overhead per step).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -98,9 +100,13 @@ def dopri5_per_sample(f: Field, x0: Tensor, times: Tensor, rtol: float = 1e-7, a
         return out, nfev
     t = times[0].expand(n).clone()
     y = x0.clone()
+    if not bool(torch.isfinite(y).all()):
+        raise DivergenceError("dopri5 (per sample): the initial states are not all finite")
     k1 = _evaluate(f, t, y, autonomous)
     h = _initial_step(f, t, y, k1, rtol, atol, autonomous, (times[-1] - times[0]).expand(n))
     nfev += 2
+    if not bool(torch.isfinite(k1).all() & torch.isfinite(h).all()):
+        raise DivergenceError("dopri5 (per sample): the field is not finite at the initial states")
     nxt = torch.ones(n, dtype=torch.long, device=x0.device)       # index of each row's next output time
     active = torch.arange(n, device=x0.device)
     while active.numel():
@@ -118,7 +124,8 @@ def dopri5_per_sample(f: Field, x0: Tensor, times: Tensor, rtol: float = 1e-7, a
         err = _rms(err_vec / (atol + rtol * torch.maximum(ya.abs(), y5.abs())))
         ok = err <= 1.0
         finite = torch.isfinite(y5).all(-1) & torch.isfinite(err)
-        if bool((ok & finite & (y5.abs().amax(-1) > bound)).any()) or bool((~finite & (ha < 1e-300)).any()):
+        if bool((ok & finite & (y5.abs().amax(-1) > bound)).any()) or bool((~finite & (ha < 1e-300)).any()) \
+                or not bool(torch.isfinite(ha).all()):
             raise DivergenceError(f"dopri5 (per sample): a state left |x| ≤ {bound:.3g} or became non-finite")
         if int(nfev[active].max()) > max_nfev:
             raise DivergenceError(f"dopri5 (per sample): a sample needed more than {max_nfev} field evaluations "
@@ -126,6 +133,7 @@ def dopri5_per_sample(f: Field, x0: Tensor, times: Tensor, rtol: float = 1e-7, a
         factor = torch.where(err == 0, torch.full_like(err, MAX_FACTOR),
                              (SAFETY * err.clamp_min(1e-300) ** (-1.0 / ORDER)).clamp(MIN_FACTOR, MAX_FACTOR))
         factor = torch.where(finite, factor, torch.full_like(err, MIN_FACTOR))
+        factor = torch.where(ok & finite, factor.clamp_min(1.0), factor)     # an accepted step does not shrink h
         acc = active[ok & finite]
         if acc.numel():
             sel = ok & finite
@@ -141,10 +149,3 @@ def dopri5_per_sample(f: Field, x0: Tensor, times: Tensor, rtol: float = 1e-7, a
         h[active] = torch.where(hit & ok & finite, torch.maximum(ha * factor, h[active]), ha * factor)
         active = active[nxt[active] < times.numel()]
     return out, nfev
-
-
-def solve_nfev_summary(nfev: Tensor) -> dict[str, float]:
-    """Mean, min and max of the per-row evaluation counts."""
-    v = nfev.to(torch.float64)
-    return {"nfev_mean": float(v.mean()), "nfev_min": float(v.min()), "nfev_max": float(v.max()),
-            "nfev_total": int(nfev.sum())} if v.numel() else {"nfev_mean": math.nan}

@@ -225,14 +225,9 @@ def observed_order(rows: Sequence[dict], method: str, key: str = "converged_erro
 
 
 def is_autonomous(f: Field) -> bool:
-    """Whether ``f`` ignores its time argument, as far as its owner says: a teacher's ``autonomous`` flag, a student
-    that is not ``time_conditioned``; False when unknown (always safe)."""
-    owner = getattr(f, "__self__", None)
-    if hasattr(owner, "autonomous"):
-        return bool(owner.autonomous)
-    if hasattr(owner, "time_conditioned"):
-        return not bool(owner.time_conditioned)
-    return False
+    """Whether ``f`` ignores its time argument, as far as its owner says (a teacher's or a student's
+    ``autonomous``: an untied or time-conditioned student is not); False when unknown (always safe)."""
+    return bool(getattr(getattr(f, "__self__", None), "autonomous", False))
 
 
 def default_step_counts(n_layers: int) -> list[int]:

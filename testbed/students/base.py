@@ -112,6 +112,12 @@ class Student(nn.Module):
         return None
 
     @property
+    def autonomous(self) -> bool:
+        """Whether ``vector_field(t, x)`` ignores ``t`` (a solver may then evaluate rows at different times in one
+        call). Default ``False`` — always safe; students whose field provably ignores time override it."""
+        return False
+
+    @property
     def layers_similar(self) -> bool:
         """Whether neighbouring layers have close Jacobians (tied or smoothly varying weights): lets the spectral
         metrics warm-start one layer's solve from its neighbour's. A hint only (default ``True``)."""

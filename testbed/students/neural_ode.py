@@ -88,6 +88,10 @@ class NeuralODEStudent(Student):
     def forward(self, x0: Tensor) -> Tensor:
         return self._solve(x0, torch.tensor([0.0, self.horizon], dtype=torch.float64))[-1]
 
+    @property
+    def autonomous(self) -> bool:
+        return not self.time_conditioned
+
     def spec(self) -> dict[str, Any]:
         return {
             "dim": self.dim, "n_layers": self.n_layers, "horizon": self.horizon, "width": self.width,

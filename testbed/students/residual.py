@@ -158,6 +158,11 @@ class ResidualStudent(Student):
             names |= {f"blocks.{i}.{n}" for n in first()}
         return names
 
+    @property
+    def autonomous(self) -> bool:
+        """One branch for every layer and no time input: ``f_θ(t, x)`` does not depend on ``t``."""
+        return self.tied and not self.time_conditioned
+
     def spec(self) -> dict[str, Any]:
         return {
             "dim": self.dim, "n_layers": self.n_layers, "horizon": self.horizon, "width": self.width,

@@ -81,6 +81,10 @@ class SindyStudent(Student):
         return h + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
     @property
+    def autonomous(self) -> bool:
+        return True
+
+    @property
     def n_terms(self) -> int:
         """Number of nonzero coefficients (the sparsity SINDy found)."""
         return int(torch.count_nonzero(self.coef))
