@@ -73,8 +73,22 @@ def has_analytic_jacobian(name: str) -> bool:
 
 
 def _stack_coords(values: Any, n: int) -> np.ndarray:
-    """dysts' ``rhs`` returns one array (or scalar) per coordinate: broadcast each to ``(n,)``, stack → ``(n, d)``."""
-    return np.stack([np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in values], axis=-1)
+    """dysts' ``rhs`` returns one array (or scalar) per coordinate: broadcast each to ``(n,)``, stack → ``(n, d)``
+    (complex input stays complex, so the complex-step Jacobian applies)."""
+    return np.stack([np.broadcast_to(np.asarray(v), (n,)) for v in values], axis=-1)
+
+
+def _vectorised(m: Any, d: int, x0: np.ndarray) -> bool:
+    """Whether dysts' ``rhs`` of ``m`` is right on a batch: tried on ``d + 1`` states near ``x0`` (a row count other
+    than ``d``, where a per-state ``rhs`` that unpacks ``x, y, z = X`` would silently misread the batch) against the
+    states one at a time."""
+    probe = x0[None, :] * (1.0 + 0.01 * np.arange(d + 1)[:, None]) + 1e-3 * np.arange(d + 1)[:, None]
+    rows = np.stack([np.asarray(m.rhs(r, 0.0), dtype=float).reshape(d) for r in probe])
+    try:
+        out = _stack_coords(m.rhs(probe, 0.0), d + 1)
+    except (ValueError, TypeError, IndexError, AttributeError):
+        return False
+    return out.shape == rows.shape and bool(np.allclose(out, rows, rtol=1e-10, atol=1e-12))
 
 
 def description(name: str, ood_stds: float = OOD_STDS[0]) -> dict[str, Any]:
@@ -100,20 +114,14 @@ def description(name: str, ood_stds: float = OOD_STDS[0]) -> dict[str, Any]:
     if getattr(m, "delay", False):
         raise SystemSpecError(f"system {ref!r}: a delay differential equation (its state is a history, not a point "
                               "in R^d): not an ODE flow")
-    batched = [True]     # dysts' numpy rhs is vectorised for most flows; the rest are applied row by row
+    # dysts' numpy rhs is vectorised for most flows (decided once, on a probe batch); the rest go row by row
+    batched = _vectorised(m, d, mean)
 
     def field(t, x):
         x = np.asarray(x)
-        if batched[0]:
-            try:
-                out = _stack_coords(m.rhs(x, t), x.shape[0])
-                if out.shape == x.shape:
-                    return out
-            except (ValueError, TypeError, IndexError, AttributeError):
-                pass
-            batched[0] = False
-        return np.stack([np.asarray(m.rhs(row, t), dtype=float).reshape(d) for row in x]) if len(x) \
-            else np.zeros((0, d))
+        if batched:
+            return _stack_coords(m.rhs(x, t), x.shape[0])
+        return np.stack([np.asarray(m.rhs(row, t)).reshape(d) for row in x]) if len(x) else np.zeros((0, d))
 
     spec: dict[str, Any] = {
         "name": ref, "vector_field": field, "dim": d, "horizon": min(candidates),

@@ -9,6 +9,9 @@ from typing import Any
 from systems.base import SystemSpecError
 
 _REGISTRY: dict[str, type] = {}
+#: systems loaded by reference (files, modules, dysts, entry points), keyed by :func:`systems.user.reference_key`;
+#: not listed by :func:`list_systems`
+_LOADED: dict[str, type] = {}
 
 
 def register(cls: type) -> type:
@@ -30,7 +33,7 @@ def list_systems() -> list[str]:
 def canonical_name(name: str) -> str:
     """The registered spelling of ``name``: hyphens and underscores are interchangeable, case is ignored
     (``van-der-pol`` → ``van_der_pol``). Unknown names are returned unchanged."""
-    if name in _REGISTRY:
+    if name in _REGISTRY or ":" in str(name):      # references (file.py:NAME, module:NAME, dysts:NAME) are exact
         return name
     key = str(name).strip().lower().replace("-", "_")
     for registered in _REGISTRY:
@@ -52,11 +55,16 @@ def system_class(name: str) -> type:
     if str(name).startswith("dysts:"):
         from systems.dysts_catalogue import dysts_flow_class
 
-        _REGISTRY[name] = dysts_flow_class(name)
-        return _REGISTRY[name]
+        if name not in _LOADED:
+            _LOADED[name] = dysts_flow_class(name)
+        return _LOADED[name]
     if user.is_reference(str(name)):
-        _REGISTRY[name] = user.user_flow_class(name)
-        return _REGISTRY[name]
+        ref_key = user.reference_key(name)
+        if ref_key not in _LOADED:
+            _LOADED[ref_key] = user.user_flow_class(name)
+        return _LOADED[ref_key]
+    if name in _LOADED:
+        return _LOADED[name]
     eps = user.entry_point_objects()
     if name in eps:
         try:
@@ -66,7 +74,7 @@ def system_class(name: str) -> type:
                                   f"{type(err).__name__}: {err}") from err
         cls = user.flow_class(obj, name)
         user.check_flow(cls(), f"system {name!r} (entry point {eps[name].value!r})")
-        _REGISTRY[name] = cls
+        _LOADED[name] = cls
         return cls
     try:
         return _REGISTRY[key]

@@ -7,8 +7,8 @@ With ``c`` the centre and ``r`` the half-width of the ID box (per coordinate) an
 so ``∂g/∂z = T · diag(r)⁻¹ J*(T s, x) diag(r)`` and the flow is ``ψ_s(z₀) = r⁻¹ ⊙ (φ_{Ts}(c + r ⊙ z₀) − c)``.
 An affine change of coordinates and a rescaling of time: the same dynamics (exactly conjugate), but every teacher
 now starts from the same box over the same horizon, so one student architecture, initialisation and learning
-rate serve teachers whose natural scales differ by orders of magnitude (a dysts catalogue). Relative errors are
-measured in these coordinates (each coordinate weighted by its ID half-width).
+rate serve teachers whose natural scales differ by orders of magnitude (a dysts catalogue). Errors are measured in
+these coordinates: coordinate ``i`` scaled by ``1/r_i``, states measured from the box centre ``c``.
 """
 
 from __future__ import annotations

@@ -88,6 +88,25 @@ def is_reference(name: str) -> bool:
                                                                    or source.isidentifier())
 
 
+def reference_key(ref: str) -> str:
+    """The registry key of a reference: a file reference by its resolved path (the same file named from another
+    directory is the same system; another file of the same spelling is not), a module reference as written."""
+    source, obj = ref.split(":")
+    if source.endswith(".py"):
+        return f"{Path(source).expanduser().resolve()}:{obj}"
+    return ref
+
+
+def default_name(ref: str) -> str:
+    """A file-system-safe name for a reference's system (used in run folders and tables): ``stem.NAME-hash`` for a
+    file (the hash of its resolved path tells apart equal stems), ``module.NAME`` for a module."""
+    source, obj = ref.split(":")
+    if source.endswith(".py"):
+        digest = hashlib.sha1(reference_key(ref).encode()).hexdigest()[:8]
+        return f"{Path(source).stem}.{obj}-{digest}"
+    return f"{source}.{obj}"
+
+
 def load_object(ref: str) -> Any:
     """The object ``NAME`` of ``SOURCE:NAME`` (a ``.py`` file, imported once under a name derived from its path, or
     a module)."""
@@ -153,33 +172,44 @@ class _Backend:
         self.fn, self.dim, self.tail, self.what, self.where = fn, dim, tail, what, where
         self.kind: str | None = None     # "torch", "numpy", "numpy-rows"
 
+    def _rows(self, t: float, xn: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(self.fn(t, row)) for row in xn])
+
     def _detect(self, t: float, x: Tensor) -> None:
+        """Decide how ``fn`` is called, on ``dim + 1`` probe rows near ``x[0]`` (a row count that is not the state
+        dimension, so a per-state function cannot pass for a batched one); a batched candidate must also agree with
+        ``fn`` applied row by row wherever that works."""
+        base = x[:1].to(torch.float64)
+        probe = base * (1.0 + 0.01 * torch.arange(self.dim + 1, dtype=torch.float64)[:, None]) + 1e-3 * torch.arange(
+            self.dim + 1, dtype=torch.float64)[:, None]
+        want = (probe.shape[0], *self.tail)
+        xn = probe.numpy()
         errors = []
         try:
-            out = self.fn(t, x)
-            if isinstance(out, Tensor) and tuple(out.shape) == (x.shape[0], *self.tail):
-                self.kind = "torch"
+            rows = self._rows(t, xn)
+            rows = rows if rows.shape == want else None
+        except Exception:  # noqa: BLE001  (a batched-only function)
+            rows = None
+        for kind, arg in (("torch", probe), ("numpy", xn)):
+            try:
+                out = self.fn(t, arg)
+                if kind == "torch" and not isinstance(out, Tensor):
+                    errors.append(f"on a torch batch it returned {type(out).__name__}")
+                    continue
+                arr = out.detach().numpy() if isinstance(out, Tensor) else np.asarray(out)
+                if arr.shape != want:
+                    errors.append(f"on a {kind} batch of {want[0]} states it returned shape {arr.shape}")
+                    continue
+                if rows is not None and not np.allclose(arr, rows, rtol=1e-10, atol=1e-12):
+                    errors.append(f"on a {kind} batch it differs from the function applied state by state")
+                    continue
+                self.kind = kind
                 return
-            errors.append(f"on a torch batch it returned {type(out).__name__} of shape {tuple(np.shape(out))}")
-        except Exception as err:  # noqa: BLE001  (any failure means: not a batched torch function)
-            errors.append(f"on a torch batch: {type(err).__name__}: {err}")
-        xn = x.numpy()
-        try:
-            out = np.asarray(self.fn(t, xn))
-            if out.shape == (x.shape[0], *self.tail):
-                self.kind = "numpy"
-                return
-            errors.append(f"on a numpy batch it returned shape {out.shape}")
-        except Exception as err:  # noqa: BLE001
-            errors.append(f"on a numpy batch: {type(err).__name__}: {err}")
-        try:
-            out = np.asarray(self.fn(t, xn[0]))
-            if out.shape == self.tail:
-                self.kind = "numpy-rows"
-                return
-            errors.append(f"on one numpy state it returned shape {out.shape}")
-        except Exception as err:  # noqa: BLE001
-            errors.append(f"on one numpy state: {type(err).__name__}: {err}")
+            except Exception as err:  # noqa: BLE001  (any failure means: not this calling convention)
+                errors.append(f"on a {kind} batch: {type(err).__name__}: {err}")
+        if rows is not None:
+            self.kind = "numpy-rows"
+            return
         shape = ", ".join(map(str, self.tail))
         raise SystemSpecError(f"{self.where}: {self.what}(t, x) must return shape (N, {shape}) "
                               f"for x of shape (N, {self.dim}) (or {self.tail} for one state); "
@@ -191,10 +221,9 @@ class _Backend:
         flat = x.reshape(-1, self.dim)
         tf = float(t)
         if self.kind is None:
-            self._detect(tf, flat.detach().to("cpu", torch.float64)[: max(min(flat.shape[0], 4), 1)]
-                         if flat.shape[0] else torch.zeros(1, self.dim, dtype=torch.float64))
+            self._detect(tf, flat.detach().to("cpu") if flat.shape[0] else torch.zeros(1, self.dim))
         if self.kind == "torch":
-            out = self.fn(tf, flat)
+            out = self.fn(tf, flat.to(torch.float64))          # user code sees float64, whatever the caller's dtype
         else:
             xn = flat.detach().to("cpu", torch.float64).numpy()
             if self.kind == "numpy":
@@ -203,6 +232,9 @@ class _Backend:
                 arr = np.stack([np.asarray(self.fn(tf, row), dtype=np.float64) for row in xn]) if len(xn) \
                     else np.zeros((0, *self.tail))
             out = torch.from_numpy(np.ascontiguousarray(arr))
+        if tuple(out.shape) != (flat.shape[0], *self.tail):
+            raise SystemSpecError(f"{self.where}: {self.what}(t, x) returned shape {tuple(out.shape)} for "
+                                  f"{flat.shape[0]} states (expected {(flat.shape[0], *self.tail)})")
         return out.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float64).reshape(
             *lead, *self.tail)
 
@@ -242,6 +274,9 @@ def _numpy_complex_step(fn: Callable[..., Any], batched: bool, t: float, x: np.n
 def described_flow(spec: FlowSpec, name: str) -> type[TeacherFlow]:
     """A :class:`TeacherFlow` subclass built from ``spec`` (registered by the caller under ``name``)."""
     where = f"system {name!r}"
+    if spec.name is not None and (not isinstance(spec.name, str) or not spec.name
+                                  or any(c in spec.name for c in "/\\") or spec.name.startswith(".")):
+        raise SystemSpecError(f"{where}: name must be a non-empty string without path separators, got {spec.name!r}")
     if isinstance(spec.dim, bool) or not isinstance(spec.dim, int) or spec.dim < 1:
         raise SystemSpecError(f"{where}: dim must be a positive integer, got {spec.dim!r}")
     if not callable(spec.vector_field):
@@ -310,7 +345,8 @@ def described_flow(spec: FlowSpec, name: str) -> type[TeacherFlow]:
                             "closed_form": ClassVar[bool], "horizon": float},
         "__doc__": f"User system {name!r} ({'closed-form' if user_flow else 'reference'} flow, "
                    f"{'user' if user_jac else 'derived'} Jacobian).",
-        "name": spec.name or name, "dim": dim, "autonomous": bool(spec.autonomous),
+        "name": spec.name or (default_name(name) if is_reference(name) else name), "dim": dim,
+        "autonomous": bool(spec.autonomous),
         "closed_form": user_flow is not None,
         "horizon": float(spec.horizon), "id_low": id_lo, "id_high": id_hi, "ood_low": ood_lo, "ood_high": ood_hi,
         "reference_method": "Radau" if spec.stiff else "DOP853",
@@ -347,12 +383,20 @@ def check_flow(system: TeacherFlow, where: str, n: int = 8, seed: int = 0) -> No
     reference integral of the field, and a bounded reference flow over ``[0, T]`` from ID and from OOD states."""
     d, T = system.dim, float(system.horizon)
     x = system.sample_id(n, torch.Generator().manual_seed(seed))
+    fields = []
     for t in (0.0, T / 2):
         f = system.vector_field(t, x)
         if tuple(f.shape) != (n, d) or not bool(torch.isfinite(f).all()):
             raise SystemSpecError(f"{where}: vector_field at t = {t:g} returned shape {tuple(f.shape)} (expected "
                                   f"{(n, d)}) or non-finite values on ID states")
-        jac = system.jacobian(t, x)
+        fields.append(f)
+        try:
+            jac = system.jacobian(t, x)
+        except SystemSpecError:
+            raise
+        except Exception as err:  # noqa: BLE001  (one line, whatever the user's code raised)
+            raise SystemSpecError(f"{where}: the Jacobian at t = {t:g} could not be computed "
+                                  f"({type(err).__name__}: {err})") from None
         if tuple(jac.shape) != (n, d, d) or not bool(torch.isfinite(jac).all()):
             raise SystemSpecError(f"{where}: jacobian at t = {t:g} returned shape {tuple(jac.shape)} (expected "
                                   f"{(n, d, d)}) or non-finite values")
@@ -361,6 +405,9 @@ def check_flow(system: TeacherFlow, where: str, n: int = 8, seed: int = 0) -> No
         if err > JACOBIAN_RTOL:
             raise SystemSpecError(f"{where}: the Jacobian disagrees with central differences of vector_field at "
                                   f"t = {t:g} (relative error {err:.2g})")
+    if system.autonomous and not torch.allclose(fields[0], fields[1], rtol=1e-12, atol=1e-12):
+        raise SystemSpecError(f"{where}: declared autonomous, but vector_field differs between t = 0 and t = {T / 2:g} "
+                              "(set autonomous=False)")
     tg = torch.tensor([0.0, T / 2, T], dtype=torch.float64)
     ref = _bounded_flow(system, x, tg, where, "ID")
     _bounded_flow(system, system.sample_ood(n, torch.Generator().manual_seed(seed + 1)), tg, where, "OOD")

@@ -239,8 +239,9 @@ class Objective:
     """``L = Σ_name w_name · term_name``; zero-weight terms are not evaluated.
 
     ``probes`` maps a Jacobian term (:data:`PROBE_TERMS`) to its number of Rademacher probes per state (0 or absent:
-    the exact dense Jacobian). Probe estimates are unbiased for the term's value and its gradient, and draw from
-    torch's global generator (seeded by :func:`testbed.train.train`).
+    the exact dense Jacobian). Probe estimates are unbiased for the term's value and its gradient; they are drawn
+    from the ``generator`` passed to the call (:func:`testbed.train.train` passes a probe stream of its own, apart
+    from the minibatch order), else from torch's global generator.
     """
 
     weights: Mapping[str, float]

@@ -182,6 +182,10 @@ def _lr_lambda(cfg: TrainConfig):
     return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
 
 
+#: the probe generator's seed is the run's seed plus this (a stream apart from the minibatch generator's)
+PROBE_SEED_OFFSET = 7919
+
+
 def train(student: Student, objective: Objective | str, data: TrajectoryData | LabeledData,
           config: TrainConfig | None = None, out_dir: str | Path | None = None, resume: bool = True,
           extra: dict[str, Any] | None = None, device: str | torch.device | None = None,
@@ -209,6 +213,9 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     gen = torch.Generator().manual_seed(cfg.seed)
+    # random probes of probe-estimated objective terms: their own stream, so the minibatch order does not depend on
+    # whether (or how many) probes are drawn
+    probe_gen = torch.Generator().manual_seed(cfg.seed + PROBE_SEED_OFFSET)
     start = 0
     elapsed_before = 0.0
     out = Path(out_dir) if out_dir is not None else None
@@ -236,6 +243,8 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             gen.set_state(ckpt["generator"])
+            if ckpt.get("probe_generator") is not None:
+                probe_gen.set_state(ckpt["probe_generator"])
             start = int(ckpt["step"])
             elapsed_before = float(ckpt.get("elapsed", 0.0))
             history = [h for h in ckpt.get("history", []) if h["step"] <= start]
@@ -247,7 +256,8 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
         if out is None:
             return
         save_checkpoint(out / CHECKPOINT_NAME, student, extra=extra, optimizer=opt.state_dict(),
-                        scheduler=sched.state_dict(), generator=gen.get_state(), step=step,
+                        scheduler=sched.state_dict(), generator=gen.get_state(),
+                        probe_generator=probe_gen.get_state(), step=step,
                         train_config=dataclasses.asdict(cfg), objective=dict(objective.weights),
                         objective_probes=dict(objective.probes), history=history,
                         elapsed=elapsed_before + time.perf_counter() - t0)
@@ -265,7 +275,7 @@ def train(student: Student, objective: Objective | str, data: TrajectoryData | L
     for step in bar:
         idx = torch.randperm(n, generator=gen)[:bs].to(device)
         batch = data.subset(idx)
-        loss, terms = objective(student, batch, generator=gen)
+        loss, terms = objective(student, batch, generator=probe_gen)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(step + 1, loss_value, terms)

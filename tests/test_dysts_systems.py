@@ -42,10 +42,12 @@ def test_lorenz_law_jacobian_horizon_and_boxes_from_the_published_model():
     assert torch.isfinite(end).all() and not torch.allclose(end, x[:2])
 
 
-def test_non_vectorised_dysts_flows_are_applied_row_by_row():
-    s = systems.get_system("dysts:BeerRNN")
-    m = dysts_catalogue.model("BeerRNN")
-    x = s.sample_id(3, torch.Generator().manual_seed(1))
+@pytest.mark.parametrize("name", ["BeerRNN", "MultiChua", "Lorenz96"])
+def test_non_vectorised_dysts_flows_are_applied_row_by_row(name):
+    """Flows whose rhs unpacks one state: a batch of exactly d states must not be misread as one state."""
+    s = systems.get_system("dysts:" + name)
+    m = dysts_catalogue.model(name)
+    x = s.sample_id(s.dim, torch.Generator().manual_seed(1))           # N == d rows: the ambiguous case
     rows = np.stack([np.asarray(m.rhs(r, 0.0), dtype=float) for r in x.numpy()])
     assert np.allclose(s.vector_field(0.0, x).numpy(), rows, rtol=1e-12, atol=1e-12)
 

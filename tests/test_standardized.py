@@ -26,6 +26,25 @@ def test_standardized_teacher_is_conjugate_to_the_original():
     assert float((zt - s.reference_flow(z, grid)).abs().max()) < 1e-8   # the flow of its own field
 
 
+def test_off_centre_unequal_box_maps_field_jacobian_and_flow():
+    """c = (1, 2), r = (1, 3), T = 0.8: a row/column swap in the Jacobian or a missing −c in the flow shows here."""
+    from systems.user import FlowSpec, flow_class
+
+    spec = FlowSpec(vector_field=lambda t, x: torch.stack([x[:, 1], -x[:, 0] + 0.5 * x[:, 1] ** 2], -1), dim=2,
+                    horizon=0.8, id_box=([0.0, -1.0], [2.0, 5.0]))
+    base = flow_class(spec, "offset_box_test")()
+    s = standardize(base)
+    c, r = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([1.0, 3.0], dtype=torch.float64)
+    z = s.sample_id(5, torch.Generator().manual_seed(2))
+    x = c + r * z
+    assert torch.allclose(s.vector_field(0.0, z), 0.8 * base.vector_field(0.0, x) / r, atol=1e-13)
+    fd = central_difference_jacobian(s.vector_field, 0.0, z)
+    assert float((s.jacobian(0.0, z) - fd).abs().max()) < 1e-7
+    grid = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    assert torch.allclose(s.flow(z, grid), (base.flow(x, grid * 0.8) - c) / r, atol=1e-12)
+    assert float((s.flow(z, grid) - s.reference_flow(z, grid)).abs().max()) < 1e-8
+
+
 def test_standardized_box_with_offset_centre():
     base = systems.get_system("dysts:Lorenz") if _has_dysts() else systems.get_system("lotka_volterra")
     s = standardize(base)

@@ -216,3 +216,45 @@ def test_load_student_round_trip(data, tmp_path):
 def test_train_config_rejects_bad_values(field, value):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_probe_estimated_terms_resume_exactly_and_leave_the_minibatch_order_alone(tmp_path, monkeypatch):
+    """Probes have their own seeded stream, saved in the checkpoint: an interrupted probe run resumes to the
+    uninterrupted weights, and the minibatches a run draws do not depend on whether probes are drawn."""
+    from testbed.objectives import make_objective
+
+    sys_ = systems.get_system("linear_spiral", horizon=HORIZON)
+    jdata = make_trajectories(sys_, 32, 4, generator=torch.Generator().manual_seed(7), with_jacobians=True)
+    obj = make_objective("field+jacobian", probes={"jacobian": 1})
+    a = make_student()
+    train(a, obj, jdata, cfg(steps=30), out_dir=tmp_path / "a")
+    original = objectives.TERMS["vector_field"]
+    calls = {"n": 0}
+
+    def exploding(cache):
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise KeyboardInterrupt
+        return original(cache)
+
+    monkeypatch.setitem(objectives.TERMS, "vector_field", exploding)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_student(), obj, jdata, cfg(steps=30), out_dir=tmp_path / "b")
+    monkeypatch.setitem(objectives.TERMS, "vector_field", original)
+    b = make_student(seed=99)
+    res = train(b, obj, jdata, cfg(steps=30), out_dir=tmp_path / "b")
+    assert res.resumed_from == 10
+    assert_same_weights(a, b)
+    # minibatch indices drawn by a dense and a probe run are the same sequence
+    seen: dict[str, list] = {"dense": [], "probe": []}
+    real = torch.randperm
+
+    for key, o in (("dense", make_objective("field+jacobian")), ("probe", obj)):
+        def spy(n, *args, _key=key, **kw):
+            out = real(n, *args, **kw)
+            seen[_key].append(out[:4].tolist())
+            return out
+        monkeypatch.setattr(torch, "randperm", spy)
+        train(make_student(), o, jdata, cfg(steps=5))
+        monkeypatch.setattr(torch, "randperm", real)
+    assert seen["dense"] == seen["probe"] and len(seen["dense"]) == 5

@@ -227,3 +227,30 @@ def test_user_systems_run_through_testbed_run_and_sweep(tmp_path):
     assert len(status["cells"]) == len(refs)
     merged = (sweep_out / "results.csv").read_text()
     assert all(r in merged for r in refs)
+
+
+def test_references_are_exact_and_keyed_by_the_resolved_file(tmp_path, monkeypatch):
+    """A reference is never case- or hyphen-folded (another file, another system); the same file reached by another
+    relative path is the same system; its default name is a safe file-name component."""
+    a = write(tmp_path, SPIRAL_TORCH, name="flow_a.py")
+    write(tmp_path, SPIRAL_TORCH.replace('"horizon": 1.5', '"horizon": 1.25'), name="Flow-A.py")
+    s1 = systems.get_system(ref(a, "SPEC"))
+    monkeypatch.chdir(tmp_path)
+    assert type(systems.get_system("flow_a.py:SPEC")) is type(s1)                 # same file, relative path
+    other = systems.get_system("Flow-A.py:SPEC")
+    assert type(other) is not type(s1) and float(other.horizon) == 1.25           # not folded into flow_a.py
+    name = type(s1).name
+    assert name.startswith("flow_a.SPEC-") and "/" not in name and ":" not in name
+
+
+def test_run_folders_stay_inside_the_output_directory(tmp_path):
+    from testbed.experiments import law_recovery
+
+    path = write(tmp_path, SPIRAL_TORCH, name="abs_flow.py")
+    cfg = law_recovery.quick_config(systems=(ref(path, "SPEC"),), objectives=("endpoint",), steps=3, n_train=16,
+                                    n_test=8, match_endpoint=0.0, progress=False)
+    out = tmp_path / "out"
+    law_recovery.run(cfg, out)
+    made = [p for p in (out / "checkpoints").iterdir()]
+    assert len(made) == 1 and made[0].parent == out / "checkpoints"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abs_flow.py", "out"]

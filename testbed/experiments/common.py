@@ -29,6 +29,13 @@ def make_splits(system, n_train: int, n_test: int, n_obs: int, dtype: torch.dtyp
     return train_data, test_id, test_ood
 
 
+def path_component(name: str) -> str:
+    """``name`` as one file-name component: every character outside ``[A-Za-z0-9._+-]`` becomes ``_`` (a system
+    named by reference must not turn a run folder into a path outside the output directory)."""
+    out = "".join(c if c.isalnum() or c in "._+-" else "_" for c in str(name)).lstrip(".")
+    return out or "_"
+
+
 def split_validation(train_data, fraction: float):
     """``(fit_data, val_data)``: ``fraction`` of the training trajectories held out as a validation split
     (:func:`testbed.selection.split_indices`, drawn with a fixed seed so every run of a study holds out the same

@@ -53,7 +53,7 @@ from testbed.config import (
 )
 from testbed.errors import divergence_context
 from testbed.evaluate import evaluate_student, quality_flag, teacher_reference
-from testbed.experiments.common import fit, make_splits, split_validation
+from testbed.experiments.common import fit, make_splits, path_component, split_validation
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.field.consistency import default_step_counts
 from testbed.objectives import LAW_OBJECTIVES, make_objective, needs_jacobians
@@ -266,7 +266,7 @@ def train_and_evaluate(cfg: LawRecoveryConfig, system, student_name: str, obj_na
     torch.manual_seed(seed)
     student = build(cfg, student_name, system)
     sname = system.name
-    run_dir = out / "checkpoints" / f"{sname}-{student_name}-{obj_name}-L{cfg.n_layers}-s{seed}"
+    run_dir = out / "checkpoints" / path_component(f"{sname}-{student_name}-{obj_name}-L{cfg.n_layers}-s{seed}")
     extra = {"system": sname, "system_params": system.params(), "objective": obj_name, "student": student_name,
              "seed": seed, "n_layers": cfg.n_layers}
     watch = None

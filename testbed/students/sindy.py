@@ -107,8 +107,11 @@ def _pysindy():
 
 
 def finite_difference_velocities(t: Tensor, states: Tensor) -> Tensor:
-    """Second-order finite-difference ``dx/dt`` along each trajectory: ``states`` (K+1, N, d) on the grid ``t``
-    (K+1,), non-uniform allowed; one-sided second-order stencils at the ends."""
+    """Finite-difference ``dx/dt`` along each trajectory: ``states`` (K+1, N, d) on the grid ``t`` (K+1,),
+    non-uniform allowed — second order (central inside, one-sided at the ends) when K + 1 ≥ 3, first order for two
+    points; a single observation has no derivative (ValueError)."""
+    if states.shape[0] < 2:
+        raise ValueError("finite differences need at least two observation times")
     x = states.detach().to(torch.float64).numpy()
     tt = t.detach().to(torch.float64).numpy()
     return torch.from_numpy(np.gradient(x, tt, axis=0, edge_order=2 if len(tt) > 2 else 1))

@@ -32,7 +32,7 @@ GROUP = ("system", "student", "n_layers", "n_grid", "steps")
 #: the learning rate of every system × student × objective: the smallest seed-mean loss of its own objective on the
 #: validation split (never a test metric)
 SELECTION = SelectionRule("lr", "val_loss", "min")
-SELECT_BY = ("system", "student", "objective", "n_layers", "n_grid", "steps")
+SELECT_BY = ("system", "student", "objective", "n_layers", "n_grid", "steps", "jacobian_probes")
 TABLE_METRICS = ("endpoint_error", "law_error_id", "law_error_ood", "trajectory_error", "consistency_error",
                  "teacher_consistency_error", "rollout_error_4T")
 #: compared as ratios (log10 differences); the others as linear differences
@@ -66,9 +66,23 @@ def select_lr(rows: list[Row]) -> tuple[list[Row], list[Row]]:
         raise ValueError("results.csv has no lr / val_loss columns (made before learning rates were chosen on "
                          "validation loss): rerun the study")
     keys = [k for k in SELECT_BY if any(k in r for r in rows)]
-    choices = select(rows, SELECTION, keys)
+    # a candidate whose validation loss is not finite on some seed (a diverged run) is ruled out, not averaged
+    # over its remaining seeds
+    bad = {(tuple(r.get(k) for k in keys), r["lr"]) for r in rows if not is_finite_number(r.get("val_loss"))}
+    scored = [{**r, "val_loss": float("inf")} if (tuple(r.get(k) for k in keys), r["lr"]) in bad else r
+              for r in rows]
+    choices = select(scored, SELECTION, keys)
     table = [row for c in choices.values() for row in c.as_rows(keys, "lr")]
-    return rows_at_choice(rows, choices, SELECTION, keys), table
+    kept = rows_at_choice(scored, choices, SELECTION, keys)
+    mixed: dict[tuple, set] = {}
+    for r in kept:      # dense and probe-estimated runs of one objective are different methods: never pooled
+        mixed.setdefault(tuple(r.get(k) for k in SELECT_BY if k != "jacobian_probes"), set()).add(
+            r.get("jacobian_probes", 0))
+    clash = next((g for g, v in mixed.items() if len(v) > 1), None)
+    if clash is not None:
+        raise ValueError(f"rows of {clash} mix jacobian_probes values {sorted(mixed[clash])}: write dense and "
+                         "probe-estimated runs to separate folders")
+    return kept, table
 
 
 def chosen_lrs(out: str | Path) -> dict[tuple[str, str], float]:
