@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from testbed.field.retention import relative_drift, retention  # noqa: F401  (re-exported)
+
 Tensor = torch.Tensor
 
 
@@ -68,17 +70,6 @@ def field_snapshot(net: nn.Module, x: Tensor, probes: Tensor, probe_index: Tenso
     if not create_graph:
         return [h.detach() for h in states], [j.detach() for j in sketches]
     return list(states), list(sketches)
-
-
-def relative_drift(new: Sequence[Tensor], ref: Sequence[Tensor], eps: float = 1e-12) -> float:
-    """Mean over stages of ``‖new_s − ref_s‖_F / ‖ref_s‖_F``."""
-    vals = [float((a - b).norm() / (b.norm() + eps)) for a, b in zip(new, ref, strict=True)]
-    return sum(vals) / len(vals)
-
-
-def retention(new: Sequence[Tensor], ref: Sequence[Tensor]) -> float:
-    """``1 − relative_drift(new, ref)``."""
-    return 1.0 - relative_drift(new, ref)
 
 
 def squared_relative_drift(new: Sequence[Tensor], ref: Sequence[Tensor], eps: float = 1e-8) -> Tensor:

@@ -38,6 +38,7 @@ from testbed.field.metrics import (
     trajectory_error,
 )
 from testbed.field.record import FieldRecord, record
+from testbed.field.report import FieldReport, Retention, field_report, field_retention
 from testbed.field.spectral import layer_spectral_norms, path_spectral_norms
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "path_sensitivity", "relative_l2",
     "solver_consistency", "trajectory_error", "vector_field_jacobian",
     "lanczos_extremes", "layer_spectral_norms", "path_spectral_norms", "FieldRecord", "record",
+    "FieldReport", "Retention", "field_report", "field_retention",
 ]
