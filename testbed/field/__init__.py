@@ -37,6 +37,7 @@ from testbed.field.metrics import (
     relative_l2,
     trajectory_error,
 )
+from testbed.field.monitor import FieldMonitor, lightning_callback
 from testbed.field.record import FieldRecord, record
 from testbed.field.report import FieldReport, Retention, field_report, field_retention
 from testbed.field.spectral import layer_spectral_norms, path_spectral_norms
@@ -50,5 +51,5 @@ __all__ = [
     "path_sensitivity", "relative_l2",
     "solver_consistency", "trajectory_error", "vector_field_jacobian",
     "lanczos_extremes", "layer_spectral_norms", "path_spectral_norms", "FieldRecord", "record",
-    "FieldReport", "Retention", "field_report", "field_retention",
+    "FieldReport", "Retention", "field_report", "field_retention", "FieldMonitor", "lightning_callback",
 ]
