@@ -38,7 +38,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     **{n: ("testbed.field", n) for n in (
         "endpoint_error", "trajectory_error", "law_error", "flow_jacobian_error", "relative_l2", "path_sensitivity",
         "layer_jacobians", "path_jacobians", "vector_field_jacobian", "jacobian_spectra", "field_geometry",
-        "solver_consistency", "integrate", "default_step_counts", "layer_spectral_norms", "path_spectral_norms")},
+        "solver_consistency", "integrate", "default_step_counts", "layer_spectral_norms", "path_spectral_norms",
+        "record", "field_report", "field_retention", "FieldMonitor")},
     **{n: ("testbed.evaluate", n) for n in ("evaluate_student", "teacher_reference", "rollout")},
     # experiments and results
     **{n: ("testbed.experiments", n) for n in ("get_experiment", "list_experiments")},
