@@ -24,11 +24,12 @@
 # $$f(t, h) = \frac{\mathrm{stage}_{l(t)}(h) - h}{\Delta t}, \qquad l(t) = \lfloor t/\Delta t \rfloor .$$
 #
 # The testbed's field metrics are written against one small interface, `testbed.students.Student`: `n_layers`,
-# `horizon`, `step(l, h)` (one stage) and `vector_field(t, x)`. There is no hook-based adapter in the library, so
-# this notebook shows the pattern for an arbitrary `nn.Module`:
+# `horizon`, `step(l, h)` (one stage) and `vector_field(t, x)`. This notebook shows how an arbitrary `nn.Module`
+# meets it:
 #
 # 1. a hand-built ResNet-style MLP (stem → residual blocks → head), trained on two moons;
-# 2. **forward hooks** to record its hidden trajectory during its own `forward`;
+# 2. the library's **recorder** `testbed.field.record`, which hooks the blocks and records the hidden trajectory
+#    during the model's own `forward` (for one call that also reports the metrics: `testbed.field_report`);
 # 3. the library's **adapter** `ResidualStages` that exposes the blocks as a `Student`, so `layer_jacobians`,
 #    `path_sensitivity`, `field_geometry`, the matrix-free `path_spectral_norms` and `solver_consistency` apply
 #    unchanged;
@@ -65,6 +66,7 @@ from testbed.field import (
     path_sensitivity,
     solver_consistency,
 )
+from testbed.field.record import record
 from testbed.field.spectral import path_spectral_norms
 from testbed.students import ResidualStages
 
@@ -115,25 +117,17 @@ print(model.blocks[0], f"\n{len(model.blocks)} blocks, {sum(p.numel() for p in m
 # %% [markdown]
 # ## Recording the trajectory with forward hooks
 #
-# A forward hook on the stem and on each block records $h_0, \dots, h_L$ during the model's own forward pass — the
-# least invasive way to *observe* a trajectory. Hooks cannot give Jacobians, though: for those the metrics need to
-# call the stage maps themselves, which is what the adapter below provides.
+# `testbed.field.record(model, x)` puts a forward hook on each block (by default the children of the model's
+# largest `nn.ModuleList` — here `model.blocks`; or name them with `blocks=[...]`) and records the state entering
+# the first block and the state leaving every block, $h_0, \dots, h_L$, during the model's own forward pass — the
+# least invasive way to *observe* a trajectory. For Jacobians the metrics must call the stage maps themselves: the
+# recording carries them as a `ResidualStages` adapter (`rec.student`), described next.
 
 # %%
-def record_trajectory(model, x):
-    states = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: states.append(out.detach()))
-             for m in [model.stem, *model.blocks]]
-    try:
-        logits = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return torch.stack(states), logits
-
-
-traj_hooks, _ = record_trajectory(model, x_te)
-print("hooked trajectory:", tuple(traj_hooks.shape), "= (L+1, B, d)")
+rec = record(model.eval(), x_te)      # eval mode: no layer here depends on it, but the recorder asks for it
+model.train()
+traj_hooks = rec.states
+print("recorded blocks:", rec.names[:3], "…;", "trajectory", tuple(traj_hooks.shape), "= (L+1, B, d)")
 
 # %% [markdown]
 # ## The adapter: residual stages as a `Student`
@@ -271,7 +265,7 @@ for k in keys:
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), layout="constrained")
 for ax, name in zip(axes[:2], ("plain", "kinetic"), strict=True):
-    traj, _ = record_trajectory(models[name], x_te[:120])
+    traj = record(models[name].eval(), x_te[:120]).states
     for i in range(traj.shape[1]):
         ax.plot(traj[:, i, 0], traj[:, i, 1], color="C0" if y_te[i] == 0 else "C1", lw=0.5, alpha=0.6)
     ax.scatter(traj[0, :, 0], traj[0, :, 1], s=4, c="k", label="$h_0$ (stem)")
