@@ -105,3 +105,11 @@ def test_bench_per_sample_tiny() -> None:
     per = [r for r in rec["rows"] if r["solver"] == "per_sample"]
     assert all(r["max_rel_error_vs_dop853"] < 1e-5 and r["nfev_row_min"] <= r["nfev_row_max"] for r in per)
     assert rec["target"]["meets_target"] is None       # not run at the target batch
+
+
+def test_bench_any_model_tiny() -> None:
+    ba = _load("bench_any_model")
+    rec = ba.main(["--layers", "2", "--width", "8", "--seq", "3", "--batch", "2", "--repeats", "1", "--no-memory",
+                   "--tol", "1e-7"])
+    assert rec["config"]["dim"] == 24 and rec["seconds"]["dense"] > 0
+    assert rec["max_rel_error"]["layer"] < 1e-4 and rec["max_rel_error"]["path"] < 1e-4
