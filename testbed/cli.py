@@ -154,6 +154,8 @@ def cmd_list() -> int:
         kind = s.flow_kind
         auto = "" if s.autonomous else ", time-dependent"
         print(f"  {name:<22} dim={s.dim}  T={s.horizon:g}  ({kind}{auto})")
+    print("  … and by reference: path/to/file.py:NAME, package.module:NAME, dysts:NAME (the dysts catalogue),")
+    print("    or a name an installed package registers (entry points 'testbed.systems')")
     print("experiments:")
     for name in list_experiments():
         doc = (get_experiment(name).__doc__ or "").strip().splitlines()[0]

@@ -162,7 +162,7 @@ def test_cli_bad_input_exits_nonzero_with_a_clear_message(capsys, tmp_path):
 def test_cli_list_names_systems_and_experiments(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("van_der_pol", "lorenz63", "double_gyre", "law-recovery"):
+    for name in ("van_der_pol", "lorenz63", "double_gyre", "law-recovery", "law-benchmark", "dysts:NAME"):
         assert name in out
 
 
