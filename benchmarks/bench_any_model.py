@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from torch import nn
 
 from testbed.field import layer_jacobians, layer_spectral_norms, path_jacobians, path_spectral_norms, record
 from testbed.results import write_json
+from testbed.timing import benchmark_header
 
 TARGET_SPEEDUP, TARGET_ERROR = 10.0, 1e-3
 
@@ -103,9 +103,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     err_layer = float(((f_layer - d_layer).abs() / d_layer).max())
     err_path = float(((f_path - d_path).abs() / d_path).max())
     rec_out: dict[str, Any] = {
-        "benchmark": "bench_any_model", "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "machine": platform.machine(),
-        "config": {"layers": args.layers, "width": args.width, "seq": args.seq, "batch": args.batch,
+        **benchmark_header("bench_any_model"),
+                "config": {"layers": args.layers, "width": args.width, "seq": args.seq, "batch": args.batch,
                    "dim": args.width * args.seq, "tol": args.tol},
         "seconds": {"dense": t_dense, "matrix_free": t_free}, "speedup": t_dense / t_free,
         "max_rel_error": {"layer": err_layer, "path": err_path},

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from typing import Any
 
@@ -48,6 +47,7 @@ from testbed.field.consistency import ConsistencyResult, integrate, solver_consi
 from testbed.fitting import loglog_slope
 from testbed.students import build_student
 from testbed.students.residual import ResidualStudent
+from testbed.timing import benchmark_header
 from testbed.train import TrainConfig, train
 
 MODES = ("fixed", "batched", "per_sample")
@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{min(nf_ratio):.1f}–{max(nf_ratio):.1f}x; max |Δ endpoint_change(dopri5)| = {max(diffs):.2e}; "
           f"max |Δ converged_error| = {max(conv):.2e}")
     print("the library reports the batched mode (per_sample=False: evaluate_student, `testbed consistency`)")
-    rec = {"benchmark": "bench_consistency", "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "machine": platform.machine(), "system": args.system, "n": args.n,
+    rec = {**benchmark_header("bench_consistency"),
+           "system": args.system, "n": args.n,
            "train_steps": args.train_steps, "rtol": 1e-7, "atol": 1e-9, "library_reports": "batched",
            "records": records, "exponents": exponents, "wall_seconds": time.perf_counter() - t_start}
     if args.json:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,7 +38,7 @@ from testbed.field.consistency import integrate
 from testbed.results import write_json
 from testbed.students import build_student
 from testbed.students.residual import ResidualStudent
-from testbed.timing import paired_ratio, time_interleaved
+from testbed.timing import benchmark_header, paired_ratio, time_interleaved
 
 Tensor = torch.Tensor
 TARGET_RATIO = 1.0  # issue target: ours ≤ 1.0 × torchdiffeq's time (judged on the geometric mean over settings)
@@ -182,8 +181,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for k, v in summary.items():
         flag = {True: "ok", False: "MISSED", None: "(reference)"}[v["meets_target"]]
         print(f"  {k:<36} geomean {v['geomean_ratio']:.2f}x   worst {v['worst_ratio']:.2f}x   {flag}")
-    rec = {"benchmark": "bench_forward", "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "machine": platform.machine(), "dtype": args.dtype, "dim": args.dim,
+    rec = {**benchmark_header("bench_forward"),
+           "dtype": args.dtype, "dim": args.dim,
            "tied": not args.untied, "repeats": args.repeats, "wall_seconds": time.perf_counter() - t0,
            "rows": rows, "summary": summary}
     if args.json:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import tempfile
 import time
 from typing import Any
@@ -33,7 +32,7 @@ from testbed.experiments import pde_law_recovery as pde
 from testbed.experiments.common import make_splits
 from testbed.objectives import make_objective
 from testbed.results import write_json
-from testbed.timing import paired_ratio, time_interleaved
+from testbed.timing import benchmark_header, paired_ratio, time_interleaved
 
 TARGET_SPEEDUP = 5.0   # at state dimension TARGET_DIM
 TARGET_DIM = 128
@@ -137,8 +136,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{r['speedup_vs_dense']:8.1f}× {r['ratio_vs_field']:8.2f}×")
     at_target = [r["speedup_vs_dense"] for r in rows if r["n_grid"] == TARGET_DIM and r["variant"].startswith("p")]
     rec: dict[str, Any] = {
-        "benchmark": "bench_jacobian_probes", "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "machine": platform.machine(), "speed": rows,
+        **benchmark_header("bench_jacobian_probes"),
+        "speed": rows,
         "target": {"speedup": TARGET_SPEEDUP, "dim": TARGET_DIM,
                    "worst": min(at_target) if at_target else None,
                    "meets_target": (min(at_target) >= TARGET_SPEEDUP) if at_target else None}}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +40,7 @@ from testbed.field.adaptive import dopri5_per_sample
 from testbed.field.consistency import integrate
 from testbed.results import write_json
 from testbed.students import build_student
-from testbed.timing import paired_ratio, time_interleaved
+from testbed.timing import benchmark_header, paired_ratio, time_interleaved
 
 RTOL, ATOL = 1e-7, 1e-9
 TARGET_RATIO, TARGET_BATCH = 1.5, 256
@@ -174,8 +173,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{r['field']:<12} {r['batch']:>5} {r['solver']:<11} {r['seconds']:8.3f} {r['ratio_vs_batched']:6.2f} "
               f"{r['max_rel_error_vs_dop853']:9.1e} {r['nfev_total']:>10.0f} {per:>16}")
     at = [r["ratio_vs_batched"] for r in rows if r["solver"] == "per_sample" and r["batch"] == TARGET_BATCH]
-    rec = {"benchmark": "bench_per_sample", "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "machine": platform.machine(), "rows": rows,
+    rec = {**benchmark_header("bench_per_sample"),
+           "rows": rows,
            "target": {"ratio": TARGET_RATIO, "batch": TARGET_BATCH, "worst": max(at) if at else None,
                       "meets_target": (max(at) <= TARGET_RATIO) if at else None},
            "wall_seconds": time.perf_counter() - t_start}

@@ -18,7 +18,6 @@ thread (``--threads``).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from typing import Any
 
@@ -30,6 +29,7 @@ from testbed.fitting import loglog_slope
 from testbed.objectives import make_objective
 from testbed.results import write_json
 from testbed.students import build_student
+from testbed.timing import benchmark_header
 
 DEFAULT_LAYERS = [4, 8, 16, 32, 64, 128, 256, 512]
 
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"one Adam step, objective={args.objective}, width={args.width}, {args.dtype}, "
           f"threads={torch.get_num_threads()}")
     print_table(rows, slopes)
-    rec = {"benchmark": "bench_scaling", "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "machine": platform.machine(), "width": args.width, "dtype": args.dtype,
+    rec = {**benchmark_header("bench_scaling"),
+           "width": args.width, "dtype": args.dtype,
            "objective": args.objective, "rows": rows, "slopes": slopes,
            "wall_seconds": time.perf_counter() - t_start}
     print(f"wall time {rec['wall_seconds']:.1f}s")

@@ -47,6 +47,7 @@ from testbed.experiments import law_recovery
 from testbed.experiments.common import make_splits, path_component, split_validation
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.field.consistency import default_step_counts
+from testbed.report import is_finite_number
 from testbed.results import fresh_output_dir, is_true, read_csv, run_metadata, write_csv, write_json
 
 NAME = "law-benchmark"
@@ -264,13 +265,6 @@ def run(cfg: LawBenchmarkConfig, out: str | Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------- tables
-def _finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
 def derive(out: str | Path) -> list[Path]:
     """``summary.csv`` (per system × method over seeds), ``aggregate.csv`` (per method over systems) and
     ``comparisons.csv`` from ``out/results.csv``."""
@@ -294,7 +288,7 @@ def derive(out: str | Path) -> list[Path]:
 def per_system(summary: list[dict[str, Any]], method: str, metric: str = "law_error_id") -> dict[str, float]:
     """``{system: mean over seeds}`` of ``metric`` for ``method`` (finite values only)."""
     return {s["system"]: float(s[f"{metric}_mean"]) for s in summary
-            if s["method"] == method and _finite(s.get(f"{metric}_mean"))}
+            if s["method"] == method and is_finite_number(s.get(f"{metric}_mean"))}
 
 
 def aggregate(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -308,7 +302,8 @@ def aggregate(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list
             rec[f"{metric}_median"] = float(np.median(vals)) if vals.size else math.nan
             rec[f"{metric}_q25"] = float(np.percentile(vals, 25)) if vals.size else math.nan
             rec[f"{metric}_q75"] = float(np.percentile(vals, 75)) if vals.size else math.nan
-        rec["n_systems"] = len(per_system(summary, method))
+            if metric == "law_error_id":
+                rec["n_systems"] = int(vals.size)
         rec["n_failed_systems"] = len({r["system"] for r in rows if r["method"] == method
                                        and r.get("status") != "ok"})
         out.append(rec)
@@ -325,8 +320,8 @@ def comparisons(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rec: dict[str, Any] = {"system": system}
         e, f = law["endpoint"].get(system), law["field"].get(system)
         rec["endpoint_over_field"] = e / f if e is not None and f and f > 0 else math.nan
-        rec["field_wins"] = bool(rec["endpoint_over_field"] >= WIN_FACTOR) if _finite(rec["endpoint_over_field"]) \
-            else ""
+        ratio = rec["endpoint_over_field"]
+        rec["field_wins"] = bool(ratio >= WIN_FACTOR) if is_finite_number(ratio) else ""
         for sindy, neural in (("sindy_states", "trajectory"), ("sindy_field", "field")):
             a, b = law[sindy].get(system), law[neural].get(system)
             rec[f"{sindy}_over_{neural}"] = a / b if a is not None and b else math.nan
@@ -350,8 +345,9 @@ def report(folder: str | Path) -> str | None:
              "| method | systems scored | failed | law error ID | law error OOD | endpoint error |",
              "|---|---|---|---|---|---|"]
     for a in agg:
-        cells = [f"{a[f'{m}_median']:.3g} [{a[f'{m}_q25']:.3g}, {a[f'{m}_q75']:.3g}]" if _finite(a[f"{m}_median"])
-                 else "—" for m in ("law_error_id", "law_error_ood", "endpoint_error")]
+        metrics = ("law_error_id", "law_error_ood", "endpoint_error")
+        cells = [f"{a[f'{m}_median']:.3g} [{a[f'{m}_q25']:.3g}, {a[f'{m}_q75']:.3g}]"
+                 if is_finite_number(a[f"{m}_median"]) else "—" for m in metrics]
         lines.append(f"| `{a['method']}` | {a['n_systems']} | {a['n_failed_systems']} | " + " | ".join(cells) + " |")
 
     def count(key: str) -> str:
