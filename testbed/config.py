@@ -86,6 +86,13 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None = None, **overrides: 
     return cls(**merged)
 
 
+def _unquote(text: str) -> str:
+    """``'"a"'`` and ``"'a'"`` → ``a`` (list items written JSON-style on the command line); other text unchanged."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
 def parse_value(value: Any, annotation: Any) -> Any:
     """The one value parser: a command-line string or a TOML/JSON value → the type of a dataclass field.
 
@@ -110,7 +117,7 @@ def parse_value(value: Any, annotation: Any) -> Any:
             text = value.strip()
             if text[:1] in "[(" and text[-1:] in ")]":  # accept "[4, 8]" and "(4, 8)" as well as "4,8"
                 text = text[1:-1]
-            items: list[Any] = [s for s in (p.strip() for p in text.split(",")) if s]
+            items: list[Any] = [_unquote(s) for s in (p.strip() for p in text.split(",")) if s]
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:

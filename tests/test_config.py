@@ -61,3 +61,7 @@ def test_sequence_overrides_accept_brackets():
     assert parse_value("(true,false)", tuple[bool, ...]) == (True, False)
     assert parse_value("4,8", tuple[int, ...]) == (4, 8)
     assert parse_value("[]", tuple[int, ...]) == ()
+    # JSON-style quoted strings, as a shell user writes them: --set systems='["dysts:Lorenz", 'x']'
+    assert parse_value('["dysts:Lorenz", \'van_der_pol\']', tuple[str, ...]) == ("dysts:Lorenz", "van_der_pol")
+    assert parse_value('"a"', tuple[str, ...]) == ("a",)
+    assert parse_value('["a\'b"]', tuple[str, ...]) == ("a'b",)  # unmatched quotes are kept
