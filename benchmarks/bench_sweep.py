@@ -8,8 +8,10 @@ runs three ways, each into its own fresh folder:
 * ``distributed`` — on a ``LocalCluster`` of ``--workers`` single-threaded worker processes that is already
   started and warmed up (one cell per worker beforehand): the steady-state throughput of the cluster;
   the two alternate for ``--repeats`` rounds and the median round's ratio is reported;
-* ``cold``        — ``run_sweep(..., workers=N)`` exactly as ``testbed sweep`` runs it: starts its own
-  cluster, whose workers import everything, then runs the cells (skipped with ``--scheduler`` / ``--smoke``).
+* ``cold``        — ``testbed sweep SPEC`` in a fresh interpreter, exactly as a user runs it: its own cluster,
+  workers forked from a server that imported torch and the experiment while the client expanded the spec; and
+  ``cold_spawn``, the same with ``--spawn-workers`` (each worker a fresh interpreter importing everything, Dask's
+  default). Start-up = launch → first cell starting (skipped with ``--scheduler`` / ``--smoke``).
 
 It prints the wall times, ``speedup = sequential / distributed`` and ``speedup_cold = sequential / cold``, and
 checks that the distributed table equals the sequential one (wall-time columns aside). On 2 cores the ceiling
@@ -25,9 +27,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -71,6 +76,23 @@ def _task(spec: SweepSpec, folder: Path, threads: int) -> dict[str, Any]:
     cell = spec.cells[0]
     return {"experiment": spec.experiment, "config": cell.config, "cell_id": cell.cell_id, "options": {},
             "sweep_dir": str(folder), "threads": threads, "figures": spec.figures}
+
+
+def cold_cli(spec_path: Path, out: Path, workers: int, threads: int, flags: Sequence[str] = ()) -> dict[str, Any]:
+    """Run ``testbed sweep SPEC`` as a user does — a fresh interpreter, its own cluster — and time it.
+    ``startup_seconds``: launch → the first cell starting (its ``started_unix``): imports, spec expansion,
+    cluster and workers, everything a cell does not do."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "testbed", "sweep", str(spec_path), "--out", str(out), "--workers", str(workers),
+           "--threads", str(threads), "--no-progress", *flags]
+    t_launch = time.time()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
+    seconds = time.perf_counter() - t0
+    statuses = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*/status.json"))]
+    started = [s["started_unix"] for s in statuses if "started_unix" in s]
+    return {"seconds": seconds, "startup_seconds": (min(started) - t_launch) if started else float("nan"),
+            "failed": proc.returncode != 0 or sum(s.get("status") != "ok" for s in statuses)}
 
 
 def _load() -> float | None:
@@ -134,10 +156,11 @@ def bench(spec: SweepSpec, work: Path, workers: int = 2, threads: int = 1, sched
     rec["failed"] = sum(x["failed"] for x in rounds)
     rec["tables_identical"] = all(x["tables_identical"] for x in rounds)
     if cold:
-        t0 = time.perf_counter()
-        run_sweep(spec, work / "cold", workers=workers, threads=threads, progress=False)
-        rec["cold_seconds"] = time.perf_counter() - t0
-        rec["speedup_cold"] = rec["sequential_seconds"] / rec["cold_seconds"]
+        for label, flags in (("cold", []), ("cold_spawn", ["--spawn-workers"])):
+            c = cold_cli(spec.path, work / label, workers, threads, flags)
+            rec[f"{label}_seconds"], rec[f"{label}_startup_seconds"] = c["seconds"], c["startup_seconds"]
+            rec[f"speedup_{label}"] = rec["sequential_seconds"] / c["seconds"]
+            rec[f"{label}_failed"] = c["failed"]
     rec["load_after"] = _load()
     return rec
 
@@ -176,9 +199,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"(median of {len(rec['rounds'])} rounds: {ratios})")
     print(f"  summed cell time: sequential {rec['sequential_cell_seconds']:.2f} s, distributed "
           f"{rec['distributed_cell_seconds']:.2f} s (cells side by side: {rec['concurrency']:.2f})")
-    if "cold_seconds" in rec:
-        print(f"  cold (`testbed sweep`, own cluster) {rec['cold_seconds']:6.2f} s   speed-up "
-              f"{rec['speedup_cold']:.2f}×")
+    for label, what in (("cold", "workers forked from a preloaded server"), ("cold_spawn", "--spawn-workers")):
+        if f"{label}_seconds" in rec:
+            print(f"  cold `testbed sweep` ({what}) {rec[f'{label}_seconds']:6.2f} s   speed-up "
+                  f"{rec[f'speedup_{label}']:.2f}×; start-up (launch → first cell) "
+                  f"{rec[f'{label}_startup_seconds']:.2f} s")
     print(f"  tables identical: {rec['tables_identical']}; failed cells: {rec['failed']}")
     if args.json:
         write_json(args.json, rec)

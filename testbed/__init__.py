@@ -1,6 +1,6 @@
 """Propagation-field testbed: students, objectives, field metrics, training, experiments and the CLI.
 
-The public API in one namespace (names resolve on first use; ``train`` is bound at import, see below)::
+The public API in one namespace (names resolve on first use, so ``import testbed`` alone loads no torch)::
 
     import testbed
 
@@ -15,6 +15,8 @@ The public API in one namespace (names resolve on first use; ``train`` is bound 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -51,9 +53,20 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 __all__ = sorted([*_EXPORTS, "train"])
 
 
-# ``train`` is also the name of the submodule ``testbed.train``: importing that submodule anywhere would set the
-# package attribute to the module, so the function is bound eagerly (after the submodule is loaded) instead.
-from testbed.train import train  # noqa: E402, F401
+class _Package(types.ModuleType):
+    """``testbed.train`` is both the function and the name of the submodule defining it. Importing a submodule
+    binds it as a package attribute; here that binding keeps the function instead, so ``testbed.train(...)``
+    works however (and whenever) ``testbed.train`` gets imported, and ``import testbed`` itself stays free of
+    torch until a name is used."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "train" and isinstance(value, types.ModuleType):
+            value = value.train
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+_EXPORTS["train"] = ("testbed.train", "train")
 
 
 def __getattr__(name: str) -> Any:

@@ -10,15 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
-import torch
-
-import systems
 from testbed.config import ConfigError, apply_overrides, check_unique, parse_int_list, to_jsonable
-from testbed.experiments import get_experiment, list_experiments
 from testbed.lock import describe_os_error, output_lock
 from testbed.results import check_clean_tree, set_allow_dirty
 
@@ -105,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch threads per cell (default: cores // workers, at least 1)")
     sw.add_argument("--sequential", action="store_true",
                     help="run the cells one after another in this process (no Dask)")
+    sw.add_argument("--spawn-workers", action="store_true",
+                    help="start each LocalCluster worker as a fresh interpreter that imports everything itself "
+                         "(Dask's default) instead of forking it from one preloaded server (faster start)")
     sw.add_argument("--keep-failed", action="store_true", help="do not re-run cells that failed before")
     sw.add_argument("--dry-run", action="store_true", help="list the cells and their status; run nothing")
     sw.add_argument("--max-cells", type=int, default=None,
@@ -148,6 +148,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list() -> int:
+    import systems
+    from testbed.experiments import get_experiment, list_experiments
+
     print("systems:")
     for name in systems.list_systems():
         s = systems.get_system(name)
@@ -198,6 +201,10 @@ def config_changes(exp, cfg, args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from testbed.experiments import get_experiment
+
     exp = get_experiment(args.experiment)
     _positive("--threads", args.threads)
     for flag_name, values in (("--system", args.system), ("--seed", args.seed), ("--study", args.study),
@@ -225,6 +232,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from testbed.experiments import get_experiment
+
     exp = get_experiment(args.experiment)
     if not (args.out / "results.csv").is_file():
         raise FileNotFoundError(f"{args.out / 'results.csv'} not found: run `testbed run {args.experiment}` first")
@@ -235,6 +244,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_consistency(args: argparse.Namespace) -> int:
+    import torch
+
+    import systems
     from testbed.errors import divergence_context
     from testbed.field.consistency import solver_consistency
     from testbed.train import load_student
@@ -281,11 +293,19 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from testbed.experiments import module_name
     from testbed.sweep import cell_status, format_report, load_spec, run_sweep
+    from testbed.sweep.runner import WORKER_PRELOAD, default_threads, default_workers, start_worker_server
+    from testbed.sweep.spec import spec_experiment
 
     _positive("--threads", args.threads)
     _positive("--workers", args.workers)
     _positive("--max-cells", args.max_cells)
+    if not (args.dry_run or args.sequential or args.scheduler or args.spawn_workers):  # overlaps the spec's expansion
+        experiment = spec_experiment(args.spec)
+        module = module_name(experiment) if experiment else None
+        start_worker_server(args.threads or default_threads(args.workers or default_workers()),
+                            (*WORKER_PRELOAD, *([module] if module else [])))
     spec = load_spec(args.spec, max_cells=args.max_cells)
     if args.dry_run:
         out = (args.out or Path("runs") / "sweeps" / args.spec.stem).resolve()
@@ -299,7 +319,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     with output_lock(out):
         res = run_sweep(spec, out, workers=args.workers, threads=args.threads, scheduler=args.scheduler,
                         sequential=args.sequential, rerun_failed=not args.keep_failed,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, fork=not args.spawn_workers)
     print(format_report(res))
     return 1 if res.failed or res.missing else 0
 
@@ -311,6 +331,8 @@ def _short(v) -> str:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
+    import torch
+
     from testbed import figures
 
     _positive("--threads", args.threads)
@@ -354,10 +376,17 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from testbed.plotting import headless
+def _headless() -> None:
+    """Draw off-screen (Agg) without importing matplotlib before a command needs it (the CLI stays light until
+    it knows what to run: ``testbed sweep`` starts its workers' fork server first)."""
+    if "matplotlib" in sys.modules:
+        sys.modules["matplotlib"].use("Agg")
+    else:
+        os.environ["MPLBACKEND"] = "Agg"
 
-    headless()  # the CLI saves figures to files
+
+def main(argv: list[str] | None = None) -> int:
+    _headless()  # the CLI saves figures to files
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help, or an argparse error already printed as one line
@@ -381,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_figures(args)
         if args.command == "report":
             return cmd_report(args)
-    except (ConfigError, systems.SystemSpecError, FloatingPointError, ValueError) as err:
+    except (ConfigError, FloatingPointError, ValueError) as err:  # systems.SystemSpecError is a ValueError
         _fail(str(err) or type(err).__name__)
         return 2
     except FileNotFoundError as err:

@@ -26,9 +26,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _st
 
 from testbed.fitting import loglog_slope
+
+
+def _student_t():
+    """scipy's Student-t distribution, imported on first use (scipy.stats costs ~0.5 s to import)."""
+    from scipy import stats
+
+    return stats.t
 
 LEVEL = 0.95
 #: above this many pairs the sign-flip test samples sign vectors instead of enumerating 2^n of them
@@ -74,7 +80,7 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, fl
     x = _finite(values)
     if x.size < 2:
         return (float("nan"), float("nan"))
-    hw = float(_st.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    hw = float(_student_t().ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return (float(x.mean()) - hw, float(x.mean()) + hw)
 
 
@@ -146,7 +152,7 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Pair
         t, p = (0.0, 1.0) if s.mean == 0.0 else (math.copysign(math.inf, s.mean), 0.0)
     else:
         t = s.mean / (s.std / math.sqrt(d.size))
-        p = float(2 * _st.t.sf(abs(t), d.size - 1))
+        p = float(2 * _student_t().sf(abs(t), d.size - 1))
     return PairedComparison(s, float(t), float(p), sign_flip_pvalue(d))
 
 

@@ -13,7 +13,7 @@ from testbed.evaluate import rollout
 from testbed.experiments import get_experiment, pde_law_recovery
 from testbed.experiments.common import make_splits
 from testbed.field.metrics import relative_l2
-from testbed.results import read_csv
+from testbed.results import is_true, read_csv
 from testbed.students import build_student
 from testbed.train import TrainConfig, train
 
@@ -245,3 +245,45 @@ def test_probe_estimated_jacobian_term_is_recorded_per_row(tmp_path):
     rows = pde_law_recovery.run(cfg, tmp_path)
     assert {(r["objective"], r["jacobian_probes"]) for r in rows} == {("field", 0), ("field+jacobian", 2)}
     assert all(math.isfinite(r["val_loss"]) and r["val_loss"] > 0 for r in rows)
+
+
+def test_a_diverged_run_is_a_row_not_a_failed_study(tmp_path):
+    """lr = 1e300 blows every run up within a few steps: each (objective, seed) becomes a row with ``diverged``,
+    ``val_loss = inf`` and no metrics, the study finishes, and the selection lists the group as having no stable
+    learning rate (no test metric reported for it)."""
+    cfg = pde_law_recovery.PDELawRecoveryConfig(**{**TINY, "students": ("poly",), "steps": 5, "lr": 1e300,
+                                                   "objectives": ("endpoint", "field")})
+    rows = pde_law_recovery.run(cfg, tmp_path)
+    assert len(rows) == 2 and all(r["diverged"] is True and r["val_loss"] == math.inf for r in rows)
+    assert all("loss became non-finite" in r["flag"] for r in rows) and all("law_error_id" not in r for r in rows)
+    sel = read_csv(tmp_path / "lr_selection.csv")
+    assert [(c["objective"], is_true(c["selected"]), c["n_diverged"]) for c in sel] == [("endpoint", False, 1),
+                                                                                      ("field", False, 1)]
+    assert read_csv(tmp_path / "summary.csv") == []
+
+
+def test_selection_rules_out_a_learning_rate_with_one_diverged_seed(tmp_path):
+    """Two candidate learning rates: at 0.01 seed 1 diverged (val_loss inf) although seed 0 has the best validation
+    loss of all — 0.01 is ruled out and 0.001 chosen; for the other objective both candidates have a diverged seed:
+    no choice, no summary row, and the report names every diverged run."""
+    from testbed.results import write_csv
+
+    base = dict(system="heat", student="poly", n_layers=16, n_grid=32, endpoint_error=0.01, law_error_ood=0.5,
+                law_error_id=0.1, diverged=False)
+    rows = [{**base, "objective": "field", "lr": 0.01, "seed": 0, "val_loss": 0.001},
+            {**base, "objective": "field", "lr": 0.01, "seed": 1, "val_loss": math.inf, "diverged": True},
+            {**base, "objective": "field", "lr": 0.001, "seed": 0, "val_loss": 0.1},
+            {**base, "objective": "field", "lr": 0.001, "seed": 1, "val_loss": 0.1},
+            {**base, "objective": "endpoint", "lr": 0.01, "seed": 0, "val_loss": math.inf, "diverged": True},
+            {**base, "objective": "endpoint", "lr": 0.01, "seed": 1, "val_loss": 0.2},
+            {**base, "objective": "endpoint", "lr": 0.001, "seed": 0, "val_loss": 0.2},
+            {**base, "objective": "endpoint", "lr": 0.001, "seed": 1, "val_loss": math.inf, "diverged": True}]
+    write_csv(tmp_path / "results.csv", rows)
+    pde_law_recovery.derive(tmp_path)
+    picked = {(c["objective"], c["lr"]) for c in read_csv(tmp_path / "lr_selection.csv") if is_true(c["selected"])}
+    assert picked == {("field", 0.001)}
+    summary = read_csv(tmp_path / "summary.csv")
+    assert [(s["objective"], s["lr"], s["n"]) for s in summary] == [("field", 0.001, 2)]
+    text = pde_law_recovery.report(tmp_path)
+    assert "none: diverged at every lr (of 0.001, 0.01)" in text and "0.001 (of 0.001, 0.01)" in text
+    assert "(3 of 8;" in text and "heat poly/endpoint seed 0 at lr 0.01" in text

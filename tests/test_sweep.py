@@ -303,3 +303,63 @@ def test_cell_with_figures_draws_from_its_run_folder(tmp_path: Path) -> None:
     assert res.ran == 1 and not res.failed
     run = next((tmp_path / "out" / "cells").glob("*/run"))
     assert (run / "law_recovery.png").exists() and (run / "results.csv").exists()
+
+
+# --------------------------------------------------------------------------------------------- start-up
+def _worker_modules(cluster) -> list[tuple[bool, bool]]:
+    from distributed import Client
+
+    with Client(cluster) as client:
+        seen = client.run(lambda: ("torch" in sys.modules, "testbed.experiments.law_recovery" in sys.modules))
+    return list(seen.values())
+
+
+def test_local_cluster_forks_workers_from_a_preloaded_server() -> None:
+    """Forked workers start with torch and the experiment already imported (the fork server's preload); spawned
+    ones (Dask's default, ``fork=False``) have imported neither before their first task."""
+    from testbed.sweep.runner import WORKER_PRELOAD, start_worker_server
+
+    start_worker_server(1, (*WORKER_PRELOAD, "testbed.experiments.law_recovery"))  # as the CLI does
+    forked = local_cluster(1, 1)
+    try:
+        assert _worker_modules(forked) == [(True, True)]
+    finally:
+        forked.close()
+    spawned = local_cluster(1, 1, fork=False)
+    try:
+        assert _worker_modules(spawned) == [(False, False)]
+    finally:
+        spawned.close()
+
+
+def test_cli_and_package_import_without_torch() -> None:
+    """``testbed sweep`` can start its workers before the client pays for torch: the package, the CLI, the sweep
+    modules and the experiment registry import without it; ``testbed.train`` stays the function."""
+    code = ("import sys, testbed, testbed.cli, testbed.sweep, testbed.experiments as e; "
+            "assert 'torch' not in sys.modules and 'scipy.stats' not in sys.modules, sorted(sys.modules); "
+            "assert e.module_name('law_recovery') == 'testbed.experiments.law_recovery'; "
+            "import testbed.train; from testbed.train import TrainConfig; "
+            "assert callable(testbed.train) and testbed.train.__module__ == 'testbed.train'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_spec_experiment_reads_only_the_name(tmp_path: Path) -> None:
+    from testbed.sweep.spec import spec_experiment
+
+    assert spec_experiment(_spec(tmp_path, TINY.format(seeds="[0]"))) == "law-recovery"
+    assert spec_experiment(_spec(tmp_path, "experiment = [\n", "bad.toml")) is None  # load_spec reports it
+    assert spec_experiment(tmp_path / "missing.toml") is None
+
+
+def test_experiment_registry_is_lazy_and_checks_names(monkeypatch) -> None:
+    import testbed.experiments as experiments
+
+    reg = experiments._Experiments({"law-benchmark": "testbed.experiments.law_recovery"})  # NAME mismatch
+    assert list(reg) == ["law-benchmark"] and len(reg) == 1
+    with pytest.raises(RuntimeError, match="declares NAME = 'law-recovery', registered as 'law-benchmark'"):
+        reg["law-benchmark"]
+    assert experiments.get_experiment("law_recovery").NAME == "law-recovery"
+    assert experiments.module_name("no-such") is None
+    with pytest.raises(ConfigError, match="unknown experiment 'law-recovry' \\(did you mean 'law-recovery'"):
+        experiments.get_experiment("law-recovry")

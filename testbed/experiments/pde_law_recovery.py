@@ -47,7 +47,7 @@ import torch
 import systems
 from systems.pdes import PDESystem
 from testbed.config import ConfigError, check_choice, check_nonneg, check_positive, check_positive_int
-from testbed.errors import divergence_context
+from testbed.errors import DivergenceError, divergence_context
 from testbed.evaluate import evaluate_student, quality_flag, rollout, teacher_reference
 from testbed.experiments.common import fit, make_splits, split_validation
 from testbed.experiments.law.pde_report import SELECTION, chosen_lrs, derive, report
@@ -79,7 +79,7 @@ RESULT_COLUMNS = [
     "consistency_error", "rollout_error_2T", "rollout_error_4T", "teacher_consistency_error",
     "teacher_rollout_error_4T", "trajectory_error", "endpoint_error_ood", "stencil_error", "stencil_moment_error",
     "final_loss", "val_loss",
-    "train_seconds", "n_layers", "n_grid", "teacher_scheme", "lr", "steps", "jacobian_probes",
+    "train_seconds", "n_layers", "n_grid", "teacher_scheme", "lr", "steps", "jacobian_probes", "diverged",
 ]
 #: tables across seeds, recomputed from results.csv (:func:`derive`; also after a sweep merges its cells)
 DERIVED_FILES = ("lr_selection.csv", "summary.csv", "paired.csv")
@@ -311,17 +311,26 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                     torch.manual_seed(seed)
                     student = build(cfg, kind, system, train_data.states)
                     tags = {"system": sname, "student": kind, "objective": obj_name, "seed": seed}
-                    with divergence_context(**tags) as where:
-                        objective = make_objective(obj_name, probes={"jacobian": cfg.jacobian_probes})
-                        result = fit(student, objective, train_data, seed=seed, steps=cfg.steps,
-                                     batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
-                                     progress=cfg.progress, device=cfg.device,
-                                     run_dir=out / "checkpoints" / checkpoint_name(sname, kind, obj_name, cfg.lr, seed),
-                                     extra={**tags, "system_params": system.params()})
-                        where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
-                        val_loss = validation_loss(student, obj_name, val_data)
-                        ev = evaluate_student(student, ref, step_counts)
-                        roll = rollout(student, system, x_roll, T, cfg.n_layers, ROLLOUT_FACTOR)
+                    objective = make_objective(obj_name, probes={"jacobian": cfg.jacobian_probes})
+                    setting = {"n_layers": cfg.n_layers, "n_grid": cfg.n_grid,
+                               "teacher_scheme": system.params().get("scheme", ""), "lr": cfg.lr, "steps": cfg.steps,
+                               "jacobian_probes": objective.probes.get("jacobian", 0)}
+                    try:
+                        with divergence_context(**tags) as where:
+                            result = fit(student, objective, train_data, seed=seed, steps=cfg.steps,
+                                         batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
+                                         progress=cfg.progress, device=cfg.device,
+                                         run_dir=out / "checkpoints" / checkpoint_name(sname, kind, obj_name,
+                                                                                        cfg.lr, seed),
+                                         extra={**tags, "system_params": system.params()})
+                            where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
+                            val_loss = validation_loss(student, obj_name, val_data)
+                            ev = evaluate_student(student, ref, step_counts)
+                            roll = rollout(student, system, x_roll, T, cfg.n_layers, ROLLOUT_FACTOR)
+                    except DivergenceError as err:  # a result: this objective failed on this seed at this lr
+                        rows.append({**tags, **setting, "val_loss": float("inf"), "diverged": True,
+                                     "flag": str(err)})
+                        continue
                     flag = quality_flag(ev.metrics, ", ".join(f"{k} {v}" for k, v in tags.items()))
                     stencil_error = moment_error = float("nan")
                     if kind in ("conv", "poly") and hasattr(system, "stencil") and sname == "heat":
@@ -333,11 +342,7 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                                  "teacher_rollout_error_4T": teacher_roll.error_at(4 * T),
                                  "stencil_error": stencil_error, "stencil_moment_error": moment_error,
                                  "final_loss": result.final_loss, "val_loss": val_loss,
-                                 "train_seconds": result.wall_time, "n_layers": cfg.n_layers, "n_grid": cfg.n_grid,
-                                 "teacher_scheme": system.params().get("scheme", ""), "lr": cfg.lr,
-                                 "steps": cfg.steps,
-                                 "jacobian_probes": objective.probes.get("jacobian", 0),
-                                 "flag": flag})
+                                 "train_seconds": result.wall_time, **setting, "diverged": False, "flag": flag})
                     curves += [{"system": sname, "series": series, "seed": seed, "lr": cfg.lr, **r}
                                for r in ev.consistency.rows]
                     rollouts += [{"system": sname, "series": series, "seed": seed, "lr": cfg.lr, "t": float(t),

@@ -78,7 +78,7 @@ def run_cell(task: dict[str, Any]) -> dict[str, Any]:
     write_json(tmp / "cell.json", info)
     t0 = time.perf_counter()
     status: dict[str, Any] = {"cell_id": task["cell_id"], "host": socket.gethostname(), "pid": os.getpid(),
-                              "threads": threads}
+                              "threads": threads, "started_unix": time.time()}
     try:
         exp = get_experiment(task["experiment"])
         rows = exp.run(task["config"], tmp / "run")

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,38 +52,105 @@ def _progress_bar(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, desc="sweep", unit="cell", disable=not enabled, dynamic_ncols=True)
 
 
-def local_cluster(workers: int, threads: int = 1):
+#: what every worker process imports before its first cell; imported once, in the fork server the workers are
+#: forked from (:func:`start_worker_server`), instead of once per worker after a ``spawn``. ``torch._dynamo`` is
+#: what the first ``torch.optim`` constructor imports (~1.5 s); the CLI adds the sweep's experiment module.
+WORKER_PRELOAD = ("distributed", "numpy", "torch", "torch._dynamo", "testbed.sweep.cells", "testbed.experiments")
+
+
+def start_worker_server(threads: int = 1, preload: Sequence[str] = WORKER_PRELOAD) -> bool:
+    """Start the ``forkserver`` that this process's Dask worker processes will be forked from, with ``preload``
+    imported in it; returns whether this call started it (``False``: already running, or not a POSIX system).
+
+    A spawned worker pays the interpreter start plus every import (torch, scipy, the experiments: seconds) before
+    its first cell, and on a small machine the workers pay it side by side with the client's own imports. The
+    fork server pays it once, single-threaded (no thread pools exist yet, so forking from it is safe), and every
+    worker of :func:`local_cluster` is a copy-on-write ``fork`` of it, started in milliseconds. Call
+    it early (the CLI does so before it parses the spec): the server's imports then overlap the client's work.
+    The server's environment pins BLAS/OpenMP to ``threads`` threads (those pools are sized at import).
+    """
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    if getattr(forkserver._forkserver, "_forkserver_pid", None) is not None:  # already running
+        return False
+    import distributed.utils as dutils
+
+    # distributed sets its own preload list on first use (importing pandas & co. in *this* process to build it);
+    # ours replaces it — mark it set so distributed leaves it alone
+    if hasattr(dutils, "_forkserver_preload_set"):
+        dutils._forkserver_preload_set = True
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(preload))
+    pinned = {k: str(threads) for k in THREAD_VARIABLES}
+    saved = {k: os.environ.get(k) for k in pinned}
+    os.environ.update(pinned)
+    try:
+        forkserver.ensure_running()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return True
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def local_cluster(workers: int, threads: int = 1, fork: bool = True):
     """A ``LocalCluster`` of ``workers`` single-threaded worker processes whose environment pins BLAS/OpenMP to
-    ``threads`` threads and can import this package; its HTTP server on a free port (no clash with another cluster)."""
+    ``threads`` threads and can import this package; its HTTP server on a free port (no clash with another
+    cluster). ``fork`` (default, POSIX): the workers are forked from the preloaded server of
+    :func:`start_worker_server` (started here if it is not running); ``fork=False``: spawned, each importing
+    everything itself (Dask's default)."""
+    import dask
     from distributed import LocalCluster
 
     import testbed
 
     root = str(Path(testbed.__file__).resolve().parent.parent)
     pypath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": pypath}
+    env = {**{k: str(threads) for k in THREAD_VARIABLES}, "PYTHONPATH": pypath}
     # after Ctrl-C the interrupted workers leave semaphores behind; multiprocessing's resource tracker (started
     # from this process's environment) would print a multi-line warning about them after our one-line message
     if "PYTHONWARNINGS" not in os.environ:
         os.environ["PYTHONWARNINGS"] = "ignore:resource_tracker:UserWarning"
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                        env=env, silence_logs=50)  # CRITICAL: a lost worker becomes a failed cell, not log noise
+    method = "spawn"
+    if fork:
+        import multiprocessing
+
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            start_worker_server(threads)
+            method = "forkserver"
+    with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                            env=env, silence_logs=50)  # CRITICAL: a lost worker becomes a failed cell, not log noise
 
 
 def default_workers() -> int:
     return max(os.cpu_count() or 1, 1)
 
 
+def default_threads(workers: int, sequential: bool = False) -> int:
+    """torch threads per cell: the cores shared out among the workers (all of them when sequential), ≥ 1."""
+    return max((os.cpu_count() or 1) // (1 if sequential else max(workers, 1)), 1)
+
+
 def run_sweep(spec: SweepSpec | str | Path, sweep_dir: str | Path | None = None, *, workers: int | None = None,
               threads: int | None = None, scheduler: str | None = None, sequential: bool = False,
-              rerun_failed: bool = True, progress: bool = True) -> SweepResult:
+              rerun_failed: bool = True, progress: bool = True, fork: bool = True) -> SweepResult:
     """Run every unfinished cell of ``spec`` and write the merged tables to ``sweep_dir``.
 
     ``scheduler``: address of an existing Dask scheduler (``tcp://HOST:PORT``); otherwise a ``LocalCluster``
     with ``workers`` single-threaded worker processes (default: one per core). ``threads``: torch threads per
     task (default: cores // workers, at least 1). ``sequential``: run the cells one after another in this
     process instead (no Dask; for debugging and as a benchmark baseline). ``rerun_failed=False`` leaves failed
-    cells as they are.
+    cells as they are. ``fork``: the local cluster's workers are forked from a preloaded server
+    (:func:`start_worker_server`) rather than spawned (``False``: Dask's default).
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
@@ -101,7 +169,7 @@ def run_sweep(spec: SweepSpec | str | Path, sweep_dir: str | Path | None = None,
     if n_workers <= 0:
         raise ConfigError(f"--workers must be a positive integer, got {n_workers}")
     if threads is None:
-        threads = max((os.cpu_count() or 1) // (1 if sequential else n_workers), 1)
+        threads = default_threads(n_workers, sequential)
     if threads <= 0:
         raise ConfigError(f"--threads must be a positive integer, got {threads}")
     n_failed = 0
@@ -114,7 +182,7 @@ def run_sweep(spec: SweepSpec | str | Path, sweep_dir: str | Path | None = None,
                 n_failed += st["status"] != STATUS_OK
                 bar.update(1)
         elif todo:
-            n_failed = _run_distributed(spec, todo, sweep_dir, threads, n_workers, scheduler, bar)
+            n_failed = _run_distributed(spec, todo, sweep_dir, threads, n_workers, scheduler, bar, fork)
         bar.set_postfix_str(f"failed={n_failed} running=0")
     finally:
         bar.close()
@@ -127,7 +195,7 @@ def run_sweep(spec: SweepSpec | str | Path, sweep_dir: str | Path | None = None,
 
 
 def _run_distributed(spec: SweepSpec, todo: list[Cell], sweep_dir: Path, threads: int, workers: int,
-                     scheduler: str | None, bar) -> int:
+                     scheduler: str | None, bar, fork: bool = True) -> int:
     """Submit every cell to Dask and follow them with one progress bar; returns the number that failed."""
     try:
         from distributed import Client, as_completed
@@ -142,7 +210,7 @@ def _run_distributed(spec: SweepSpec, todo: list[Cell], sweep_dir: Path, threads
             except (OSError, TimeoutError) as err:
                 raise ConfigError(f"--scheduler: cannot connect to {scheduler}: {err}") from None
         else:
-            cluster = local_cluster(workers, threads)
+            cluster = local_cluster(workers, threads, fork=fork)
             client = Client(cluster)
         with client:
             by_key = {}

@@ -76,6 +76,16 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"sweep spec {path}: cannot be read ({err.strerror or err})") from None
 
 
+def spec_experiment(path: str | Path) -> str | None:
+    """The ``experiment`` a spec names, read without validating anything else (``None`` if it cannot be read):
+    enough to start the right workers while :func:`load_spec` does the real parsing."""
+    try:
+        value = _load_toml(Path(path)).get("experiment")
+    except (ConfigError, OSError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 # --------------------------------------------------------------------------------------------- data
 @dataclasses.dataclass(frozen=True)
 class Cell:

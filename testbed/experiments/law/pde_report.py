@@ -68,11 +68,25 @@ def select_lr(rows: list[Row]) -> tuple[list[Row], list[Row]]:
     keys = [k for k in SELECT_BY if any(k in r for r in rows)]
     # a candidate whose validation loss is not finite on some seed (a diverged run) is ruled out, not averaged
     # over its remaining seeds
-    bad = {(tuple(r.get(k) for k in keys), r["lr"]) for r in rows if not is_finite_number(r.get("val_loss"))}
-    scored = [{**r, "val_loss": float("inf")} if (tuple(r.get(k) for k in keys), r["lr"]) in bad else r
-              for r in rows]
-    choices = select(scored, SELECTION, keys)
+    def group(r: Row) -> tuple:
+        return tuple(r.get(k) for k in keys)
+
+    bad = {(group(r), r["lr"]) for r in rows if not is_finite_number(r.get("val_loss"))}
+    scored = [{**r, "val_loss": float("inf")} if (group(r), r["lr"]) in bad else r for r in rows]
+    # a group none of whose candidates trained without divergence on every seed has no choice: it is listed in
+    # the selection table (selected nowhere, with its diverged seeds) and left out of every other table
+    candidates: dict[tuple, set] = {}
+    for r in scored:
+        candidates.setdefault(group(r), set()).add(r["lr"])
+    unstable = {g for g, lrs in candidates.items() if all((g, lr) in bad for lr in lrs)}
+    choices = select([r for r in scored if group(r) not in unstable], SELECTION, keys)
     table = [row for c in choices.values() for row in c.as_rows(keys, "lr")]
+    for g in sorted(unstable, key=str):
+        for lr in sorted(candidates[g], key=float):
+            at = [r for r in rows if group(r) == g and r["lr"] == lr]
+            table.append({**dict(zip(keys, g, strict=True)), "lr": lr, "val_mean": float("inf"), "val_lo": "",
+                          "val_hi": "", "n": len(at), "selected": False,
+                          "n_diverged": sum(not is_finite_number(r.get("val_loss")) for r in at)})
     kept = rows_at_choice(scored, choices, SELECTION, keys)
     mixed: dict[tuple, set] = {}
     for r in kept:      # dense and probe-estimated runs of one objective are different methods: never pooled
@@ -176,8 +190,16 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], f
                                                                              for k, v in d.items())]
                 pick = [c for c in cands if is_true(c["selected"])]
                 of = ", ".join(f"{c['lr']:g}" for c in cands)
-                cells.append(f"{pick[0]['lr']:g} (of {of})" if pick else "—")
+                cells.append(f"{pick[0]['lr']:g} (of {of})" if pick else f"none: diverged at every lr (of {of})"
+                             if cands else "—")
             lines.append(label(g) + " " + " | ".join(cells) + " |")
+    if selection is not None or any(is_true(r.get("diverged")) for r in results):
+        diverged = [r for r in results if is_true(r.get("diverged"))]
+        if diverged:
+            runs = "; ".join(f"{r['system']} {r['student']}/{r['objective']} seed {r['seed']} at lr {r['lr']:g}"
+                             for r in diverged)
+            lines += ["", f"Training runs whose loss became non-finite ({len(diverged)} of {len(results)}; "
+                      f"recorded, never averaged: a learning rate with a diverged seed is not a candidate): {runs}."]
     if floors:
         ks = sorted({int(f["kernel_size"]) for f in floors})
         lines += ["", "What a local polynomial field of window k can represent at all: least-squares law error on the "
