@@ -82,6 +82,7 @@ def cold_cli(spec_path: Path, out: Path, workers: int, threads: int, flags: Sequ
     """Run ``testbed sweep SPEC`` as a user does — a fresh interpreter, its own cluster — and time it.
     ``startup_seconds``: launch → the first cell starting (its ``started_unix``): imports, spec expansion,
     cluster and workers, everything a cell does not do."""
+    spec_path, out = Path(spec_path).resolve(), Path(out).resolve()
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "testbed", "sweep", str(spec_path), "--out", str(out), "--workers", str(workers),
            "--threads", str(threads), "--no-progress", *flags]
@@ -91,8 +92,10 @@ def cold_cli(spec_path: Path, out: Path, workers: int, threads: int, flags: Sequ
     seconds = time.perf_counter() - t0
     statuses = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*/status.json"))]
     started = [s["started_unix"] for s in statuses if "started_unix" in s]
+    if proc.returncode != 0:
+        print(f"testbed sweep exited {proc.returncode}: {proc.stderr[-1500:]}", file=sys.stderr)
     return {"seconds": seconds, "startup_seconds": (min(started) - t_launch) if started else float("nan"),
-            "failed": proc.returncode != 0 or sum(s.get("status") != "ok" for s in statuses)}
+            "failed": int(proc.returncode != 0) + sum(s.get("status") != "ok" for s in statuses)}
 
 
 def _load() -> float | None:

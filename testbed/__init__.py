@@ -64,6 +64,9 @@ class _Package(types.ModuleType):
             value = value.train
         super().__setattr__(name, value)
 
+    def __reduce__(self) -> tuple:  # pickled by name, like any module (cloudpickle dispatches on the exact type)
+        return importlib.import_module, (self.__name__,)
+
 
 sys.modules[__name__].__class__ = _Package
 _EXPORTS["train"] = ("testbed.train", "train")

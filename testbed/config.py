@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import types
 import typing
@@ -115,9 +116,17 @@ def parse_value(value: Any, annotation: Any) -> Any:
         inner = args[0] if args else str
         if isinstance(value, str):
             text = value.strip()
-            if text[:1] in "[(" and text[-1:] in ")]":  # accept "[4, 8]" and "(4, 8)" as well as "4,8"
-                text = text[1:-1]
-            items: list[Any] = [_unquote(s) for s in (p.strip() for p in text.split(",")) if s]
+            items: list[Any] | None = None
+            if text[:1] == "[":  # a JSON list, as a shell user writes one: '["dysts:Lorenz", "a, b"]'
+                try:
+                    parsed = json.loads(text)
+                except ValueError:
+                    parsed = None
+                items = parsed if isinstance(parsed, list) else None
+            if items is None:
+                if text[:1] in "[(" and text[-1:] in ")]":  # accept "[4, 8]" and "(4, 8)" as well as "4,8"
+                    text = text[1:-1]
+                items = [u for u in (_unquote(p.strip()) for p in text.split(",")) if u]
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:

@@ -64,4 +64,6 @@ def test_sequence_overrides_accept_brackets():
     # JSON-style quoted strings, as a shell user writes them: --set systems='["dysts:Lorenz", 'x']'
     assert parse_value('["dysts:Lorenz", \'van_der_pol\']', tuple[str, ...]) == ("dysts:Lorenz", "van_der_pol")
     assert parse_value('"a"', tuple[str, ...]) == ("a",)
-    assert parse_value('["a\'b"]', tuple[str, ...]) == ("a'b",)  # unmatched quotes are kept
+    assert parse_value('["a, b", "c"]', tuple[str, ...]) == ("a, b", "c")  # a JSON list keeps commas in items
+    assert parse_value("['a\'b']", tuple[str, ...]) == ("a'b",)  # not JSON: split, then quotes stripped
+    assert parse_value('[4, 8.0]', tuple[float, ...]) == (4.0, 8.0)

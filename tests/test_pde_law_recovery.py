@@ -260,6 +260,7 @@ def test_a_diverged_run_is_a_row_not_a_failed_study(tmp_path):
     assert [(c["objective"], is_true(c["selected"]), c["n_diverged"]) for c in sel] == [("endpoint", False, 1),
                                                                                       ("field", False, 1)]
     assert read_csv(tmp_path / "summary.csv") == []
+    assert pde_law_recovery.plot(tmp_path) == []   # nothing at a chosen learning rate to draw
 
 
 def test_selection_rules_out_a_learning_rate_with_one_diverged_seed(tmp_path):
@@ -277,13 +278,23 @@ def test_selection_rules_out_a_learning_rate_with_one_diverged_seed(tmp_path):
             {**base, "objective": "endpoint", "lr": 0.01, "seed": 0, "val_loss": math.inf, "diverged": True},
             {**base, "objective": "endpoint", "lr": 0.01, "seed": 1, "val_loss": 0.2},
             {**base, "objective": "endpoint", "lr": 0.001, "seed": 0, "val_loss": 0.2},
-            {**base, "objective": "endpoint", "lr": 0.001, "seed": 1, "val_loss": math.inf, "diverged": True}]
+            {**base, "objective": "endpoint", "lr": 0.001, "seed": 1, "val_loss": math.inf, "diverged": True},
+            # the better validation loss at 0.001 has seed 0 only (seed 1's run lost): compared on unequal seeds,
+            # so ruled out
+            {**base, "objective": "trajectory", "lr": 0.01, "seed": 0, "val_loss": 0.3},
+            {**base, "objective": "trajectory", "lr": 0.01, "seed": 1, "val_loss": 0.3},
+            {**base, "objective": "trajectory", "lr": 0.001, "seed": 0, "val_loss": 0.01}]
     write_csv(tmp_path / "results.csv", rows)
     pde_law_recovery.derive(tmp_path)
     picked = {(c["objective"], c["lr"]) for c in read_csv(tmp_path / "lr_selection.csv") if is_true(c["selected"])}
-    assert picked == {("field", 0.001)}
+    assert picked == {("field", 0.001), ("trajectory", 0.01)}
+    why = {(c["objective"], c["lr"]): (c["ruled_out"], c["n_diverged"])
+           for c in read_csv(tmp_path / "lr_selection.csv")}
+    assert why[("trajectory", 0.001)] == ("missing seeds [1]", 0) and why[("field", 0.01)] == ("diverged", 1)
+    assert why[("field", 0.001)] == ("", 0)
     summary = read_csv(tmp_path / "summary.csv")
-    assert [(s["objective"], s["lr"], s["n"]) for s in summary] == [("field", 0.001, 2)]
+    assert sorted((s["objective"], s["lr"], s["n"]) for s in summary) == [("field", 0.001, 2),
+                                                                          ("trajectory", 0.01, 2)]
     text = pde_law_recovery.report(tmp_path)
     assert "none: diverged at every lr (of 0.001, 0.01)" in text and "0.001 (of 0.001, 0.01)" in text
-    assert "(3 of 8;" in text and "heat poly/endpoint seed 0 at lr 0.01" in text
+    assert "(3 of 11;" in text and "heat poly/endpoint seed 0 at lr 0.01" in text

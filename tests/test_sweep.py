@@ -363,3 +363,34 @@ def test_experiment_registry_is_lazy_and_checks_names(monkeypatch) -> None:
     assert experiments.module_name("no-such") is None
     with pytest.raises(ConfigError, match="unknown experiment 'law-recovry' \\(did you mean 'law-recovery'"):
         experiments.get_experiment("law-recovry")
+
+
+def test_fork_server_is_reused_only_when_it_fits() -> None:
+    """Same threads and a preload it already has: reused; other threads or more modules: restarted (never a
+    server pinned to the wrong BLAS threads or missing a module the caller asked for)."""
+    from multiprocessing import forkserver
+
+    from testbed.sweep.runner import start_worker_server, stop_worker_server
+
+    stop_worker_server()
+    try:
+        assert start_worker_server(1, ("json",)) is True
+        pid = forkserver._forkserver._forkserver_pid
+        assert start_worker_server(1, ("json",)) is False and forkserver._forkserver._forkserver_pid == pid
+        assert start_worker_server(2, ("json",)) is True and forkserver._forkserver._forkserver_pid != pid
+        assert start_worker_server(2, ("json", "csv")) is True
+        assert start_worker_server(2, ("csv",)) is False
+    finally:
+        stop_worker_server()
+
+
+def test_package_pickles_by_name() -> None:
+    """The lazy package (a ModuleType subclass) still pickles — Dask ships closures that name it."""
+    import pickle
+
+    import cloudpickle
+
+    import testbed
+
+    assert pickle.loads(pickle.dumps(testbed)) is testbed
+    assert cloudpickle.loads(cloudpickle.dumps(lambda: testbed.__version__))() == testbed.__version__

@@ -38,9 +38,13 @@ class _Experiments(Mapping[str, ModuleType]):
         if name not in self._loaded:
             from testbed.experiments.protocol import check_experiment
 
-            module = check_experiment(importlib.import_module(self._registry[name]))
+            path = self._registry[name]   # the only KeyError that means "unknown experiment"
+            try:
+                module = check_experiment(importlib.import_module(path))
+            except KeyError as err:       # raised while importing: not an unknown name
+                raise RuntimeError(f"importing experiment {name!r} ({path}) failed: KeyError {err}") from err
             if module.NAME != name:
-                raise RuntimeError(f"{self._registry[name]} declares NAME = {module.NAME!r}, registered as {name!r}")
+                raise RuntimeError(f"{path} declares NAME = {module.NAME!r}, registered as {name!r}")
             self._loaded[name] = module
         return self._loaded[name]
 

@@ -37,6 +37,7 @@ Writes ``results.csv`` (one row per system × student × objective × seed), ``c
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -315,7 +316,7 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                     setting = {"n_layers": cfg.n_layers, "n_grid": cfg.n_grid,
                                "teacher_scheme": system.params().get("scheme", ""), "lr": cfg.lr, "steps": cfg.steps,
                                "jacobian_probes": objective.probes.get("jacobian", 0)}
-                    try:
+                    try:  # only training can diverge into a row: a failure on test data is an error, as before
                         with divergence_context(**tags) as where:
                             result = fit(student, objective, train_data, seed=seed, steps=cfg.steps,
                                          batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip,
@@ -323,14 +324,17 @@ def run(cfg: PDELawRecoveryConfig, out: str | Path) -> list[dict[str, Any]]:
                                          run_dir=out / "checkpoints" / checkpoint_name(sname, kind, obj_name,
                                                                                         cfg.lr, seed),
                                          extra={**tags, "system_params": system.params()})
-                            where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
                             val_loss = validation_loss(student, obj_name, val_data)
-                            ev = evaluate_student(student, ref, step_counts)
-                            roll = rollout(student, system, x_roll, T, cfg.n_layers, ROLLOUT_FACTOR)
+                            if not math.isfinite(val_loss):
+                                raise FloatingPointError(f"validation loss is {val_loss}")  # → DivergenceError
                     except DivergenceError as err:  # a result: this objective failed on this seed at this lr
                         rows.append({**tags, **setting, "val_loss": float("inf"), "diverged": True,
                                      "flag": str(err)})
                         continue
+                    with divergence_context(**tags) as where:
+                        where["after training step"] = f"{result.steps} (final loss {result.final_loss:.3g})"
+                        ev = evaluate_student(student, ref, step_counts)
+                        roll = rollout(student, system, x_roll, T, cfg.n_layers, ROLLOUT_FACTOR)
                     flag = quality_flag(ev.metrics, ", ".join(f"{k} {v}" for k, v in tags.items()))
                     stencil_error = moment_error = float("nan")
                     if kind in ("conv", "poly") and hasattr(system, "stencil") and sname == "heat":
@@ -382,12 +386,14 @@ def plot(out: str | Path) -> list[Path]:
     use_style()
     chosen = chosen_lrs(out)                  # (system, series) → the learning rate chosen on validation loss
 
-    def at_choice(r: dict[str, Any]) -> bool:
-        return r["series"] == "teacher" or float(r["lr"]) == chosen[(r["system"], r["series"])]
+    def at_choice(r: dict[str, Any]) -> bool:  # a group with no stable learning rate has no choice: not drawn
+        return r["series"] == "teacher" or float(r["lr"]) == chosen.get((r["system"], r["series"]), math.nan)
 
     curves = [r for r in read_csv(out / "consistency.csv") if at_choice(r)]
     rolls = [r for r in read_csv(out / "rollout.csv") if at_choice(r)]
     rows = [r for r in read_csv(out / "results.csv") if at_choice({**r, "series": f"{r['student']}/{r['objective']}"})]
+    if not rows:  # every run diverged: nothing to draw (the tables say so)
+        return []
     sys_names = list(dict.fromkeys(r["system"] for r in rows))
     kinds = list(dict.fromkeys(r["student"] for r in rows))
     objectives = list(dict.fromkeys(r["objective"] for r in rows))

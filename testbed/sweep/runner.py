@@ -58,32 +58,65 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 WORKER_PRELOAD = ("distributed", "numpy", "torch", "torch._dynamo", "testbed.sweep.cells", "testbed.experiments")
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: the preload and thread count of the running fork server (None: not started by this module)
+_SERVER: dict[str, Any] = {}
+
+
+def _quiet_resource_tracker() -> None:
+    """After Ctrl-C the interrupted workers leave semaphores behind; multiprocessing's resource tracker keeps the
+    environment it started with and would print a multi-line warning about them after our one-line message."""
+    if "PYTHONWARNINGS" not in os.environ:
+        os.environ["PYTHONWARNINGS"] = "ignore:resource_tracker:UserWarning"
+
+
+def stop_worker_server() -> None:
+    """Stop this process's fork server (the next :func:`start_worker_server` starts a fresh one, importing the
+    current code: call it after editing modules in a long-lived session such as a notebook)."""
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)
+    if stop is not None and getattr(forkserver._forkserver, "_forkserver_pid", None) is not None:
+        stop()
+    _SERVER.clear()
+
+
 def start_worker_server(threads: int = 1, preload: Sequence[str] = WORKER_PRELOAD) -> bool:
     """Start the ``forkserver`` that this process's Dask worker processes will be forked from, with ``preload``
-    imported in it; returns whether this call started it (``False``: already running, or not a POSIX system).
+    imported in it; returns whether this call started one (``False``: a suitable one is running, or the platform
+    has no ``forkserver`` or ``distributed`` is not installed).
 
     A spawned worker pays the interpreter start plus every import (torch, scipy, the experiments: seconds) before
     its first cell, and on a small machine the workers pay it side by side with the client's own imports. The
-    fork server pays it once, single-threaded (no thread pools exist yet, so forking from it is safe), and every
-    worker of :func:`local_cluster` is a copy-on-write ``fork`` of it, started in milliseconds. Call
-    it early (the CLI does so before it parses the spec): the server's imports then overlap the client's work.
-    The server's environment pins BLAS/OpenMP to ``threads`` threads (those pools are sized at import).
+    fork server pays it once and every worker of :func:`local_cluster` is a copy-on-write ``fork`` of it,
+    started in milliseconds. The server runs no computation, so no OpenMP pool exists when it forks; its
+    environment pins BLAS/OpenMP to ``threads`` threads (OpenBLAS sizes its pool at import and re-creates it in a
+    forked child). Call it early (the CLI does, before it parses the spec): its imports then overlap the client's.
+
+    A running server is reused when it was started here with the same ``threads`` and a preload that includes
+    ``preload``; otherwise it is stopped and restarted. Its modules are those imported when it started: after
+    editing code in a long-lived process, call :func:`stop_worker_server` (or use ``fork=False``).
     """
     import multiprocessing
     from multiprocessing import forkserver
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
-    if getattr(forkserver._forkserver, "_forkserver_pid", None) is not None:  # already running
+    try:
+        import distributed.utils as dutils
+    except ModuleNotFoundError:  # testbed sweep says what to install (runner._run_distributed)
         return False
-    import distributed.utils as dutils
-
+    wanted = tuple(dict.fromkeys(preload))
+    if getattr(forkserver._forkserver, "_forkserver_pid", None) is not None:
+        if _SERVER.get("threads") == threads and set(wanted) <= set(_SERVER.get("preload", ())):
+            return False
+        stop_worker_server()
     # distributed sets its own preload list on first use (importing pandas & co. in *this* process to build it);
     # ours replaces it — mark it set so distributed leaves it alone
     if hasattr(dutils, "_forkserver_preload_set"):
         dutils._forkserver_preload_set = True
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(preload))
+    _quiet_resource_tracker()
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(wanted))
     pinned = {k: str(threads) for k in THREAD_VARIABLES}
     saved = {k: os.environ.get(k) for k in pinned}
     os.environ.update(pinned)
@@ -95,18 +128,28 @@ def start_worker_server(threads: int = 1, preload: Sequence[str] = WORKER_PRELOA
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    _SERVER.update(threads=threads, preload=wanted)
     return True
 
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+def start_method(fork: bool, threads: int) -> str:
+    """``"forkserver"`` (the preloaded server of :func:`start_worker_server` running) when ``fork`` and the
+    platform allows it, else ``"spawn"``: the ``distributed.worker.multiprocessing-method`` for the cluster."""
+    import multiprocessing
+
+    if fork and "forkserver" in multiprocessing.get_all_start_methods():
+        start_worker_server(threads)
+        return "forkserver"
+    return "spawn"
 
 
 def local_cluster(workers: int, threads: int = 1, fork: bool = True):
     """A ``LocalCluster`` of ``workers`` single-threaded worker processes whose environment pins BLAS/OpenMP to
     ``threads`` threads and can import this package; its HTTP server on a free port (no clash with another
     cluster). ``fork`` (default, POSIX): the workers are forked from the preloaded server of
-    :func:`start_worker_server` (started here if it is not running); ``fork=False``: spawned, each importing
-    everything itself (Dask's default)."""
+    :func:`start_worker_server` (started here if none suitable is running); ``fork=False``: spawned, each importing
+    everything itself (Dask's default). A worker the nanny restarts later is started by the method configured
+    then (``run_sweep`` keeps the fork server configured while its cluster lives)."""
     import dask
     from distributed import LocalCluster
 
@@ -115,18 +158,8 @@ def local_cluster(workers: int, threads: int = 1, fork: bool = True):
     root = str(Path(testbed.__file__).resolve().parent.parent)
     pypath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     env = {**{k: str(threads) for k in THREAD_VARIABLES}, "PYTHONPATH": pypath}
-    # after Ctrl-C the interrupted workers leave semaphores behind; multiprocessing's resource tracker (started
-    # from this process's environment) would print a multi-line warning about them after our one-line message
-    if "PYTHONWARNINGS" not in os.environ:
-        os.environ["PYTHONWARNINGS"] = "ignore:resource_tracker:UserWarning"
-    method = "spawn"
-    if fork:
-        import multiprocessing
-
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            start_worker_server(threads)
-            method = "forkserver"
-    with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+    _quiet_resource_tracker()
+    with dask.config.set({"distributed.worker.multiprocessing-method": start_method(fork, threads)}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                             env=env, silence_logs=50)  # CRITICAL: a lost worker becomes a failed cell, not log noise
 
@@ -212,7 +245,11 @@ def _run_distributed(spec: SweepSpec, todo: list[Cell], sweep_dir: Path, threads
         else:
             cluster = local_cluster(workers, threads, fork=fork)
             client = Client(cluster)
-        with client:
+        import dask
+
+        method = start_method(fork, threads) if cluster is not None else dask.config.get(
+            "distributed.worker.multiprocessing-method")
+        with client, dask.config.set({"distributed.worker.multiprocessing-method": method}):  # for restarts too
             by_key = {}
             futures = []
             for cell in todo:

@@ -71,22 +71,36 @@ def select_lr(rows: list[Row]) -> tuple[list[Row], list[Row]]:
     def group(r: Row) -> tuple:
         return tuple(r.get(k) for k in keys)
 
-    bad = {(group(r), r["lr"]) for r in rows if not is_finite_number(r.get("val_loss"))}
-    scored = [{**r, "val_loss": float("inf")} if (group(r), r["lr"]) in bad else r for r in rows]
-    # a group none of whose candidates trained without divergence on every seed has no choice: it is listed in
-    # the selection table (selected nowhere, with its diverged seeds) and left out of every other table
-    candidates: dict[tuple, set] = {}
-    for r in scored:
-        candidates.setdefault(group(r), set()).add(r["lr"])
-    unstable = {g for g, lrs in candidates.items() if all((g, lr) in bad for lr in lrs)}
+    # a candidate is ruled out — its validation loss set to inf, never averaged over its remaining seeds — when a
+    # seed diverged (non-finite validation loss) or when it lacks a seed another candidate of its group has (a
+    # failed or lost run: candidates are compared on the same seeds)
+    seeds: dict[tuple, dict[Any, set]] = {}
+    for r in rows:
+        seeds.setdefault(group(r), {}).setdefault(r["lr"], set()).add(r["seed"])
+    diverged = {(group(r), r["lr"]) for r in rows if not is_finite_number(r.get("val_loss"))}
+    reason: dict[tuple, str] = {}
+    for g, by_lr in seeds.items():
+        every = set().union(*by_lr.values())
+        for lr, have in by_lr.items():
+            if (g, lr) in diverged:
+                reason[(g, lr)] = "diverged"
+            elif have != every:
+                reason[(g, lr)] = f"missing seeds {sorted(every - have)}"
+    scored = [{**r, "val_loss": float("inf")} if (group(r), r["lr"]) in reason else r for r in rows]
+    # a group none of whose candidates is usable has no choice: it is listed in the selection table (selected
+    # nowhere) and left out of every other table
+    unstable = {g for g, by_lr in seeds.items() if all((g, lr) in reason for lr in by_lr)}
     choices = select([r for r in scored if group(r) not in unstable], SELECTION, keys)
     table = [row for c in choices.values() for row in c.as_rows(keys, "lr")]
-    for g in sorted(unstable, key=str):
-        for lr in sorted(candidates[g], key=float):
-            at = [r for r in rows if group(r) == g and r["lr"] == lr]
-            table.append({**dict(zip(keys, g, strict=True)), "lr": lr, "val_mean": float("inf"), "val_lo": "",
-                          "val_hi": "", "n": len(at), "selected": False,
-                          "n_diverged": sum(not is_finite_number(r.get("val_loss")) for r in at)})
+    table += [{**dict(zip(keys, g, strict=True)), "lr": lr, "val_mean": float("inf"), "val_lo": "", "val_hi": "",
+               "n": len(seeds[g][lr]), "selected": False} for g in sorted(unstable, key=str)
+              for lr in sorted(seeds[g], key=float)]
+    for row in table:  # why a candidate was not eligible, and how many of its seeds diverged
+        g = tuple(row.get(k) for k in keys)
+        at = [r for r in rows if group(r) == g and r["lr"] == row["lr"]]
+        row["n_diverged"] = sum(not is_finite_number(r.get("val_loss")) for r in at)
+        row["ruled_out"] = reason.get((g, row["lr"]), "")
+        row["candidates"] = len(seeds[g])
     kept = rows_at_choice(scored, choices, SELECTION, keys)
     mixed: dict[tuple, set] = {}
     for r in kept:      # dense and probe-estimated runs of one objective are different methods: never pooled
@@ -116,8 +130,10 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], f
     objectives = sorted(dict.fromkeys(r["objective"] for r in results), key=lambda o: o != "endpoint")
     others = [o for o in objectives if o != "endpoint"]
     # a learning rate was chosen only where some cell had more than one candidate; else it is fixed and shown
-    chosen = sum(is_true(c["selected"]) for c in selection or [])
-    selection = selection if selection and len(selection) > chosen else None
+    multi = any(int(c.get("candidates") or 0) > 1 for c in selection or [])
+    if selection and not any("candidates" in c for c in selection):    # tables written before the column existed
+        multi = len(selection) > sum(is_true(c["selected"]) for c in selection)
+    selection = selection if multi else None
     keys = tuple(k for k in (GROUP if selection else (*GROUP, "lr")) if k in summary[0])
     groups = _groups(summary, keys)
     same = ("depth and step budget, each at its learning rate chosen on validation loss (table below)" if selection
