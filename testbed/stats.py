@@ -24,6 +24,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -196,6 +197,30 @@ def loglog_fit(xs: Sequence[float], ys: Sequence[float], level: float = LEVEL, n
     lo, hi = ((float(np.quantile(boots, 0.5 - level / 2)), float(np.quantile(boots, 0.5 + level / 2)))
               if boots else (nan, nan))
     return SlopeFit(float(slope), lo, hi, float(r2), int(pts.shape[0]), level)
+
+
+def loglog_fit_clustered(xs: Sequence[float], ys: Sequence[float], units: Sequence[Any], level: float = LEVEL,
+                         n_boot: int = 2000, seed: int = 0) -> SlopeFit:
+    """:func:`loglog_fit` whose interval resamples whole ``units`` (e.g. seeds: the points of one seed share its
+    initialisation and move together) — the cluster bootstrap; with fewer than two units it resamples the points,
+    as :func:`loglog_fit`. The slope, R² and ``n`` are those of the pooled fit."""
+    keep = [(float(x), float(y), u) for x, y, u in zip(xs, ys, units, strict=True)
+            if math.isfinite(float(x)) and float(x) > 0 and math.isfinite(float(y)) and float(y) > 0]
+    base = loglog_fit([k[0] for k in keep], [k[1] for k in keep], level, n_boot, seed)
+    groups: dict[Any, list[tuple[float, float]]] = {}
+    for x, y, u in keep:
+        groups.setdefault(u, []).append((x, y))
+    if len(groups) < 2 or base.n < 2:
+        return base
+    names = list(groups)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        pts = np.array([p for i in rng.integers(0, len(names), len(names)) for p in groups[names[i]]])
+        if np.unique(pts[:, 0]).size > 1:
+            boots.append(loglog_slope(pts[:, 0], pts[:, 1]))
+    lo, hi = (float(np.quantile(boots, 0.5 - level / 2)), float(np.quantile(boots, 0.5 + level / 2)))
+    return SlopeFit(base.slope, lo, hi, base.r2, base.n, level)
 
 
 def paired_table(rows: Sequence[dict], by: Sequence[str], arm: str, baseline: str, metrics: Sequence[str],

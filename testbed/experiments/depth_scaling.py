@@ -1,6 +1,6 @@
 """Depth as step size: the infinite-depth limit of ResNets (paper B, arXiv 2512.21075; Tensor Programs VI).
 
-Four sub-studies, selectable with ``--study`` (default: all), each in its own module under
+Five sub-studies, selectable with ``--study`` (default: all), each in its own module under
 :mod:`testbed.experiments.depth` and writing to ``OUT/<study>/``:
 
 1. ``convergence``   one continuous-time weight function ``W(t)`` discretised at ``L = 4 … 512``: distance of the
@@ -15,6 +15,9 @@ Four sub-studies, selectable with ``--study`` (default: all), each in its own mo
 4. ``weight_reuse``  correlation between forward features and backward signals across depth, against a control
                      whose backward pass uses an independent copy of each weight instead of ``Wᵀ`` (claims:
                      ``O(1/n)`` in width at initialisation, effect on the dynamics ``O(1/L²)`` in depth).
+5. ``trained_limit`` trained networks at ``L = 4 … 256`` with Brownian-coupled initialisation and one data order:
+                     successive differences of the trained function and features vs ``L``, the fitted order with
+                     a seed-bootstrap CI and a declared verdict (claim: ``O(1/L)``; SP as the no-limit control).
 
 Settings (:class:`DepthScalingConfig`): ``studies`` (``--study``), ``seeds`` (``--seed``), ``device`` (``--device``),
 the settings two or more sub-studies share (``width``, ``steps``, ``batch_size``, ``lr``, ``flow_system``,
@@ -43,7 +46,7 @@ from testbed.config import (
     check_positive_ints,
     shown,
 )
-from testbed.experiments.depth import convergence, features, lr_transfer, weight_reuse
+from testbed.experiments.depth import convergence, features, lr_transfer, trained_limit, weight_reuse
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.results import run_metadata, write_json
 
@@ -77,12 +80,19 @@ CAPTIONS = {
         "copy of each weight: excess coupling at initialisation vs width n (claim 1/n) and its effect on "
         "training vs depth L (claim 1/L²), log–log. Error bars: 95% t-interval over seeds (one seed: normal 95% "
         "interval over the random draws)."),
+    "trained_limit": (
+        "Trained networks across depth: one network per L, Brownian-coupled initialisation (every depth a "
+        "discretisation of one weight path), the same data, minibatch order and base learning rate. Successive "
+        "differences ‖f_L − f_2L‖/‖f_2L‖ of the trained function (left) and of the residual stream on a coarse "
+        "layer-time grid (middle) vs L, log–log, at initialisation (dashed) and after training (solid), mean ± "
+        "95% t-interval over seeds, fitted order (seed-bootstrap CI in fits.csv); right: test loss vs L. Guides: "
+        "1/L and 1/√L."),
 }
 SUMMARY_COLUMNS = ["study", "key", "value", "claim"]
 #: the sub-studies, in run order: each module provides ``Config`` (its own settings), ``run(cfg, out) -> rows``
 #: (``cfg`` the whole :class:`DepthScalingConfig`), ``plot(out) -> paths`` and ``summary(rows) -> rows``
 STUDIES: dict[str, ModuleType] = {"convergence": convergence, "lr_transfer": lr_transfer, "features": features,
-                                  "weight_reuse": weight_reuse}
+                                  "weight_reuse": weight_reuse, "trained_limit": trained_limit}
 PARAMETERIZATIONS = ("standard", "depth_mup", "ode")
 
 
@@ -96,7 +106,8 @@ class DepthScalingConfig(ExperimentConfig):
     studies: tuple[str, ...] = flag(tuple(STUDIES), name="--study", help="sub-study/studies to run")
     seeds: tuple[int, ...] = seeds_field((0, 1, 2, 3, 4))
     # shared by two or more sub-studies (the readers in brackets)
-    flow_system: str = "van_der_pol"    # teacher flow of the regression task [lr_transfer, features, weight_reuse]
+    flow_system: str = "van_der_pol"    # teacher flow of the regression task [lr_transfer, features, weight_reuse,
+    #                                     trained_limit]
     width: int = 64                     # residual-stream (and hidden) width [lr_transfer, features, weight_reuse]
     steps: int = 500                    # training steps [lr_transfer, features]
     batch_size: int = 64                # [lr_transfer, features, weight_reuse]
@@ -111,6 +122,7 @@ class DepthScalingConfig(ExperimentConfig):
     lr_transfer: lr_transfer.Config = dataclasses.field(default_factory=lr_transfer.Config)
     features: features.Config = dataclasses.field(default_factory=features.Config)
     weight_reuse: weight_reuse.Config = dataclasses.field(default_factory=weight_reuse.Config)
+    trained_limit: trained_limit.Config = dataclasses.field(default_factory=trained_limit.Config)
 
     def validate(self) -> None:
         if not self.studies:
@@ -138,7 +150,8 @@ def quick_config(**overrides: Any) -> DepthScalingConfig:
                 lr_transfer=lr_transfer.Config(depths=(4, 16, 64), lr_grid=(2e-3, 8e-3, 3.2e-2, 0.128),
                                                tasks=("flow",)),
                 features=features.Config(depths=(4, 16, 64)),
-                weight_reuse=weight_reuse.Config(widths=(16, 32, 64, 128), depths=(4, 8, 16, 32), steps=50))
+                weight_reuse=weight_reuse.Config(widths=(16, 32, 64, 128), depths=(4, 8, 16, 32), steps=50),
+                trained_limit=trained_limit.Config(depths=(4, 8, 16, 32)))
     base.update(overrides)
     return DepthScalingConfig(**base)
 
