@@ -365,7 +365,12 @@ def test_experiment_registry_is_lazy_and_checks_names(monkeypatch) -> None:
         experiments.get_experiment("law-recovry")
 
 
-def test_fork_server_is_reused_only_when_it_fits() -> None:
+def _sleep_then_touch(seconds: float, path: str) -> None:
+    time.sleep(seconds)
+    Path(path).write_text("done")
+
+
+def test_fork_server_is_reused_only_when_it_fits(tmp_path: Path) -> None:
     """Same threads and a preload it already has: reused; other threads or more modules: restarted (never a
     server pinned to the wrong BLAS threads or missing a module the caller asked for)."""
     from multiprocessing import forkserver
@@ -380,6 +385,20 @@ def test_fork_server_is_reused_only_when_it_fits() -> None:
         assert start_worker_server(2, ("json",)) is True and forkserver._forkserver._forkserver_pid != pid
         assert start_worker_server(2, ("json", "csv")) is True
         assert start_worker_server(2, ("csv",)) is False
+        # a process forked from the server keeps it alive; letting go of the server must not wait for it
+        import multiprocessing
+
+        done = tmp_path / "done"
+        child = multiprocessing.get_context("forkserver").Process(target=_sleep_then_touch, args=(2.0, str(done)))
+        child.start()
+        t0 = time.perf_counter()
+        stop_worker_server()
+        assert time.perf_counter() - t0 < 1.0 and child.is_alive()
+        assert start_worker_server(1, ("json",)) is True      # a fresh one, while the old one's child still runs
+        child.join(10)
+        # the child finished its work (its exit code may read 255: the old server exits with its last child and
+        # can miss reporting it — harmless for a Dask worker, which reports its results itself)
+        assert done.read_text() == "done" and not child.is_alive()
     finally:
         stop_worker_server()
 

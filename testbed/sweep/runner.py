@@ -71,14 +71,32 @@ def _quiet_resource_tracker() -> None:
 
 
 def stop_worker_server() -> None:
-    """Stop this process's fork server (the next :func:`start_worker_server` starts a fresh one, importing the
-    current code: call it after editing modules in a long-lived session such as a notebook)."""
-    from multiprocessing import forkserver
+    """Let go of this process's fork server: the next :func:`start_worker_server` starts a fresh one, importing
+    the current code (call it after editing modules in a long-lived session such as a notebook).
 
-    stop = getattr(forkserver._forkserver, "_stop", None)
-    if stop is not None and getattr(forkserver._forkserver, "_forkserver_pid", None) is not None:
-        stop()
+    Never waits. A fork server lives until its parent *and every process forked from it* have closed the "alive"
+    pipe, so workers of a cluster that is still running keep the old server alive; it exits by itself after the
+    last of them (a thread reaps it), and those workers keep working."""
+    import threading
+    from multiprocessing import forkserver, util
+
+    server = forkserver._forkserver
+    with server._lock:
+        pid = getattr(server, "_forkserver_pid", None)
+        if pid is not None:
+            os.close(server._forkserver_alive_fd)
+            address = server._forkserver_address
+            server._forkserver_alive_fd = server._forkserver_pid = server._forkserver_address = None
+            if address and not util.is_abstract_socket_namespace(address):
+                with contextlib.suppress(OSError):
+                    os.unlink(address)
+            threading.Thread(target=_reap, args=(pid,), daemon=True, name="forkserver-reaper").start()
     _SERVER.clear()
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, 0)
 
 
 def start_worker_server(threads: int = 1, preload: Sequence[str] = WORKER_PRELOAD) -> bool:
