@@ -13,7 +13,7 @@ token sequences, float32, eval mode, recorded with :func:`testbed.field.record`.
 
 Printed: wall time of each route (best of ``--repeats`` for the matrix-free one, the dense one once — it is the
 slow side), the speed-up, the largest relative error of the matrix-free norms against the dense ones (per block,
-per depth, per input) and the peak memory of each route measured in a subprocess (RSS high-water mark). Target
+per depth, per input) and the peak memory each route adds, measured in a fresh subprocess (RSS high-water mark). Target
 (issue 20): ≥ 10× faster at ≤ 1e-3 relative error.
 
     python benchmarks/bench_any_model.py [--layers 12] [--width 64] [--seq 16] [--batch 32] [--json out.json]
@@ -61,15 +61,18 @@ def matrix_free_route(rec, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _peak_mib(route: str, args: argparse.Namespace) -> float:
-    """Peak RSS (MiB) of one route run alone in a fresh interpreter."""
-    code = (f"import sys; sys.argv=['x']; import bench_any_model as b, resource, torch; torch.set_num_threads("
-            f"{args.threads}); m, x = b.model_and_inputs({args.layers}, {args.width}, {args.seq}, {args.batch}); "
-            f"r = b.record(m, x); "
-            + ("b.dense_route(r)" if route == "dense" else f"b.matrix_free_route(r, {args.tol})")
-            + "; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    """Peak resident memory (MiB) that one route adds to a fresh interpreter holding the model, the inputs and
+    the recording (:func:`testbed.timing.peak_extra_rss`)."""
+    call = "b.dense_route(r)" if route == "dense" else f"b.matrix_free_route(r, {args.tol})"
+    code = (f"import sys, json; sys.argv=['x']; import bench_any_model as b, torch; "
+            f"from testbed.timing import peak_extra_rss; torch.set_num_threads({args.threads}); "
+            f"m, x = b.model_and_inputs({args.layers}, {args.width}, {args.seq}, {args.batch}); "
+            f"r = b.record(m, x); print(json.dumps(peak_extra_rss(lambda: {call})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=__file__.rsplit("/", 1)[0],
                          timeout=3600)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024 if out.returncode == 0 else float("nan")
+    if out.returncode != 0:
+        return float("nan")
+    return json.loads(out.stdout.strip().splitlines()[-1])[0] / 2**20
 
 
 def build_parser() -> argparse.ArgumentParser:

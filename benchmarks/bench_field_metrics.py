@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from testbed.field import jacobian_spectra, layer_jacobians, path_jacobians, pat
 from testbed.field.spectral import layer_maps, layer_spectral_norms, path_spectral_norms
 from testbed.results import write_json
 from testbed.students import ResidualStudent
+from testbed.timing import peak_extra_rss
 
 Tensor = torch.Tensor
 
@@ -98,14 +98,6 @@ def _time(fn: Callable[[], Any], repeats: int, device: str) -> tuple[float, Any]
     return best, out
 
 
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def _measure_child(args: argparse.Namespace) -> None:
     """Run one route once in this (fresh) process and print its peak extra memory in bytes as JSON."""
     s, x0 = _setup(args)
@@ -122,16 +114,8 @@ def _measure_child(args: argparse.Namespace) -> None:
         torch.cuda.synchronize()
         print(json.dumps({"peak_bytes": torch.cuda.max_memory_allocated() - base, "how": "cuda.max_memory_allocated"}))
         return
-    base = _rss_kib("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset VmHWM to the current RSS
-        how = "VmHWM - VmRSS (proc)"
-    except OSError:
-        how = "ru_maxrss - VmRSS (whole child)"
-    fn()
-    peak = _rss_kib("VmHWM") if how.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_bytes": max(0, peak - base) * 1024, "how": how}))
+    peak, how = peak_extra_rss(fn)
+    print(json.dumps({"peak_bytes": peak, "how": how}))
 
 
 def _measure(args: argparse.Namespace, route: str) -> dict[str, Any]:

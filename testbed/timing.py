@@ -35,3 +35,35 @@ def benchmark_header(name: str) -> dict[str, Any]:
 
     return {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "machine": platform.machine()}
+
+
+def _status_kib(field: str) -> int:
+    """A ``VmRSS`` / ``VmHWM`` line of ``/proc/self/status`` in KiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_extra_rss(fn: Callable[[], Any]) -> tuple[int, str]:
+    """``(bytes, how)``: the peak resident memory ``fn()`` adds on top of what this process holds when it starts.
+
+    Linux: the RSS high-water mark is reset to the current RSS (``/proc/self/clear_refs`` ← 5) and read back after
+    the call (``VmHWM − VmRSS``), per process image — unlike ``ru_maxrss``, which survives ``exec`` and so reports
+    a forking parent's peak in a child. Elsewhere: ``ru_maxrss`` (kilobytes on Linux, bytes on macOS) minus the
+    RSS before the call, an upper bound. Run it in a fresh process for one route at a time."""
+    import resource
+    import sys
+
+    try:
+        base = _status_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        fn()
+        return max(0, _status_kib("VmHWM") - base) * 1024, "VmHWM - VmRSS (proc)"
+    except OSError:
+        scale = 1 if sys.platform == "darwin" else 1024
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        fn()
+        return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale - before), "ru_maxrss growth"

@@ -113,3 +113,19 @@ def test_bench_any_model_tiny() -> None:
                    "--tol", "1e-7"])
     assert rec["config"]["dim"] == 24 and rec["seconds"]["dense"] > 0
     assert rec["max_rel_error"]["layer"] < 1e-4 and rec["max_rel_error"]["path"] < 1e-4
+
+
+def test_peak_extra_rss_sees_what_the_call_allocates() -> None:
+    """A call that touches 256 MiB adds at least ~240 MiB to the peak; one that allocates nothing adds little —
+    measured on this process image (a fresh subprocess would not inherit its parent's peak)."""
+    import numpy as np
+
+    from testbed.timing import peak_extra_rss
+
+    def touch() -> None:
+        a = np.ones(256 * 2**20 // 8)   # written, so resident
+        assert a[-1] == 1.0
+
+    big, how = peak_extra_rss(touch)
+    small, _ = peak_extra_rss(lambda: None)
+    assert big >= 240 * 2**20 and small < 32 * 2**20, (big, small, how)
