@@ -53,9 +53,11 @@ def result_folders(root: Path) -> list[Path]:
     found = [p.parent for p in root.rglob("*.csv") if p.name in ("results.csv", "summary.csv")
              and "checkpoints" not in p.parts and "cells" not in p.parts and "merged" not in p.parts]
     tops = sorted(set(found), key=lambda p: (len(p.relative_to(root).parts), p.as_posix()))
-    # a sub-study folder of a run already listed (depth-scaling/convergence/…) is part of that run
-    return [p for p in tops if not any(q != p and p.is_relative_to(q) and (q / "summary.csv").exists()
-                                       and not (q / "results.csv").exists() for q in tops)]
+    # a sub-study folder of a run already listed (depth-scaling/convergence/…) is part of that run; a folder with
+    # its own results.json (depth-scaling/full/) is a run of its own
+    return [p for p in tops if (p / "results.json").exists() or not any(
+        q != p and p.is_relative_to(q) and (q / "summary.csv").exists() and not (q / "results.csv").exists()
+        for q in tops)]
 
 
 def table(module, rows: list[dict[str, Any]]) -> str:

@@ -56,3 +56,15 @@ def test_report_groups_seeds_into_mean_and_ci(tmp_path, capsys):
     assert text.startswith("intro\n") and text.endswith("outro\n") and "3 ± 2 (5)" in text and "old" not in text
     (tmp_path / "bare.md").write_text("no markers\n")
     assert main(["report", "--figures", str(tmp_path), "--write", str(tmp_path / "bare.md")]) == 2
+
+
+def test_result_folders_list_nested_runs_but_not_sub_studies(tmp_path):
+    """A study folder with summary.csv only (depth-scaling) owns its sub-study folders; a nested folder with its
+    own results.json (depth-scaling/full/) is a separate run and is listed, its own sub-studies again not."""
+    from testbed.report import result_folders
+
+    for rel in ("summary.csv", "results.json", "convergence/results.csv", "full/summary.csv", "full/results.json",
+                "full/convergence/results.csv", "other/results.csv"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("a\n1\n")
+    assert [p.relative_to(tmp_path).as_posix() for p in result_folders(tmp_path)] == [".", "full"]
