@@ -143,7 +143,7 @@ class DepthScalingConfig(ExperimentConfig):
 
 
 def quick_config(**overrides: Any) -> DepthScalingConfig:
-    """2 CPU cores, under 3 minutes for all four sub-studies: small depth ranges, one seed, short training."""
+    """2 CPU cores, under 3 minutes for all five sub-studies: small depth ranges, one seed, short training."""
     base = dict(seeds=(0,), width=32, steps=150, n_train=256, n_test=128, block_depths=(1, 2),
                 convergence=convergence.Config(depths=(4, 8, 16, 32, 64, 128), width=32, hidden=32, n_inputs=64,
                                                n_draws=16),
