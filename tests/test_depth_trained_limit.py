@@ -102,3 +102,22 @@ def test_config_rejects_depths_that_do_not_double():
         tl.Config(depths=(4, 8, 32))
     with pytest.raises(ValueError, match="at least three"):
         tl.Config(depths=(4, 8))
+
+
+def test_smooth_initialisation_is_euler_for_one_ode_and_converges_at_order_one():
+    """init = "smooth", ODE scaling: depth L's weights are W(l/L) of one piecewise-linear W(t) (checked against
+    the anchors), and the untrained networks' successive differences fall as 1/L (fitted order within 0.15 of 1)."""
+    cfg = DepthScalingConfig(**{**TINY, "trained_limit": tl.Config(depths=(8, 16, 32, 64, 128), init="smooth",
+                                                                   parameterizations=("ode",))})
+    nets = tl.coupled_networks(cfg, "ode", seed=0)
+    anchors = torch.stack([torch.ones(2, 2), 3 * torch.ones(2, 2)]).double()
+    assert torch.allclose(tl.smooth_path(anchors, 4)[:, 0, 0], torch.tensor([1.0, 1.5, 2.0, 2.5], dtype=torch.float64))
+    assert nets[64].flow.multiplier == pytest.approx(1 / 64)
+    w8 = nets[8].flow.blocks[4].get_submodule(nets[8].flow.blocks[4].linear_names()[-1]).weight
+    w16 = nets[16].flow.blocks[8].get_submodule(nets[16].flow.blocks[8].linear_names()[-1]).weight
+    assert torch.allclose(w8, w16)                                       # both are W(1/2)
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+    rows = tl.measure({L: tl.outputs(net, x.to(net.embed.weight.dtype), 8) for L, net in nets.items()})
+    step = [r for r in rows if r["quantity"] == "fn_step"]
+    fitted = loglog_fit_clustered([r["L"] for r in step], [r["value"] for r in step], [0] * len(step))
+    assert -fitted.slope == pytest.approx(1.0, abs=0.15)

@@ -16,6 +16,10 @@ network's ``L_max`` i.i.d. ``N(0, 1/n)`` draws, summed in consecutive blocks of 
 ``√k`` (:func:`~testbed.experiments.depth.convergence.brownian_coarsen`), so every depth's initialisation is in law
 an i.i.d. one and all are discretisations of one Brownian weight path. Under Depth-μP (``m = 1/√L``) the networks
 at initialisation then converge pathwise with order ½ (Euler–Maruyama); under SP (``m = 1``) no limit exists.
+``init = "smooth"`` instead samples one smooth weight function — ``W(t)`` piecewise linear between ``n_anchors``
+i.i.d. ``N(0, 1/n)`` anchors — at ``t_l = l/L`` (:func:`smooth_path`); with ODE scaling (``parameterizations =
+("ode",)``, ``m = 1/L``) every depth is then forward Euler for one ODE and converges at order 1 at initialisation:
+the regime in which the claim ``O(1/L)`` can hold after training.
 
 **Measured** on the ``N`` test inputs, after training (``stage = "trained"``) and, as the baseline the coupling
 alone gives, at initialisation (``stage = "init"``):
@@ -65,10 +69,12 @@ Tensor = torch.Tensor
 COLUMNS = ["parameterization", "stage", "L", "L_ref", "seed", "quantity", "value"]
 FITTED = ("fn_step", "feat_step", "fn_dist", "fn_rich")
 #: the claim each parameterization is judged against (order of convergence in L)
-CLAIMED_ORDER = {"depth_mup": 1.0}
+CLAIMED_ORDER = {"depth_mup": 1.0, "ode": 1.0}
 #: the strong order of Euler–Maruyama: what the Brownian-coupled initialisation alone converges at
 EM_ORDER = 0.5
-PARAMETERIZATIONS = ("depth_mup", "standard")
+PARAMETERIZATIONS = ("depth_mup", "standard", "ode")
+#: how the depths' initialisations are coupled: one Brownian weight path, or one smooth weight function W(t)
+INITS = ("brownian", "smooth")
 
 
 @dataclasses.dataclass
@@ -76,7 +82,9 @@ class Config:
     """Settings of the ``trained_limit`` sub-study (``--set trained_limit.depths=4,8,16,32``)."""
 
     depths: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)
-    parameterizations: tuple[str, ...] = PARAMETERIZATIONS
+    parameterizations: tuple[str, ...] = ("depth_mup", "standard")
+    init: str = "brownian"   # "smooth": W_l = W(l/L), W(t) piecewise linear between n_anchors i.i.d. anchors
+    n_anchors: int = 4
 
     def __post_init__(self) -> None:
         self.depths = tuple(sorted(set(check_positive_ints("trained_limit.depths", self.depths))))
@@ -89,16 +97,33 @@ class Config:
             raise ConfigError("trained_limit.parameterizations must name at least one")
         for p in self.parameterizations:
             check_choice("trained_limit.parameterizations", p, PARAMETERIZATIONS)
+        check_choice("trained_limit.init", self.init, INITS)
+        if self.n_anchors < 2:
+            raise ConfigError(f"trained_limit.n_anchors must be ≥ 2, got {self.n_anchors}")
 
 
 # ---------------------------------------------------------------------------------------------- networks
+def smooth_path(anchors: Tensor, L: int) -> Tensor:
+    """``W(l/L)``, ``l = 0..L−1``, of the piecewise-linear function through ``K`` anchors at ``t_j = j/(K−1)``."""
+    K = anchors.shape[0]
+    pos = torch.arange(L, dtype=torch.float64) / L * (K - 1)
+    i = pos.floor().long().clamp(max=K - 2)
+    frac = (pos - i).reshape(-1, *([1] * (anchors.dim() - 1)))
+    return anchors[i] * (1 - frac) + anchors[i + 1] * frac
+
+
 def coupled_networks(cfg, parameterization: str, seed: int) -> dict[int, ResidualNet]:
-    """One untied one-matrix-block ResidualNet per depth, initialised as one Brownian weight path (see module doc);
-    embedding and read-out identical across depths."""
-    depths, n = cfg.trained_limit.depths, cfg.width
+    """One untied one-matrix-block ResidualNet per depth, initialised as one Brownian weight path (``init =
+    "brownian"``, see module doc) or as one smooth weight function sampled at ``t_l = l/L`` (``"smooth"``: every
+    depth is a forward-Euler discretisation of one ODE under ODE scaling); embedding and read-out identical across
+    depths."""
+    c = cfg.trained_limit
+    depths, n = c.depths, cfg.width
     gen = generator(seed, 31)
-    W = torch.randn(depths[-1], n, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
-    b = torch.randn(depths[-1], n, generator=gen, dtype=torch.float64) / math.sqrt(n)
+    rows = depths[-1] if c.init == "brownian" else c.n_anchors
+    W = torch.randn(rows, n, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
+    b = torch.randn(rows, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
+    coarsen = brownian_coarsen if c.init == "brownian" else smooth_path
     torch.manual_seed(seed)
     ends = ResidualNet(2, 2, dim=n, n_layers=1, width=n, hidden_layers=0, branch_scaling=parameterization)
     nets = {}
@@ -107,7 +132,7 @@ def coupled_networks(cfg, parameterization: str, seed: int) -> dict[int, Residua
                           branch_scaling=parameterization)
         net.embed.load_state_dict(ends.embed.state_dict())
         net.head.load_state_dict(ends.head.state_dict())
-        set_block_weights(net.flow, brownian_coarsen(W, L), brownian_coarsen(b, L))
+        set_block_weights(net.flow, coarsen(W, L), coarsen(b, L))
         nets[L] = net.to(DTYPE)
     return nets
 
