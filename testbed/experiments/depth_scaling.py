@@ -81,8 +81,9 @@ CAPTIONS = {
         "training vs depth L (claim 1/L²), log–log. Error bars: 95% t-interval over seeds (one seed: normal 95% "
         "interval over the random draws)."),
     "trained_limit": (
-        "Trained networks across depth: one network per L, Brownian-coupled initialisation (every depth a "
-        "discretisation of one weight path), the same data, minibatch order and base learning rate. Successive "
+        "Trained networks across depth: one network per L, initialisations coupled across L (one Brownian weight "
+        "path, or with init = smooth one smooth W(t) sampled at l/L: every depth a discretisation of one weight "
+        "path), the same data, minibatch order and base learning rate. Successive "
         "differences ‖f_L − f_2L‖/‖f_2L‖ of the trained function (left) and of the residual stream on a coarse "
         "layer-time grid (middle) vs L, log–log, at initialisation (dashed) and after training (solid), mean ± "
         "95% t-interval over seeds, fitted order (seed-bootstrap CI in fits.csv); right: test loss vs L. Guides: "

@@ -319,7 +319,8 @@ def plot(out: Path) -> list[Path]:
             power_guide(ax, Ls[:-1], y0, -1.0, "slope −1 (1/L)")
             power_guide(ax, Ls[:-1], 0.7 * y0, -0.5, "slope −½ (0.7× start)")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=6)
-    fig.suptitle("Trained networks across depth (Brownian-coupled initialisation, shared data order)", fontsize=9)
+    fig.suptitle("Trained networks across depth (initialisations coupled across L as one weight path; shared data "
+                 "order)", fontsize=9)
     paths = save_figure(fig, out / "trained_limit")
     plt.close(fig)
     return paths
