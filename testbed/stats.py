@@ -206,11 +206,14 @@ def loglog_fit_clustered(xs: Sequence[float], ys: Sequence[float], units: Sequen
     as :func:`loglog_fit`. The slope, R² and ``n`` are those of the pooled fit."""
     keep = [(float(x), float(y), u) for x, y, u in zip(xs, ys, units, strict=True)
             if math.isfinite(float(x)) and float(x) > 0 and math.isfinite(float(y)) and float(y) > 0]
-    base = loglog_fit([k[0] for k in keep], [k[1] for k in keep], level, n_boot, seed)
     groups: dict[Any, list[tuple[float, float]]] = {}
     for x, y, u in keep:
         groups.setdefault(u, []).append((x, y))
-    if len(groups) < 2 or base.n < 2:
+    xs_kept, ys_kept = [k[0] for k in keep], [k[1] for k in keep]
+    if len(groups) < 2:
+        return loglog_fit(xs_kept, ys_kept, level, n_boot, seed)
+    base = loglog_fit(xs_kept, ys_kept, level, 0, seed)   # slope, R², n only: the interval is the cluster one below
+    if base.n < 2:
         return base
     names = list(groups)
     rng = np.random.default_rng(seed)

@@ -288,7 +288,7 @@ def plot(out: Path) -> list[Path]:
     params = list(dict.fromkeys(r["parameterization"] for r in rows))
     Ls = sorted({int(r["L"]) for r in rows})
     fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.4), layout="constrained")
-    fits = {(f["parameterization"], f["stage"], f["quantity"]): f for f in fit_table(rows)}
+    fits = {(f["parameterization"], f["stage"], f["quantity"]): f for f in read_csv(out / "fits.csv")}
     for ax, q, ylabel in ((axes[0], "fn_step", "‖f_L − f_2L‖ / ‖f_2L‖"),
                           (axes[1], "feat_step", "‖h_L − h_2L‖ / ‖h_2L‖ (grid)"),
                           (axes[2], "test_loss", "test loss (relative MSE)")):

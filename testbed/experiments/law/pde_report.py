@@ -17,6 +17,7 @@ candidate (a sweep over ``lr``) with the smallest seed-mean *validation* loss of
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,12 @@ def select_lr(rows: list[Row]) -> tuple[list[Row], list[Row]]:
     seeds: dict[tuple, dict[Any, set]] = {}
     for r in rows:
         seeds.setdefault(group(r), {}).setdefault(r["lr"], set()).add(r["seed"])
-    diverged = {(group(r), r["lr"]) for r in rows if not is_finite_number(r.get("val_loss"))}
+    n_diverged = Counter((group(r), r["lr"]) for r in rows if not is_finite_number(r.get("val_loss")))
     reason: dict[tuple, str] = {}
     for g, by_lr in seeds.items():
         every = set().union(*by_lr.values())
         for lr, have in by_lr.items():
-            if (g, lr) in diverged:
+            if n_diverged[(g, lr)]:
                 reason[(g, lr)] = "diverged"
             elif have != every:
                 reason[(g, lr)] = f"missing seeds {sorted(every - have)}"
@@ -97,8 +98,7 @@ def select_lr(rows: list[Row]) -> tuple[list[Row], list[Row]]:
               for lr in sorted(seeds[g], key=float)]
     for row in table:  # why a candidate was not eligible, and how many of its seeds diverged
         g = tuple(row.get(k) for k in keys)
-        at = [r for r in rows if group(r) == g and r["lr"] == row["lr"]]
-        row["n_diverged"] = sum(not is_finite_number(r.get("val_loss")) for r in at)
+        row["n_diverged"] = n_diverged[(g, row["lr"])]
         row["ruled_out"] = reason.get((g, row["lr"]), "")
         row["candidates"] = len(seeds[g])
     kept = rows_at_choice(scored, choices, SELECTION, keys)
@@ -209,13 +209,12 @@ def report_markdown(results: list[Row], summary: list[Row], paired: list[Row], f
                 cells.append(f"{pick[0]['lr']:g} (of {of})" if pick else f"none: diverged at every lr (of {of})"
                              if cands else "—")
             lines.append(label(g) + " " + " | ".join(cells) + " |")
-    if selection is not None or any(is_true(r.get("diverged")) for r in results):
-        diverged = [r for r in results if is_true(r.get("diverged"))]
-        if diverged:
-            runs = "; ".join(f"{r['system']} {r['student']}/{r['objective']} seed {r['seed']} at lr {r['lr']:g}"
-                             for r in diverged)
-            lines += ["", f"Training runs whose loss became non-finite ({len(diverged)} of {len(results)}; "
-                      f"recorded, never averaged: a learning rate with a diverged seed is not a candidate): {runs}."]
+    diverged = [r for r in results if is_true(r.get("diverged"))]
+    if diverged:
+        runs = "; ".join(f"{r['system']} {r['student']}/{r['objective']} seed {r['seed']} at lr {r['lr']:g}"
+                         for r in diverged)
+        lines += ["", f"Training runs whose loss became non-finite ({len(diverged)} of {len(results)}; "
+                  f"recorded, never averaged: a learning rate with a diverged seed is not a candidate): {runs}."]
     if floors:
         ks = sorted({int(f["kernel_size"]) for f in floors})
         lines += ["", "What a local polynomial field of window k can represent at all: least-squares law error on the "
