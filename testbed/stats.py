@@ -282,5 +282,52 @@ def paired_table(rows: Sequence[dict], by: Sequence[str], arm: str, baseline: st
     return out
 
 
-__all__ = ["LEVEL", "PairedComparison", "SlopeFit", "Summary", "bootstrap_interval", "loglog_fit", "paired",
-           "paired_table", "sign_flip_pvalue", "summarize", "t_interval"]
+# ------------------------------------------------------------------------------------------ verdict rules
+# Declared rules that turn a 95% interval into a verdict; a study names its rule before it runs. "Holds" means
+# lo ≤ value ≤ hi.
+def claim_verdict(lo: float, hi: float, claim: float, null: float) -> str:
+    """Does the interval ``[lo, hi]`` of an estimate support ``claim`` against ``null`` (e.g. a fitted exponent:
+    claim −2, null 0)? ``"reproduced"`` if it holds ``claim`` and excludes ``null``; ``"not reproduced"`` if it
+    excludes ``claim``; ``"unresolved"`` if it holds both; ``"no estimate"`` if an end is not finite."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "no estimate"
+    has_claim, has_null = lo <= claim <= hi, lo <= null <= hi
+    if has_claim and not has_null:
+        return "reproduced"
+    if not has_claim:
+        return "not reproduced"
+    return "unresolved"
+
+
+def band_verdict(lo: float, hi: float, tol: float) -> str:
+    """Equivalence rule for "about zero": ``"inside ±tol"`` if ``[lo, hi] ⊂ [−tol, tol]``, ``"outside ±tol"`` if
+    the interval lies wholly above ``tol`` or below ``−tol``, ``"unresolved"`` otherwise (it straddles a bound);
+    ``"no estimate"`` if an end is not finite."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "no estimate"
+    if -tol <= lo and hi <= tol:
+        return "inside ±tol"
+    if lo > tol or hi < -tol:
+        return "outside ±tol"
+    return "unresolved"
+
+
+def sign_verdict(lo: float, hi: float) -> str:
+    """``"positive"`` if the interval lies above 0, ``"negative"`` if below, ``"unresolved"`` if it holds 0."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "no estimate"
+    return "positive" if lo > 0 else "negative" if hi < 0 else "unresolved"
+
+
+def percentile_interval(samples: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap ``samples`` (non-finite samples dropped; NaNs if
+    none is left)."""
+    a = _finite(samples)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(np.quantile(a, 0.5 - level / 2)), float(np.quantile(a, 0.5 + level / 2))
+
+
+__all__ = ["LEVEL", "PairedComparison", "SlopeFit", "Summary", "band_verdict", "bootstrap_interval", "claim_verdict",
+           "loglog_fit", "loglog_fit_clustered", "paired", "paired_table", "percentile_interval", "sign_flip_pvalue",
+           "sign_verdict", "summarize", "t_interval"]

@@ -157,9 +157,14 @@ def test_variants_add_the_corrected_family_only_for_depth_mup_block_depth_2():
     cfg = DepthScalingConfig(**TINY)
     names = [v[0] for v in feat.variants(cfg)]
     assert names == ["standard", "standard", "depth_mup", "depth_mup", "depth_mup+corr"]
-    assert feat.variants(cfg)[-1] == ("depth_mup+corr", "depth_mup", 2, 0.5)
+    assert feat.variants(cfg)[-1] == ("depth_mup+corr", "depth_mup", 2, 0.5, "adam")
     assert [v[0] for v in feat.variants(DepthScalingConfig(**{**TINY, "block_depths": (1,)}))] == \
         ["standard", "depth_mup"]
+    both = feat.variants(DepthScalingConfig(**{**TINY, "parameterizations": ("depth_mup",), "block_depths": (2,),
+                                               "optimizers": ("adam", "sgd")}))
+    assert both == [("depth_mup", "depth_mup", 2, None, "adam"), ("depth_mup+corr", "depth_mup", 2, 0.5, "adam"),
+                    ("depth_mup+sgd", "depth_mup", 2, None, "sgd"), ("depth_mup+corr+sgd", "depth_mup", 2, 0.5, "sgd")]
+    assert feat.base_variant("depth_mup+corr+sgd") == "depth_mup+corr"
 
 
 def test_vanishing_flag_and_exponent_on_synthetic_rows():
@@ -177,6 +182,29 @@ def test_vanishing_flag_and_exponent_on_synthetic_rows():
     exps = {r["quantity"]: r["exponent"] for r in feat.exponent_table(rows)}
     assert exps["preact_own_change"] == pytest.approx(-0.5)
     assert exps["feature_change"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("variant, exponent, verdict", [
+    ("depth_mup", -0.5, "reproduced"), ("depth_mup", 0.0, "not reproduced"),
+    ("depth_mup+corr+sgd", 0.0, "reproduced"), ("depth_mup+corr+sgd", -0.5, "not reproduced")])
+def test_exponent_interval_and_declared_verdict(variant, exponent, verdict):
+    """Six seeds of layer means c_seed·L^exponent·(1 + 3% noise): the seed-bootstrap interval is tight around the
+    exponent and the declared rule decides — first layer of Depth-μP b=2 "decays" (holds −½, excludes 0), with
+    the correction (any optimizer) "flat" (inside ±FLAT_TOL)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for sd in range(6):
+        c = math.exp(0.2 * rng.standard_normal())
+        for L in (4, 16, 64, 256):
+            for l in (1, 2):
+                rows.append({"variant": variant, "block_depth": 2, "L": L, "seed": sd, "layer": l,
+                             "quantity": "preact_own_change",
+                             "value": c * L ** exponent * (1 + 0.03 * rng.standard_normal())})
+    (r,) = feat.exponent_table(rows)
+    assert r["exponent"] == pytest.approx(exponent, abs=0.05)
+    assert r["lo"] < r["exponent"] < r["hi"] and r["hi"] - r["lo"] < 0.2
+    assert (r["n_points"], r["n_seeds"]) == (24, 6)
+    assert r["verdict"] == verdict
 
 
 def test_tiny_run_outputs(tiny_run):
@@ -239,3 +267,16 @@ def test_summary_keys_and_replot(tiny_run):
     assert {p.name for p in paths} == {"feature_change_per_layer.png", "feature_change_per_layer.pdf",
                                        "update_vs_depth.png", "update_vs_depth.pdf"}
     assert all(p.exists() for p in paths)
+
+
+def test_sgd_variants_train_with_the_sgd_rate(tmp_path):
+    """optimizers=("sgd",): every family is trained by SGD at ``sgd_lr`` (rows say so) and moves its weights; the
+    corrected family's first layer moves more than the uncorrected one's (its rate is L^½ larger)."""
+    cfg = DepthScalingConfig(**{**TINY, "parameterizations": ("depth_mup",), "block_depths": (2,),
+                                "optimizers": ("sgd",), "sgd_lr": 0.05})
+    rows = feat.run(cfg, tmp_path)
+    assert {r["variant"] for r in rows} == {"depth_mup+sgd", "depth_mup+corr+sgd"}
+    assert {r["optimizer"] for r in rows} == {"sgd"}
+    first = {v: np.mean([r["value"] for r in rows if r["variant"] == v and r["L"] == 4
+                         and r["quantity"] == "weight_change_first"]) for v in ("depth_mup+sgd", "depth_mup+corr+sgd")}
+    assert first["depth_mup+sgd"] > 0 and first["depth_mup+corr+sgd"] > 1.5 * first["depth_mup+sgd"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,17 +108,79 @@ def test_transfer_on_hand_table():
 
 
 # ----------------------------------------------------------------------------------------------- lanes
-@pytest.mark.parametrize("task", ["flow", "digits"])
-def test_lanes_reproduce_the_library_training_loop(task):
+@pytest.mark.parametrize("task, optimizer", [("flow", "adam"), ("digits", "adam"), ("flow", "sgd")])
+def test_lanes_reproduce_the_library_training_loop(task, optimizer):
     """Each (seed, η) lane = testbed.train.train with param_groups(...) on the same network (float64); SP with
-    block depth 1 and Depth-μP block depth 2 + correction cover every learning-rate group (η, η/√L, η·L^γ/√L)."""
-    cfg = DepthScalingConfig(**{**TINY, "steps": 6})
+    block depth 1 and Depth-μP block depth 2 + correction cover every learning-rate group (Adam: η, η/√L,
+    η·L^γ/√L; SGD: η, η·L^γ), for Adam and for plain SGD."""
+    cfg = DepthScalingConfig(**{**TINY, "steps": 6, "optimizers": (optimizer,)})
     data = lt.task_data(task, cfg)
-    for v in (lt.variants(cfg)[0], lt.variants(cfg)[-1]):
+    vs = lt.variants(cfg)
+    assert {v["optimizer"] for v in vs} == {optimizer}
+    for v in (vs[0], vs[-1]):
         rows = lt.train_lanes(task, data, v, 3, (1e-2, 1e-1), (0, 1), cfg, dtype=torch.float64)
         for r in rows:
             _, ref = lt.train_reference(task, data, v, 3, r["lr"], r["seed"], cfg)
             assert r["test_loss"] == pytest.approx(ref, rel=1e-9), (v, r["lr"], r["seed"])
+
+
+def _synthetic_rows(drift: float, seeds=range(6), spread: float = 0.3, depths=(4, 16, 64, 256)):
+    """Validation losses ln ℓ = (log₂η − m_s(L))² on a √2 grid, seed optimum m_s(L) = −5 + drift·log₂L + ε_s,L
+    (ε ~ N(0, spread²)): the true drift exponent is ``drift``."""
+    rng = np.random.default_rng(3)
+    grid = [2.0 ** (k / 2) for k in range(-22, 2)]
+    rows = []
+    for sd in seeds:
+        for L in depths:
+            m = -5 + drift * math.log2(L) + spread * rng.standard_normal()
+            for lr in grid:
+                loss = math.exp((math.log2(lr) - m) ** 2)
+                rows.append({"task": "flow", "variant": "depth_mup", "parameterization": "depth_mup", "block_depth": 1,
+                             "correction": 0.0, "n_layers": L, "lr": lr, "seed": sd, "diverged": False,
+                             "val_loss": loss, "test_loss": loss})
+    return rows
+
+
+@pytest.mark.parametrize("drift, verdict", [(0.0, "reproduced"), (0.5, "not reproduced")])
+def test_bootstrap_interval_of_the_drift_and_the_declared_verdict(drift, verdict):
+    """Six seeds whose own optima scatter by 0.3 octave around a drift of ``drift``: the seed bootstrap gives α an
+    interval around its estimate, which is near the truth, narrower than ±0.15 for no drift, and the declared rule
+    for Depth-μP b=1 ("η* transfers") says reproduced for α = 0 and not reproduced for α = ½; per-L intervals of
+    log₂η* hold the aggregate optimum."""
+    rows = _synthetic_rows(drift)
+    boot = lt.bootstrap(rows, n_boot=400)
+    b = boot[("flow", "depth_mup", 1)]
+    assert b["log2_eta"].shape == (400, 4) and b["n_seeds"] == 6
+    lo, hi = np.quantile(b["alpha"], [0.025, 0.975])
+    (t,) = lt.transfer(rows)
+    assert lo < t["drift_exponent"] < hi and hi - lo < 0.25       # the interval brackets the sample's estimate …
+    assert t["drift_exponent"] == pytest.approx(drift, abs=0.1)    # … which is near the truth (sd ≈ 0.03 here)
+    opt = lt.attach_optimum_intervals(lt.optima(rows), boot)
+    for o in opt:
+        assert o["log2_optimal_lr_lo"] <= o["log2_optimal_lr"] <= o["log2_optimal_lr_hi"]
+    (row,) = [r for r in lt.summary(rows) if r["key"].endswith("drift exponent α (η* ∝ L^α)")]
+    assert row["verdict"] == verdict and row["n"] == 6
+
+
+def test_sgd_lane_step_is_plain_sgd():
+    """One SGD lane step moves every parameter by −rate·grad, rate = η·(role factor)·scale (Depth-μP + SGD: the
+    branches keep η, so every factor is 1 without a correction)."""
+    cfg = DepthScalingConfig(**{**TINY, "optimizers": ("sgd",), "parameterizations": ("depth_mup",),
+                                "block_depths": (1,)})
+    (v,) = lt.variants(cfg)
+    data = lt.task_data("flow", cfg)
+    from testbed.experiments.depth.lr_transfer_lanes import build_model
+
+    model = build_model("flow", data, v, 3, 8, 0).double()
+    lanes = lt.Lanes([model, model], [0.1, 0.3], "depth_mup", None, "sgd")
+    assert set(lanes.factors.values()) == {1.0}
+    before = {k: p.detach().clone() for k, p in lanes.params.items()}
+    lanes.forward(data.x_train[:4].double()).pow(2).sum().backward()
+    grads = {k: p.grad.clone() for k, p in lanes.params.items()}
+    lanes.step(0.5, torch.tensor([True, False]))
+    for k, p in lanes.params.items():
+        assert torch.allclose(p[0], before[k][0] - 0.1 * 0.5 * grads[k][0], rtol=0, atol=1e-15)
+        assert torch.equal(p[1], before[k][1])  # a dead lane stays put
 
 
 def test_variants_include_the_corrected_block_depth_2():
@@ -190,11 +253,16 @@ def test_plot_redraws_from_csv(tiny_run):
 def test_summary_rows(tiny_run):
     _, out, rows = tiny_run
     summ = lt.summary(rows)
-    assert summ and all(set(r) == {"key", "value", "claim"} for r in summ)
+    assert summ and all(set(r) <= {"key", "value", "lo", "hi", "n", "verdict", "claim"} for r in summ)
     keys = [r["key"] for r in summ]
     assert "flow Depth-μP, b=1: spread of log2 η* across L [octaves]" in keys
-    assert "digits: Depth-μP b=2 uncorrected − corrected: spread [octaves]" in keys
+    assert "digits: Depth-μP b=2 uncorrected − corrected: |drift exponent α|" in keys
     assert "flow: SP − Depth-μP (b=1): |drift exponent α|" in keys
+    # one seed: no interval (every bootstrap replicate would be that seed), so no verdict either
+    for r in summ:
+        if "lo" in r:
+            assert math.isnan(r["lo"]) and math.isnan(r["hi"]), r["key"]
+            assert r.get("verdict", "") in ("", "no estimate"), r["key"]
     assert sum(k.endswith("drift exponent α (η* ∝ L^α)") for k in keys) == 10  # one per task × variant
     # the same summary from the CSV on disk
     again = lt.summary(read_csv(out / "results.csv"))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from testbed.config import ConfigError
 from testbed.experiments.depth import weight_reuse as wr
 from testbed.experiments.depth_scaling import quick_config
 from testbed.results import read_csv
@@ -206,10 +208,77 @@ def test_run_plot_summary_and_determinism(tmp_path, monkeypatch) -> None:
     paths = depth_scaling.plot(tmp_path / "a")
     assert (out / "weight_reuse.png") in paths and (out / "weight_reuse.png").exists()
     rows = wr.summary(back)
-    assert rows and all(set(r) == {"key", "value", "claim"} for r in rows)
+    assert rows and all(set(r) == {"key", "value", "lo", "hi", "n", "verdict", "claim"} for r in rows)
     keys = {r["key"] for r in rows}
-    assert {"coupling_width_slope", "coupling_depth_slope", "dynamics_func_depth_slope",
-            "dynamics_loss_depth_slope"} <= keys
+    assert {"slope_coupling_excess_vs_width_depth2", "slope_coupling_excess_vs_depth_width8",
+            "slope_func_dist_tracking_vs_depth_width8", "slope_loss_dist_tracking_vs_depth_width8",
+            "decoupled_over_other_init_width8_L4"} <= keys
+    assert (out / "fits.csv").exists()
     monkeypatch.setattr(wr, "_draw", lambda rows, out: [])
     wr.run(cfg, tmp_path / "b")
     assert (tmp_path / "b" / "results.csv").read_text() == csv.read_text()
+
+
+def _synthetic_dynamics(exponent: float, widths=(16, 64), seeds=range(6), noise: float = 0.05) -> list[dict]:
+    """func_dist_tracking = c_seed · L^exponent · (1 + noise·ε) per (width, depth, seed); reinit at a fixed 0.05."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in widths:
+        for sd in seeds:
+            c = 0.1 * math.exp(0.3 * rng.standard_normal())
+            for L in (4, 8, 16, 32, 64):
+                v = c * L ** exponent * (1 + noise * rng.standard_normal())
+                for q, val in (("func_dist_tracking", v), ("func_dist_reinit", 0.05), ("test_loss_true", 1.0)):
+                    rows.append({"quantity": q, "width": n, "depth": L, "seed": sd, "value": val})
+    return rows
+
+
+@pytest.mark.parametrize("exponent, verdict", [(-2.0, "reproduced"), (0.0, "not reproduced")])
+def test_fit_table_applies_the_declared_depth_rule(exponent, verdict) -> None:
+    """A 1/L² effect over 6 seeds is fitted near −2 with a seed-bootstrap interval that holds −2 and not 0
+    ("reproduced"); a flat one gets an interval around 0 that excludes −2 ("not reproduced"), at every width."""
+    fits = [f for f in wr.fit_table(_synthetic_dynamics(exponent)) if f["quantity"] == "func_dist_tracking"]
+    assert {f["fixed"] for f in fits} == {"width=16", "width=64"}
+    for f in fits:
+        assert f["slope"] == pytest.approx(exponent, abs=0.1)
+        assert f["lo"] < f["slope"] < f["hi"] and f["hi"] - f["lo"] < 0.5
+        assert f["n_points"] == 30 and f["n_seeds"] == 6 and f["verdict"] == verdict
+
+
+def test_floor_comparison_is_a_paired_ratio_at_the_largest_depth() -> None:
+    """At L = 64 the 1/L² twin is ≈ c·64⁻² ≪ the 0.05 floor: the paired ratio is the geometric mean of
+    c_seed·64⁻²/0.05 and its interval lies below 1."""
+    rows = _synthetic_dynamics(-2.0, widths=(16,), noise=0.0)
+    (c,) = wr.floor_comparisons(rows)
+    vals = [float(r["value"]) / 0.05 for r in rows if r["quantity"] == "func_dist_tracking" and r["depth"] == 64]
+    assert (c["width"], c["depth"], c["n"]) == (16, 64, 6)
+    assert c["ratio"] == pytest.approx(math.exp(np.mean(np.log(vals))), rel=1e-9)
+    assert c["hi"] < 1
+    summ = {r["key"]: r for r in wr.summary(rows)}
+    assert summ["decoupled_over_other_init_width16_L64"]["verdict"] == "below the floor"
+
+
+def test_config_validates_dynamics_settings() -> None:
+    with pytest.raises(ConfigError, match="dynamics_variants"):
+        wr.Config(dynamics_variants=("reinit",))
+    with pytest.raises(ConfigError, match="dynamics_variants"):
+        wr.Config(dynamics_variants=("tracking", "bogus"))
+    with pytest.raises(ConfigError, match="dynamics_widths"):
+        wr.Config(dynamics_widths=(0,))
+
+
+def test_run_sweeps_several_coupling_depths_and_dynamics_widths(tmp_path, monkeypatch) -> None:
+    """coupling_depths / dynamics_widths / dynamics_variants select exactly the (width, depth) cells run."""
+    monkeypatch.setattr(wr, "_draw", lambda rows, out: [])
+    c = wr.Config(widths=(8, 16), depths=(2, 4), steps=2, coupling_depths=(2, 4), dynamics_widths=(8, 12),
+                  dynamics_variants=("tracking", "reinit"))
+    rows = wr.run(_tiny_cfg(weight_reuse=c), tmp_path)
+    cells = {(r["width"], r["depth"]) for r in rows if r["quantity"] == "coupling_excess"}
+    assert cells == {(8, 2), (16, 2), (8, 4), (16, 4)}
+    assert {(r["width"], r["depth"]) for r in rows if r["quantity"] == "func_dist_tracking"} == {
+        (8, 2), (8, 4), (12, 2), (12, 4)}
+    assert not any(r["quantity"] == "func_dist_frozen" for r in rows)
+    assert wr.coupling_width_depths(rows) == [2, 4] and wr.dynamics_widths_of(rows) == [8, 12]
+    fixed = {(f["quantity"], f["fixed"]) for f in read_csv(tmp_path / "fits.csv")}
+    assert {("coupling_excess", "depth=2"), ("coupling_excess", "depth=4"), ("func_dist_tracking", "width=8"),
+            ("func_dist_tracking", "width=12")} <= fixed

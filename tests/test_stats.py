@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
+from testbed import stats
 from testbed.stats import (
     bootstrap_interval,
     loglog_fit,
@@ -127,3 +128,29 @@ def test_paired_table_pairs_within_groups_on_shared_seeds():
     assert b["n"] == 2 and b["ratio"] == pytest.approx(3.0)        # seeds 0 and 1 only
     assert ("g1", "b", "gap") not in out                              # no finite value at all: no row
     assert {r["b"] for r in out.values()} == {"base"}
+
+
+# ------------------------------------------------------------------------------------------ verdict rules
+@pytest.mark.parametrize("lo, hi, expected", [
+    (-2.4, -1.7, "reproduced"),        # holds −2, excludes 0
+    (-0.3, 0.2, "not reproduced"),     # excludes −2
+    (-2.5, 0.1, "unresolved"),         # holds both
+    (-1.9, -1.2, "not reproduced"),    # excludes both: still not −2
+    (float("nan"), 1.0, "no estimate")])
+def test_claim_verdict(lo, hi, expected):
+    assert stats.claim_verdict(lo, hi, claim=-2.0, null=0.0) == expected
+
+
+@pytest.mark.parametrize("lo, hi, expected", [
+    (-0.1, 0.12, "inside ±tol"), (0.2, 0.5, "outside ±tol"), (-0.9, -0.16, "outside ±tol"),
+    (-0.1, 0.3, "unresolved"), (-0.2, 0.2, "unresolved"), (float("inf"), 0.0, "no estimate")])
+def test_band_verdict(lo, hi, expected):
+    assert stats.band_verdict(lo, hi, 0.15) == expected
+
+
+def test_sign_verdict_and_percentile_interval():
+    assert [stats.sign_verdict(*ci) for ci in ((0.1, 2), (-2, -0.1), (-1, 1))] == ["positive", "negative",
+                                                                                  "unresolved"]
+    lo, hi = stats.percentile_interval([*range(1, 1001), float("nan")])
+    assert (lo, hi) == (pytest.approx(25.975), pytest.approx(975.025))   # numpy's linear quantiles of 1…1000
+    assert all(math.isnan(v) for v in stats.percentile_interval([float("nan")]))

@@ -89,12 +89,13 @@ CAPTIONS = {
         "95% t-interval over seeds, fitted order (seed-bootstrap CI in fits.csv); right: test loss vs L. Guides: "
         "1/L and 1/√L."),
 }
-SUMMARY_COLUMNS = ["study", "key", "value", "claim"]
+SUMMARY_COLUMNS = ["study", "key", "value", "lo", "hi", "n", "verdict", "claim"]
 #: the sub-studies, in run order: each module provides ``Config`` (its own settings), ``run(cfg, out) -> rows``
 #: (``cfg`` the whole :class:`DepthScalingConfig`), ``plot(out) -> paths`` and ``summary(rows) -> rows``
 STUDIES: dict[str, ModuleType] = {"convergence": convergence, "lr_transfer": lr_transfer, "features": features,
                                   "weight_reuse": weight_reuse, "trained_limit": trained_limit}
 PARAMETERIZATIONS = ("standard", "depth_mup", "ode")
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclasses.dataclass
@@ -118,6 +119,9 @@ class DepthScalingConfig(ExperimentConfig):
     parameterizations: tuple[str, ...] = ("standard", "depth_mup")  # [lr_transfer, features]
     block_depths: tuple[int, ...] = (1, 2)  # matrices per residual branch [lr_transfer, features]
     correction_exponent: float = 0.5    # γ of the first-layer learning-rate correction L^γ [lr_transfer, features]
+    optimizers: tuple[str, ...] = ("adam",)  # "adam" and/or "sgd" (Depth-μP: η/√L on branches with Adam, η with
+    #                                          SGD; testbed.parameterization) [lr_transfer, features]
+    sgd_lr: float = 0.1                 # base learning rate of a single SGD training run [features]
     # one sub-config per sub-study (its own settings)
     convergence: convergence.Config = dataclasses.field(default_factory=convergence.Config)
     lr_transfer: lr_transfer.Config = dataclasses.field(default_factory=lr_transfer.Config)
@@ -138,6 +142,10 @@ class DepthScalingConfig(ExperimentConfig):
         for name in ("width", "steps", "batch_size", "n_train", "n_test"):
             check_positive_int(name, getattr(self, name))
         check_positive("lr", self.lr)
+        check_positive("sgd_lr", self.sgd_lr)
+        self.optimizers = canonical_choices("optimizers", self.optimizers, OPTIMIZERS)
+        if not self.optimizers:
+            raise ConfigError("optimizers must name at least one of " + ", ".join(OPTIMIZERS))
         for name, module in STUDIES.items():
             if not isinstance(getattr(self, name), module.Config):
                 raise ConfigError(f"{name} must be a {module.__name__}.Config, got {shown(getattr(self, name))}")
@@ -187,6 +195,26 @@ def plot(out: str | Path) -> list[Path]:
     return paths
 
 
+def report(folder: str | Path) -> str | None:
+    """Markdown for ``testbed report``: every row of ``summary.csv`` as claim, value with its 95% interval (where
+    the study fitted one), number of points and the declared verdict."""
+    from testbed.report import is_finite_number
+    from testbed.results import read_csv
+
+    path = Path(folder) / "summary.csv"
+    if not path.exists():
+        return None
+    lines = ["| study | quantity | value [95% CI] | n | verdict | claim tested |", "|---|---|---|---|---|---|"]
+    for r in read_csv(path):
+        v = r.get("value")
+        cell = f"{float(v):.3g}" if is_finite_number(v) else str(v)
+        if is_finite_number(r.get("lo", "")) and is_finite_number(r.get("hi", "")):
+            cell += f" [{float(r['lo']):.3g}, {float(r['hi']):.3g}]"
+        claim = str(r.get("claim", "")).replace("|", "\\|")
+        lines.append(f"| {r['study']} | {r['key']} | {cell} | {r.get('n', '')} | {r.get('verdict', '')} | {claim} |")
+    return "\n".join(lines)
+
+
 Config = DepthScalingConfig
 
-__all__ = ["Config", "DepthScalingConfig", "NAME", "STUDIES", "plot", "quick_config", "run"]
+__all__ = ["Config", "DepthScalingConfig", "NAME", "STUDIES", "plot", "quick_config", "report", "run"]

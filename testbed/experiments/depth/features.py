@@ -55,7 +55,6 @@ from torch import nn
 import systems
 from testbed.config import check_positive_ints
 from testbed.experiments.common import make_splits
-from testbed.fitting import loglog_slope
 from testbed.objectives import relative_mse
 from testbed.parameterization import param_groups
 from testbed.plotting import PALETTE, log_axes, loglog_line, plain_log_label, power_guide, save_figure, use_style
@@ -65,8 +64,8 @@ from testbed.students.classifier import ResidualNet
 from testbed.train import NonFiniteLossError, TrainConfig, train
 
 Tensor = torch.Tensor
-COLUMNS = ["variant", "parameterization", "correction", "block_depth", "L", "seed", "layer", "l_over_L", "quantity",
-           "value", "vanishing"]
+COLUMNS = ["variant", "parameterization", "correction", "optimizer", "block_depth", "L", "seed", "layer", "l_over_L",
+           "quantity", "value", "vanishing"]
 FEATURE_QUANTITIES = ("feature_change", "preact_change", "preact_own_change")
 LAYER_QUANTITIES = ("feature_change", "weight_change_last", "weight_change_first", "preact_change",
                     "preact_own_change")
@@ -136,11 +135,15 @@ def layer_changes(model: ResidualNet, model0: ResidualNet, x: Tensor) -> list[di
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def variants(cfg) -> list[tuple[str, str, int, float | None]]:
-    """``(variant, parameterization, block_depth, correction exponent or None)`` for every trained family."""
-    out = [(p, p, b, None) for p in cfg.parameterizations for b in cfg.block_depths]
-    if "depth_mup" in cfg.parameterizations and 2 in cfg.block_depths:
-        out.append(("depth_mup+corr", "depth_mup", 2, float(cfg.correction_exponent)))
+def variants(cfg) -> list[tuple[str, str, int, float | None, str]]:
+    """``(variant, parameterization, block_depth, correction exponent or None, optimizer)`` for every trained family,
+    per optimizer in ``cfg.optimizers``; an SGD variant's name ends in ``+sgd`` (``depth_mup+corr+sgd``)."""
+    out = []
+    for opt in cfg.optimizers:
+        tag = "" if opt == "adam" else f"+{opt}"
+        out += [(p + tag, p, b, None, opt) for p in cfg.parameterizations for b in cfg.block_depths]
+        if "depth_mup" in cfg.parameterizations and 2 in cfg.block_depths:
+            out.append(("depth_mup+corr" + tag, "depth_mup", 2, float(cfg.correction_exponent), opt))
     return out
 
 
@@ -151,14 +154,16 @@ def build_model(cfg, parameterization: str, block_depth: int, L: int, seed: int)
                        tied=False, branch_scaling=parameterization).to(DTYPE)
 
 
-def train_one(cfg, model: ResidualNet, parameterization: str, correction: float | None, train_data, seed: int
-              ) -> bool:
-    """Train in place (Adam, ``param_groups`` of ``parameterization``); False when the loss became non-finite."""
-    groups = param_groups(model, cfg.lr, parameterization, "adam", correction)
+def train_one(cfg, model: ResidualNet, parameterization: str, correction: float | None, train_data, seed: int,
+              optimizer: str = "adam") -> bool:
+    """Train in place (``optimizer`` at base rate ``cfg.lr`` for Adam, ``cfg.sgd_lr`` for SGD; ``param_groups`` of
+    ``parameterization``); False when the loss became non-finite."""
+    lr = cfg.lr if optimizer == "adam" else cfg.sgd_lr
+    groups = param_groups(model, lr, parameterization, optimizer, correction)
     for g in groups:
-        g["fused"] = True  # one fused Adam update per group (the per-tensor loop dominates at large L on CPU)
-    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=False,
-                       checkpoint_every=0, log_every=max(cfg.steps, 1))
+        g["fused"] = True  # one fused update per group (the per-tensor loop dominates at large L on CPU)
+    tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, seed=seed, progress=False,
+                       checkpoint_every=0, log_every=max(cfg.steps, 1), optimizer=optimizer)
     try:
         train(model, "endpoint", train_data, tcfg, None, device=cfg.device, param_groups=groups)
     except NonFiniteLossError:
@@ -179,12 +184,12 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
     y_test = test_data.endpoints.to(DTYPE)
     jobs = [(v, seed, L) for seed in cfg.seeds for v in variants(cfg) for L in cfg.features.depths]
     rows: list[dict[str, Any]] = []
-    for (variant, param, bd, corr), seed, L in progress(jobs, enabled=cfg.progress, desc="features"):
+    for (variant, param, bd, corr, opt), seed, L in progress(jobs, enabled=cfg.progress, desc="features"):
         model = build_model(cfg, param, bd, L, int(seed))
         model0 = copy.deepcopy(model)
-        ok = train_one(cfg, model, param, corr, train_data, int(seed))
+        ok = train_one(cfg, model, param, corr, train_data, int(seed), opt)
         common = {"variant": variant, "parameterization": param, "correction": "" if corr is None else corr,
-                  "block_depth": bd, "L": L, "seed": int(seed)}
+                  "optimizer": opt, "block_depth": bd, "L": L, "seed": int(seed)}
         rows.append({**common, "layer": "", "l_over_L": "", "quantity": "diverged", "value": float(not ok)})
         if not ok:
             rows.append({**common, "layer": "", "l_over_L": "", "quantity": "test_loss", "value": float("nan")})
@@ -247,38 +252,100 @@ def vanishing_table(rows: list[dict[str, Any]], factor: float = VANISH_FACTOR) -
     return out
 
 
-def exponent_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Log-log slope vs ``L`` of the layer-mean (``l ≥ 1``) of every per-layer quantity, per variant/block depth."""
-    out = []
-    for variant, bd in _families(rows):
-        for q in LAYER_QUANTITIES:
-            Ls, m = layer_mean(rows, variant, bd, q)
-            if len(Ls) >= 2:
-                out.append({"variant": variant, "block_depth": bd, "quantity": q, "exponent": loglog_slope(Ls, m),
-                            "L_min": min(Ls), "L_max": max(Ls)})
-    return out
+def seed_layer_means(rows, variant: str, bd: int, quantity: str) -> tuple[list[int], list[float], list[int]]:
+    """``(L, mean over blocks l ≥ 1 of quantity, seed)`` per trained network of one family."""
+    acc: dict[tuple[int, int], list[float]] = {}
+    for r in rows:
+        if (r["variant"] == variant and int(r["block_depth"]) == bd and r["quantity"] == quantity
+                and r["layer"] != "" and int(r["layer"]) >= 1):
+            acc.setdefault((int(r["L"]), int(r["seed"])), []).append(float(r["value"]))
+    keys = sorted(acc)
+    return [L for L, _ in keys], [float(np.mean(acc[k])) for k in keys], [sd for _, sd in keys]
 
 
+#: Declared claims and verdict rules (fixed before any run), on the 95% seed-bootstrap interval ``[lo, hi]`` of the
+#: fitted exponent of the layer-mean change vs ``L`` (:func:`testbed.stats.loglog_fit_clustered`). ``"decays"``:
+#: paper B's "the first internal layer stops learning" — reproduced if the interval holds −½ and excludes 0
+#: (:func:`~testbed.stats.claim_verdict`); ``"flat"``: Θ(1) in depth — reproduced if the interval lies inside
+#: ``±FLAT_TOL`` (:func:`~testbed.stats.band_verdict`), not reproduced if it lies wholly outside; ``"grows"``:
+#: reproduced if the interval lies above 0. The optimizer suffix (``+sgd``) does not change the claim: with SGD
+#: Depth-μP keeps η on the branches and the first layer's gradient carries the ``a/√L`` multiplier, so its update
+#: shrinks like ``L^{-1/2}`` as with Adam's ``η/√L``.
+FLAT_TOL = 0.15
 _CLAIMS = {
-    ("weight_change_first", "depth_mup", 2): "≈ −1/2: under Depth-μP (Adam η/√L) the first internal layer moves less "
-                                             "as L grows",
-    ("weight_change_first", "depth_mup+corr", 2): "≈ 0: the L^γ correction restores the first layer's updates",
-    ("preact_own_change", "depth_mup", 2): "≈ −1/2: the first internal layer stops learning features",
-    ("preact_own_change", "depth_mup+corr", 2): "≈ 0 with the correction",
-    ("feature_change", "depth_mup", 1): "≈ 0: Depth-μP keeps feature learning Θ(1) in depth (block depth 1)",
-    ("feature_change", "standard", 1): "> 0: under SP (fixed lr) feature updates grow with depth",
+    ("weight_change_first", "depth_mup", 2): ("decays", "the first internal layer's weights move like L^−½ "
+                                                        "(it stops learning as L grows)"),
+    ("preact_own_change", "depth_mup", 2): ("decays", "the first internal layer stops learning features (its own "
+                                                      "update ∝ L^−½)"),
+    ("weight_change_first", "depth_mup+corr", 2): ("flat", "the L^γ correction restores the first layer's updates "
+                                                           "(exponent ≈ 0)"),
+    ("preact_own_change", "depth_mup+corr", 2): ("flat", "with the correction the first layer keeps learning "
+                                                         "features (exponent ≈ 0)"),
+    ("feature_change", "depth_mup", 1): ("flat", "Depth-μP keeps feature learning Θ(1) in depth (block depth 1)"),
+    ("feature_change", "standard", 1): ("grows", "under SP (fixed lr) feature updates grow with depth"),
 }
 
 
+def base_variant(variant: str) -> str:
+    """The variant without its optimizer suffix (``depth_mup+corr+sgd`` → ``depth_mup+corr``)."""
+    for opt in ("+sgd", "+adam"):
+        if variant.endswith(opt):
+            return variant[: -len(opt)]
+    return variant
+
+
+def claim_of(quantity: str, variant: str, bd: int) -> tuple[str, str] | None:
+    """``(rule, text)`` of the declared claim on this exponent, or None."""
+    return _CLAIMS.get((quantity, base_variant(variant), bd))
+
+
+def verdict_of(rule: str, lo: float, hi: float) -> str:
+    """Apply a declared rule (``decays`` / ``flat`` / ``grows``) to an interval; see :data:`_CLAIMS`."""
+    from testbed.stats import band_verdict, claim_verdict, sign_verdict
+
+    if rule == "decays":
+        return claim_verdict(lo, hi, -0.5, 0.0)
+    if rule == "flat":
+        v = band_verdict(lo, hi, FLAT_TOL)
+        return {"inside ±tol": "reproduced", "outside ±tol": "not reproduced"}.get(v, v)
+    v = sign_verdict(lo, hi)
+    return {"positive": "reproduced", "negative": "not reproduced"}.get(v, v)
+
+
+def exponent_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant/block depth and per-layer quantity: the log–log slope vs ``L`` of the layer-mean (``l ≥ 1``)
+    over every (``L``, seed) network, its 95% seed-bootstrap interval, R², number of points and seeds, and the
+    declared verdict where paper B makes a claim."""
+    from testbed.stats import loglog_fit_clustered
+
+    out = []
+    for variant, bd in _families(rows):
+        for q in LAYER_QUANTITIES:
+            Ls, m, seeds = seed_layer_means(rows, variant, bd, q)
+            if len(set(Ls)) < 2:
+                continue
+            f = loglog_fit_clustered(Ls, m, seeds)
+            c = claim_of(q, variant, bd)
+            out.append({"variant": variant, "block_depth": bd, "quantity": q, "exponent": f.slope, "lo": f.lo,
+                        "hi": f.hi, "r2": f.r2, "n_points": f.n, "n_seeds": len(set(seeds)), "L_min": min(Ls),
+                        "L_max": max(Ls), "rule": c[0] if c else "",
+                        "verdict": verdict_of(c[0], f.lo, f.hi) if c else ""})
+    return out
+
+
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fitted exponents (layer-mean change ∝ L^exponent) and vanishing flags (1.0 = flagged)."""
+    """Fitted exponents with interval and verdict (layer-mean change ∝ L^exponent) and vanishing flags (1.0 =
+    flagged)."""
     out = []
     for r in exponent_table(rows):
         if r["quantity"] == "preact_change":
             continue
         v, bd, q = r["variant"], int(r["block_depth"]), r["quantity"]
-        claim = _CLAIMS.get((q, v, bd), f"fitted exponent of the layer-mean {q} vs L")
-        out.append({"key": f"exponent_{q}_{v}_bd{bd}", "value": r["exponent"], "claim": claim})
+        c = claim_of(q, v, bd)
+        claim = c[1] if c else f"fitted exponent of the layer-mean {q} vs L"
+        out.append({"key": f"exponent_{q}_{v}_bd{bd}", "value": r["exponent"], "lo": r["lo"], "hi": r["hi"],
+                    "n": r["n_points"], "verdict": r["verdict"],
+                    "claim": f"{claim}; R² = {r['r2']:.2f}, {r['n_seeds']} seed(s)"})
     for r in vanishing_table(rows):
         if r["l_over_L"] != "all":
             continue
@@ -393,5 +460,6 @@ def _plot_vs_depth(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     return save_figure(fig, out / "update_vs_depth")
 
 
-__all__ = ["Config", "build_model", "exponent_table", "hidden_states", "layer_changes", "layer_mean", "plot",
-           "rms_relative_change", "run", "summary", "train_one", "vanishing_table", "variants", "weight_change"]
+__all__ = ["Config", "FLAT_TOL", "base_variant", "build_model", "claim_of", "exponent_table", "hidden_states",
+           "layer_changes", "layer_mean", "plot", "rms_relative_change", "run", "seed_layer_means", "summary",
+           "train_one", "vanishing_table", "variants", "verdict_of", "weight_change"]

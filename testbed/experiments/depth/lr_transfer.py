@@ -69,14 +69,17 @@ from testbed.config import ConfigError, check_choice, check_positive, check_posi
 from testbed.experiments.depth.lr_transfer_lanes import LOSS_NAMES, Lanes, task_data, train_lanes, train_reference
 from testbed.results import is_true, read_csv, write_csv
 
-RESULT_COLUMNS = ["task", "variant", "parameterization", "block_depth", "correction", "n_layers", "lr", "seed",
+RESULT_COLUMNS = ["task", "variant", "parameterization", "block_depth", "correction", "optimizer", "n_layers", "lr",
+                  "seed",
                   "diverged", "diverged_step", "train_loss", "val_loss", "test_loss", "test_accuracy", "loss_name",
                   "steps",
                   "wall_s"]
 OPTIMA_COLUMNS = ["task", "variant", "parameterization", "block_depth", "correction", "n_layers", "grid_lr",
-                  "grid_loss", "optimal_lr", "optimal_loss", "log2_optimal_lr", "at_edge", "n_diverged"]
+                  "grid_loss", "optimal_lr", "optimal_loss", "log2_optimal_lr", "log2_optimal_lr_lo",
+                  "log2_optimal_lr_hi", "at_edge", "n_diverged", "n_seeds"]
 TRANSFER_COLUMNS = ["task", "variant", "parameterization", "block_depth", "correction", "depths",
-                    "spread_octaves", "drift_exponent", "n_at_edge", "lr_tuned_at_min_depth", "min_depth",
+                    "spread_octaves", "spread_lo", "spread_hi", "drift_exponent", "drift_lo", "drift_hi",
+                    "n_seeds", "n_at_edge", "lr_tuned_at_min_depth", "min_depth",
                     "max_depth", "lr_tuned_at_max_depth", "loss_transferred", "loss_best_at_max_depth",
                     "transfer_regret"]
 TRANSFER_OCTAVES = 1.0  # a spread of η* across depth at most this many octaves counts as "transfers"
@@ -91,18 +94,25 @@ class Config:
     depth-scaling config itself."""
 
     depths: tuple[int, ...] = (4, 8, 16, 32, 64)
-    lr_grid: tuple[float, ...] = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 0.128, 0.256)  # base rates η
+    lr_grid: tuple[float, ...] = (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 0.128, 0.256)  # Adam base rates η
+    sgd_lr_grid: tuple[float, ...] = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8)  # SGD base rates (cfg.optimizers)
     tasks: tuple[str, ...] = TASKS
 
     def __post_init__(self) -> None:
         self.depths = check_positive_ints("lr_transfer.depths", self.depths)
-        self.lr_grid, self.tasks = tuple(self.lr_grid), tuple(self.tasks)
-        if not self.lr_grid:
-            raise ConfigError("lr_transfer.lr_grid must not be empty")
-        for lr in self.lr_grid:
-            check_positive("lr_transfer.lr_grid", lr)
+        self.lr_grid, self.sgd_lr_grid, self.tasks = tuple(self.lr_grid), tuple(self.sgd_lr_grid), tuple(self.tasks)
+        for name in ("lr_grid", "sgd_lr_grid"):
+            grid = getattr(self, name)
+            if not grid:
+                raise ConfigError(f"lr_transfer.{name} must not be empty")
+            for lr in grid:
+                check_positive(f"lr_transfer.{name}", lr)
         for t in self.tasks:
             check_choice("lr_transfer.tasks", t, TASKS)
+
+    def grid(self, optimizer: str) -> tuple[float, ...]:
+        """The base-rate grid of ``optimizer``."""
+        return self.sgd_lr_grid if optimizer == "sgd" else self.lr_grid
 
 
 # ----------------------------------------------------------------------------------------------- pure helpers
@@ -182,22 +192,38 @@ def aggregate_loss(losses: Sequence[float]) -> float:
 
 # ----------------------------------------------------------------------------------------------- variants
 def variants(cfg) -> list[dict[str, Any]]:
-    """The (parameterization, block depth, correction) combinations: every parameterization × block depth,
-    plus Depth-μP + block depth 2 + ``L^γ`` first-layer correction when both are selected."""
-    out = [{"variant": p, "parameterization": p, "block_depth": b, "correction": 0.0}
-           for p in cfg.parameterizations for b in cfg.block_depths]
-    if "depth_mup" in cfg.parameterizations and 2 in cfg.block_depths:
-        out.append({"variant": "depth_mup+corr", "parameterization": "depth_mup", "block_depth": 2,
-                    "correction": float(cfg.correction_exponent)})
+    """The (parameterization, block depth, correction, optimizer) combinations: for every optimizer in
+    ``cfg.optimizers``, every parameterization × block depth, plus Depth-μP + block depth 2 + ``L^γ`` first-layer
+    correction when both are selected. An SGD variant's name ends in ``+sgd`` (``depth_mup+corr+sgd``)."""
+    out = []
+    for opt in cfg.optimizers:
+        tag = "" if opt == "adam" else f"+{opt}"
+        out += [{"variant": p + tag, "parameterization": p, "block_depth": b, "correction": 0.0, "optimizer": opt}
+                for p in cfg.parameterizations for b in cfg.block_depths]
+        if "depth_mup" in cfg.parameterizations and 2 in cfg.block_depths:
+            out.append({"variant": "depth_mup+corr" + tag, "parameterization": "depth_mup", "block_depth": 2,
+                        "correction": float(cfg.correction_exponent), "optimizer": opt})
     return out
 
 
+def base_variant(variant: str) -> str:
+    """The variant without its optimizer suffix (``depth_mup+corr+sgd`` → ``depth_mup+corr``)."""
+    return variant[: -len("+sgd")] if variant.endswith("+sgd") else variant
+
+
+def optimizer_of(variant: str) -> str:
+    return "sgd" if variant.endswith("+sgd") else "adam"
+
+
 def variant_label(variant: str, block_depth: int, correction: float = 0.0) -> str:
-    """Human-readable name, e.g. ``Depth-μP, b=2, +L^0.5 corr.``"""
+    """Human-readable name, e.g. ``Depth-μP, b=2, +L^0.5 corr.`` (``…, SGD`` for an SGD variant)."""
     names = {"standard": "SP", "depth_mup": "Depth-μP", "ode": "ODE (T/L)", "depth_mup+corr": "Depth-μP"}
-    label = f"{names.get(variant, variant)}, b={int(block_depth)}"
-    if variant.endswith("+corr"):
+    base = base_variant(variant)
+    label = f"{names.get(base, base)}, b={int(block_depth)}"
+    if base.endswith("+corr"):
         label += f", +L^{float(correction):g} corr."
+    if optimizer_of(variant) == "sgd":
+        label += ", SGD"
     return label
 
 
@@ -258,6 +284,90 @@ def transfer(rows: list[dict[str, Any]], opt_rows: list[dict[str, Any]] | None =
     return out
 
 
+# ----------------------------------------------------------------------------------------------- bootstrap
+def _loss_table(rows: list[dict[str, Any]], key: tuple[str, str, int], seeds: Sequence[int]
+                ) -> tuple[list[int], list[list[float]], np.ndarray]:
+    """``(depths, lr grid per depth, ln val-loss array (n_seeds, n_depths, n_lr))`` of one family on ``seeds``
+    (``inf`` for a diverged or missing run; grids padded with ``inf`` losses to a common length)."""
+    sel = [r for r in rows if family_key(r) == key]
+    depths = sorted({int(r["n_layers"]) for r in sel})
+    grids = [sorted({float(r["lr"]) for r in sel if int(r["n_layers"]) == L}) for L in depths]
+    width = max(len(g) for g in grids)
+    idx = {s: i for i, s in enumerate(seeds)}
+    table = np.full((len(seeds), len(depths), width), np.inf)
+    for r in sel:
+        if int(r["seed"]) not in idx:
+            continue
+        j = depths.index(int(r["n_layers"]))
+        v = float(r[SELECT_ON])
+        table[idx[int(r["seed"])], j, grids[j].index(float(r["lr"]))] = (
+            math.log(max(v, 1e-300)) if math.isfinite(v) else np.inf)
+    return depths, grids, table
+
+
+N_BOOT = 2000  # seed-bootstrap replicates of η*(L), α and the spread
+
+
+def bootstrap(rows: list[dict[str, Any]], n_boot: int = N_BOOT, seed: int = 0) -> dict[tuple[str, str, int], dict]:
+    """Seed bootstrap of the transfer metrics: ``n_boot`` times, draw the task's seeds with replacement (the *same*
+    draw for every family of a task, so differences between families are paired), aggregate the validation loss
+    over the drawn seeds (:func:`aggregate_loss`: ``exp(mean ln loss)``, ``inf`` if a drawn seed diverged), locate
+    ``η*(L)`` (:func:`refine_optimum`) and compute ``α`` and the spread. Returns per family ``log2_eta``
+    ``(n_boot, n_depths)``, ``alpha`` and ``spread`` ``(n_boot,)``, ``depths`` and ``n_seeds``."""
+    out: dict[tuple[str, str, int], dict] = {}
+    rng = np.random.default_rng(seed)
+    for task in dict.fromkeys(str(r["task"]) for r in rows):
+        keys = sorted({family_key(r) for r in rows if str(r["task"]) == task})
+        seeds = sorted({int(r["seed"]) for r in rows if str(r["task"]) == task})
+        draws = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+        for key in keys:
+            depths, grids, table = _loss_table(rows, key, seeds)
+            log2_eta = np.full((n_boot, len(depths)), np.nan)
+            for b in range(n_boot):
+                agg = table[draws[b]].mean(0)  # (n_depths, n_lr); inf where a drawn seed diverged
+                for j, grid in enumerate(grids):
+                    opt = refine_optimum(grid, np.exp(agg[j, :len(grid)]))
+                    if opt["optimal_lr"] > 0:
+                        log2_eta[b, j] = math.log2(opt["optimal_lr"])
+            eta = 2.0 ** log2_eta
+            out[key] = {"depths": depths, "n_seeds": len(seeds), "log2_eta": log2_eta,
+                        "alpha": np.array([drift_exponent(depths, e) for e in eta]),
+                        "spread": np.array([octave_spread(e) for e in eta])}
+    return out
+
+
+def attach_optimum_intervals(opt_rows: list[dict[str, Any]], boot: dict) -> list[dict[str, Any]]:
+    """``optima`` rows with the 95% seed-bootstrap interval of ``log₂η*`` (NaN with one seed) and the number of
+    seeds."""
+    from testbed.stats import percentile_interval
+
+    out = []
+    for r in opt_rows:
+        b = boot.get(family_key(r))
+        lo = hi = float("nan")
+        if b is not None and b["n_seeds"] >= 2 and int(r["n_layers"]) in b["depths"]:
+            lo, hi = percentile_interval(b["log2_eta"][:, b["depths"].index(int(r["n_layers"]))])
+        out.append({**r, "log2_optimal_lr_lo": lo, "log2_optimal_lr_hi": hi,
+                    "n_seeds": b["n_seeds"] if b is not None else ""})
+    return out
+
+
+def attach_transfer_intervals(tr_rows: list[dict[str, Any]], boot: dict) -> list[dict[str, Any]]:
+    """``transfer`` rows with the 95% seed-bootstrap intervals of the spread and of ``α`` (NaN with one seed: a
+    verdict then reads "no estimate")."""
+    from testbed.stats import percentile_interval
+
+    out = []
+    for r in tr_rows:
+        b = boot.get(family_key(r))
+        nan = float("nan")
+        (slo, shi), (alo, ahi) = ((percentile_interval(b["spread"]), percentile_interval(b["alpha"]))
+                                  if b is not None and b["n_seeds"] >= 2 else ((nan, nan), (nan, nan)))
+        out.append({**r, "spread_lo": slo, "spread_hi": shi, "drift_lo": alo, "drift_hi": ahi,
+                    "n_seeds": b["n_seeds"] if b is not None else ""})
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- run / plot
 def run(cfg, out: Path) -> list[dict[str, Any]]:
     """Train every (task, variant, ``L``, ``η``, seed) of the depth-scaling config ``cfg``; write ``optima.csv``,
@@ -270,18 +380,20 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     vs = variants(cfg)
     c = cfg.lr_transfer
-    n_runs = len(c.tasks) * len(vs) * len(c.depths) * len(c.lr_grid) * len(cfg.seeds)
+    n_runs = len(c.tasks) * len(c.depths) * len(cfg.seeds) * sum(len(c.grid(v["optimizer"])) for v in vs)
     bar = progress(total=n_runs, enabled=cfg.progress, desc="lr_transfer")
     for task in c.tasks:
         data = task_data(task, cfg)
         for v in vs:
             for L in c.depths:
-                rows += train_lanes(task, data, v, int(L), c.lr_grid, cfg.seeds, cfg)
-                bar.update(len(c.lr_grid) * len(cfg.seeds))
+                grid = c.grid(v["optimizer"])
+                rows += train_lanes(task, data, v, int(L), grid, cfg.seeds, cfg)
+                bar.update(len(grid) * len(cfg.seeds))
     bar.close()
     opt_rows = optima(rows)
-    write_csv(out / "optima.csv", opt_rows, OPTIMA_COLUMNS)
-    write_csv(out / "transfer.csv", transfer(rows, opt_rows), TRANSFER_COLUMNS)
+    boot = bootstrap(rows)
+    write_csv(out / "optima.csv", attach_optimum_intervals(opt_rows, boot), OPTIMA_COLUMNS)
+    write_csv(out / "transfer.csv", attach_transfer_intervals(transfer(rows, opt_rows), boot), TRANSFER_COLUMNS)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     return rows
 
@@ -308,80 +420,95 @@ def plot(out: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------- summary
-def _drifts(x: float) -> bool:
-    return abs(x) > DRIFT_TOL
-
-
-def _transfers(x: float) -> bool:
-    return abs(x) <= DRIFT_TOL
-
-
-# claim text, spread test, drift-exponent claim text, drift test (per variant; block depth appended for Depth-μP)
-_CLAIMS = {
-    "standard": ("SP: η* drifts with depth (spread > {t:g} octave)", lambda s: s > TRANSFER_OCTAVES,
-                 "SP with Adam: η* shrinks with depth (α < −{a:g})", lambda a: a < -DRIFT_TOL),
-    "depth_mup1": ("Depth-μP, block depth 1: η* transfers across depth (spread ≤ {t:g} octave)",
-                   lambda s: s <= TRANSFER_OCTAVES, "Depth-μP, block depth 1: no drift (|α| ≤ {a:g})", _transfers),
-    "depth_mup2": ("Depth-μP, block depth 2: transfer breaks (spread > {t:g} octave)", lambda s: s > TRANSFER_OCTAVES,
-                   "Depth-μP, block depth 2: η* drifts (|α| > {a:g})", _drifts),
-    "depth_mup+corr": ("Depth-μP, block depth 2 + first-layer correction: transfer restored (spread ≤ {t:g} octave)",
-                       lambda s: s <= TRANSFER_OCTAVES,
-                       "Depth-μP, block depth 2 + first-layer correction: no drift (|α| ≤ {a:g})", _transfers),
+#: Declared claims and verdict rules (fixed before any run) on the 95% seed-bootstrap interval (:func:`bootstrap`):
+#: for the drift exponent ``α`` the equivalence band ``±DRIFT_TOL`` (:func:`testbed.stats.band_verdict`) — a claim
+#: that ``η*`` transfers is *reproduced* if the interval lies inside the band, *not reproduced* if it lies wholly
+#: outside; a claim that it drifts the other way round; *unresolved* if the interval straddles a bound. The spread
+#: likewise against ``TRANSFER_OCTAVES``. Paired comparisons (the same seed draws for both families) of ``|α|``:
+#: *reproduced* if the interval of the difference lies above 0. The optimizer suffix does not change the claim.
+_CLAIMS: dict[str, tuple[bool, str]] = {  # base variant + block depth → (η* transfers?, claim)
+    "standard1": (False, "SP: η* drifts with depth"),
+    "standard2": (False, "SP: η* drifts with depth"),
+    "depth_mup1": (True, "Depth-μP, block depth 1: η* transfers across depth"),
+    "depth_mup2": (False, "Depth-μP, block depth 2: transfer breaks (η* drifts)"),
+    "depth_mup+corr2": (True, "Depth-μP, block depth 2 + first-layer correction: transfer restored"),
 }
-_NO_CLAIM = ("no claim (reported only)", None, "no claim (reported only)", None)
 
 
-def _verdict(ok: bool | None) -> str:
-    return "not tested" if ok is None else ("consistent" if ok else "NOT seen")
+def _transfer_verdict(transfers: bool, inside: str) -> str:
+    """Map :func:`~testbed.stats.band_verdict` onto a claim that ``η*`` transfers (inside) or drifts (outside)."""
+    good, bad = ("inside ±tol", "outside ±tol") if transfers else ("outside ±tol", "inside ±tol")
+    return "reproduced" if inside == good else "not reproduced" if inside == bad else inside
 
 
-def _check(test, x: float) -> bool | None:
-    return None if test is None or not math.isfinite(x) else bool(test(x))
+def _spread_verdict(transfers: bool, lo: float, hi: float) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "no estimate"
+    if hi <= TRANSFER_OCTAVES:
+        return "reproduced" if transfers else "not reproduced"
+    if lo > TRANSFER_OCTAVES:
+        return "not reproduced" if transfers else "reproduced"
+    return "unresolved"
 
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per task × variant: spread (octaves), drift exponent ``α``, transfer regret; plus paired comparisons (SP vs
-    Depth-μP at b=1, b=2 vs b=1 and uncorrected vs corrected b=2 under Depth-μP) of the spread and of ``|α|``.
-    Each ``claim`` states the paper's claim, the criterion (spread ≤ :data:`TRANSFER_OCTAVES` octave, ``|α| ≤``
-    :data:`DRIFT_TOL`) and whether the measurement is consistent with it; optima on the grid edge are noted
-    (their spread and drift are then bounds)."""
+    """Per task × variant: drift exponent ``α`` and spread (octaves) of the validation-located ``η*(L)`` with their
+    seed-bootstrap intervals and the declared verdicts, and the transfer regret; per task and optimizer the paired
+    comparisons of ``|α|`` (SP vs Depth-μP at b=1, b=2 vs b=1, uncorrected vs corrected b=2). Optima on the grid
+    edge are noted (their ``η*`` is then a bound)."""
+    from testbed.stats import band_verdict, percentile_interval, sign_verdict
+
     rows = _normalise(rows)
-    tr = transfer(rows)
+    boot = bootstrap(rows)
+    tr = attach_transfer_intervals(transfer(rows), boot)
     out: list[dict[str, Any]] = []
-    by: dict[tuple[str, str, int], dict[str, Any]] = {}
     for t in tr:
         task, v, b = t["task"], t["variant"], int(t["block_depth"])
-        by[(task, v, b)] = t
         name = f"{task} {variant_label(v, b, t['correction'])}"
-        text, test, dtext, dtest = _CLAIMS.get(v if v in ("standard", "depth_mup+corr") else f"{v}{b}", _NO_CLAIM)
-        s, alpha = t["spread_octaves"], t["drift_exponent"]
+        claim = _CLAIMS.get(f"{base_variant(v)}{b}")
         edge = f"; {t['n_at_edge']} optimum(s) on the grid edge" if t["n_at_edge"] else ""
-        out.append({"key": f"{name}: spread of log2 η* across L [octaves]", "value": s,
-                    "claim": f"{text.format(t=TRANSFER_OCTAVES)} — {_verdict(_check(test, s))}{edge}"})
-        out.append({"key": f"{name}: drift exponent α (η* ∝ L^α)", "value": alpha,
-                    "claim": f"{dtext.format(a=DRIFT_TOL)} — {_verdict(_check(dtest, alpha))}{edge}"})
+        depths = f"L = {t['depths'].replace(' ', ', ')}"
+        ad = band_verdict(t["drift_lo"], t["drift_hi"], DRIFT_TOL)
+        out.append({"key": f"{name}: drift exponent α (η* ∝ L^α)", "value": t["drift_exponent"],
+                    "lo": t["drift_lo"], "hi": t["drift_hi"], "n": t["n_seeds"],
+                    "verdict": _transfer_verdict(claim[0], ad) if claim else "",
+                    "claim": (f"{claim[1]} (|α| ≤ {DRIFT_TOL:g} counts as transfer)" if claim else "no claim")
+                             + f"; {depths}{edge}"})
+        out.append({"key": f"{name}: spread of log2 η* across L [octaves]", "value": t["spread_octaves"],
+                    "lo": t["spread_lo"], "hi": t["spread_hi"], "n": t["n_seeds"],
+                    "verdict": _spread_verdict(claim[0], t["spread_lo"], t["spread_hi"]) if claim else "",
+                    "claim": (f"{claim[1]} (spread ≤ {TRANSFER_OCTAVES:g} octave counts as transfer)" if claim
+                              else "no claim") + edge})
         out.append({"key": f"{name}: transfer regret (test loss at L={t['max_depth']} with η tuned on validation at "
                            f"L={t['min_depth']} / tuned at L={t['max_depth']})", "value": t["transfer_regret"],
-                    "claim": "1 = transferring η costs nothing; inf = the transferred η diverges"})
+                    "n": t["n_seeds"], "claim": "1 = transferring η costs nothing; inf = the transferred η diverges"})
+    pairs = [("standard", 1, "depth_mup", 1, "SP − Depth-μP (b=1)", "SP drifts more than Depth-μP"),
+             ("depth_mup", 2, "depth_mup", 1, "Depth-μP b=2 − b=1",
+              "block depth 2 drifts more than block depth 1 under Depth-μP"),
+             ("depth_mup", 2, "depth_mup+corr", 2, "Depth-μP b=2 uncorrected − corrected",
+              "the first-layer correction reduces the drift of block depth 2")]
     for task in dict.fromkeys(t["task"] for t in tr):
-        pairs = [(("standard", 1), ("depth_mup", 1), "SP − Depth-μP (b=1)", "SP drifts more than Depth-μP"),
-                 (("depth_mup", 2), ("depth_mup", 1), "Depth-μP b=2 − b=1",
-                  "block depth 2 drifts more than block depth 1 under Depth-μP"),
-                 (("depth_mup", 2), ("depth_mup+corr", 2), "Depth-μP b=2 uncorrected − corrected",
-                  "the first-layer correction reduces the drift of block depth 2")]
-        for x, y, what, claim in pairs:
-            tx, ty = by.get((task, *x)), by.get((task, *y))
-            if tx is None or ty is None:
-                continue
-            d = tx["spread_octaves"] - ty["spread_octaves"]
-            out.append({"key": f"{task}: {what}: spread [octaves]", "value": d,
-                        "claim": f"{claim} (> 0) — {_verdict(_check(lambda z: z > 0, d))}"})
-            d = abs(tx["drift_exponent"]) - abs(ty["drift_exponent"])
-            out.append({"key": f"{task}: {what}: |drift exponent α|", "value": d,
-                        "claim": f"{claim} (> 0) — {_verdict(_check(lambda z: z > 0, d))}"})
+        for opt in ("adam", "sgd"):
+            tag = "" if opt == "adam" else "+sgd"
+            for vx, bx, vy, by_, what, claim in pairs:
+                bx_, by2 = boot.get((task, vx + tag, bx)), boot.get((task, vy + tag, by_))
+                if bx_ is None or by2 is None:
+                    continue
+                d = np.abs(bx_["alpha"]) - np.abs(by2["alpha"])
+                point = next(abs(t["drift_exponent"]) for t in tr if (t["task"], t["variant"], int(t["block_depth"]))
+                             == (task, vx + tag, bx)) - next(
+                    abs(t["drift_exponent"]) for t in tr if (t["task"], t["variant"], int(t["block_depth"]))
+                    == (task, vy + tag, by_))
+                lo, hi = percentile_interval(d) if bx_["n_seeds"] >= 2 else (float("nan"), float("nan"))
+                sv = sign_verdict(lo, hi)
+                out.append({"key": f"{task}{', SGD' if opt == 'sgd' else ''}: {what}: |drift exponent α|",
+                            "value": point, "lo": lo, "hi": hi, "n": bx_["n_seeds"],
+                            "verdict": {"positive": "reproduced", "negative": "not reproduced"}.get(sv, sv),
+                            "claim": f"{claim} (paired over seeds: difference > 0)"})
     return out
 
 
 __all__ = ["Config", "LOSS_NAMES", "OPTIMA_COLUMNS", "RESULT_COLUMNS", "TRANSFER_COLUMNS", "Lanes", "aggregate_loss",
+           "attach_optimum_intervals", "attach_transfer_intervals", "base_variant", "bootstrap", "optimizer_of",
            "drift_exponent", "family_key", "octave_spread", "optima", "parabola_vertex", "plot", "refine_optimum",
            "run", "summary", "task_data", "train_lanes", "train_reference", "transfer", "variant_label", "variants"]

@@ -94,7 +94,11 @@ def build_model(task: str, data: TaskData, variant: dict[str, Any], n_layers: in
 
 
 def _correction(variant: dict[str, Any]) -> float | None:
-    return float(variant["correction"]) if str(variant["variant"]).endswith("+corr") else None
+    return float(variant["correction"]) if "+corr" in str(variant["variant"]) else None
+
+
+def _optimizer(variant: dict[str, Any]) -> str:
+    return str(variant.get("optimizer", "adam"))
 
 
 def lane_losses(task: str, pred: Tensor, target: Tensor) -> Tensor:
@@ -115,13 +119,18 @@ class Lanes:
     batched matmuls per layer instead of ``K`` separate small networks. The forward pass is exactly the
     :class:`~testbed.students.ResidualNet` one, ``y = W_out h_L + b_out``, ``h_0 = W_in x + b_in``,
     ``h_{l+1} = h_l + m·g_l(h_l)`` with ``g_l = W σ(h) + b`` (block depth 1) or ``W₂ σ(W₁h + b₁) + b₂`` (block
-    depth 2), σ = tanh; the per-role learning-rate factors come from :func:`testbed.parameterization.param_groups`.
+    depth 2), σ = tanh; the per-role learning-rate factors come from :func:`testbed.parameterization.param_groups`
+    for the lanes' ``optimizer`` (Adam, or plain SGD: :meth:`step`).
     Lanes never mix: a lane that diverges (NaN/inf) leaves the others untouched.
     """
 
     def __init__(self, models: Sequence[torch.nn.Module], base_lrs: Sequence[float], parameterization: str,
-                 correction: float | None) -> None:
-        from testbed.parameterization import param_groups
+                 correction: float | None, optimizer: str = "adam") -> None:
+        from testbed.parameterization import OPTIMIZERS, param_groups
+
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        self.optimizer = optimizer
 
         m0 = models[0]
         flow = m0.flow
@@ -132,7 +141,7 @@ class Lanes:
         self.n_layers = flow.n_layers
         self.params: dict[str, Tensor] = {}
         self.factors: dict[str, float] = {}
-        rate = {id(p): g["lr"] for g in param_groups(m0, 1.0, parameterization, "adam", correction)
+        rate = {id(p): g["lr"] for g in param_groups(m0, 1.0, parameterization, optimizer, correction)
                 for p in g["params"]}
         layers = flow.blocks[0].linear_names()  # the branch's weight matrices in order (FieldMLP)
         roles = {"embed.weight": [m0.embed.weight], "embed.bias": [m0.embed.bias],
@@ -200,6 +209,24 @@ class Lanes:
             p.grad = None
 
     @torch.no_grad()
+    def sgd_step(self, scale: float, alive: Tensor) -> None:
+        """One plain SGD step (PyTorch's ``SGD`` without momentum or weight decay: ``p ← p − rate·∇p``) with lane
+        rate ``η_k·factor_role·scale``; lanes with ``alive = False`` are not updated."""
+        self.n_steps += 1
+        for name, p in self.params.items():
+            shape = (self.k,) + (1,) * (p.dim() - 1)
+            rate = self.base_lrs.to(p) * alive.to(p) * (self.factors[name] * scale)
+            p.sub_(p.grad * rate.reshape(shape))
+            p.grad = None
+
+    def step(self, scale: float, alive: Tensor) -> None:
+        """One step of this lane set's optimizer (:meth:`adam_step` or :meth:`sgd_step`)."""
+        if self.optimizer == "sgd":
+            self.sgd_step(scale, alive)
+        else:
+            self.adam_step(scale, alive)
+
+    @torch.no_grad()
     def load_lane(self, model: torch.nn.Module, lane: int) -> torch.nn.Module:
         """Copy lane ``lane``'s weights into ``model`` (same architecture); returns ``model``."""
         layers = model.flow.blocks[0].linear_names()  # the branch's weight matrices in order (FieldMLP)
@@ -234,7 +261,7 @@ def train_lanes(task: str, data: TaskData, variant: dict[str, Any], n_layers: in
     lanes_spec = [(int(s), float(lr)) for s in seeds for lr in lrs]
     models = {s: build_model(task, data, variant, n_layers, cfg.width, s).to(dtype) for s in dict.fromkeys(seeds)}
     lanes = Lanes([models[s] for s, _ in lanes_spec], [lr for _, lr in lanes_spec], variant["parameterization"],
-                  _correction(variant))
+                  _correction(variant), _optimizer(variant))
     for k, p in lanes.params.items():
         lanes.params[k] = p.detach().to(device).requires_grad_(True)
     lanes.exp_avg = {k: v.to(device) for k, v in lanes.exp_avg.items()}
@@ -258,7 +285,7 @@ def train_lanes(task: str, data: TaskData, variant: dict[str, Any], n_layers: in
         if not bool(alive.any()):
             break
         torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
-        lanes.adam_step(cosine(step, cfg.steps), alive)
+        lanes.step(cosine(step, cfg.steps), alive)
     wall = (time.perf_counter() - t0) / lanes.k
     with torch.no_grad():
         tr = lane_losses(task, lanes.forward(d.x_train), d.y_train.unsqueeze(0).expand(lanes.k, *d.y_train.shape))
@@ -290,9 +317,10 @@ def train_reference(task: str, data: TaskData, variant: dict[str, Any], n_layers
     from testbed.train import NonFiniteLossError, TrainConfig, train
 
     model = build_model(task, data, variant, n_layers, cfg.width, seed).to(dtype)
-    groups = param_groups(model, lr, variant["parameterization"], "adam", _correction(variant))
+    groups = param_groups(model, lr, variant["parameterization"], _optimizer(variant), _correction(variant))
     tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=lr, seed=seed, grad_clip=0.0,
-                       lr_schedule="cosine", optimizer="adam", progress=False, log_every=cfg.steps, checkpoint_every=0)
+                       lr_schedule="cosine", optimizer=_optimizer(variant), progress=False, log_every=cfg.steps,
+                       checkpoint_every=0)
     try:
         train(model, "endpoint" if task == "flow" else "classify", data.train_set, tcfg, param_groups=groups)
     except NonFiniteLossError:

@@ -272,6 +272,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if f["verdict"]:
             claim += f"; verdict: {f['verdict']}"
         out.append({"key": f"order_{f['quantity']}_{f['parameterization']}_{f['stage']}", "value": f["order"],
+                    "lo": f["order_lo"], "hi": f["order_hi"], "n": f["n_points"], "verdict": f["verdict"],
                     "claim": claim})
     return out
 

@@ -110,7 +110,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from testbed.config import check_positive_int, check_positive_ints
+from testbed.config import ConfigError, check_choice, check_positive_int, check_positive_ints
 from testbed.experiments.depth.reuse_net import (
     BRANCH_MULTIPLIER,
     MIN_DRAWS,
@@ -133,7 +133,6 @@ Tensor = torch.Tensor
 COLUMNS = ["quantity", "width", "depth", "seed", "value"]
 COUPLING_INPUTS = 8         # inputs per draw (test initial states of the teacher flow)
 WIDTH_CLAIM, DEPTH_CLAIM = -1.0, -2.0
-CLAIM_TOLERANCE = 0.5       # |measured − claimed slope| above this is reported as "not reproduced"
 
 
 @dataclasses.dataclass
@@ -145,19 +144,50 @@ class Config:
     widths: tuple[int, ...] = (16, 32, 64, 128, 256)   # width sweep of the coupling at initialisation
     depths: tuple[int, ...] = (4, 8, 16, 32, 64)       # depth sweeps (coupling and dynamics)
     steps: int = 200                                    # Adam steps of each true / decoupled training run
+    coupling_depths: tuple[int, ...] = ()   # depths of the width sweep (empty: the lower median of `depths`)
+    dynamics_widths: tuple[int, ...] = ()   # widths of the dynamics depth sweep (empty: the shared `width`)
+    dynamics_variants: tuple[str, ...] = VARIANTS  # twins trained beside the true network
 
     def __post_init__(self) -> None:
         self.widths = check_positive_ints("weight_reuse.widths", self.widths)
         self.depths = check_positive_ints("weight_reuse.depths", self.depths)
         check_positive_int("weight_reuse.steps", self.steps)
+        self.coupling_depths = (check_positive_ints("weight_reuse.coupling_depths", self.coupling_depths)
+                                if self.coupling_depths else ())
+        self.dynamics_widths = (check_positive_ints("weight_reuse.dynamics_widths", self.dynamics_widths)
+                                if self.dynamics_widths else ())
+        self.dynamics_variants = tuple(self.dynamics_variants)
+        if not self.dynamics_variants:
+            raise ConfigError("weight_reuse.dynamics_variants must name at least one of " + ", ".join(VARIANTS))
+        for v in self.dynamics_variants:
+            check_choice("weight_reuse.dynamics_variants", v, VARIANTS)
+        if "tracking" not in self.dynamics_variants:
+            raise ConfigError("weight_reuse.dynamics_variants must include 'tracking' (the decoupled twin the "
+                              "1/L² claim is about)")
 
 
 # -------------------------------------------------------------------------------------------------- helpers
 def width_depth(cfg) -> tuple[int, int]:
-    """``(L_w, n_L)``: the fixed depth of the width sweep (lower median of ``cfg.weight_reuse.depths``) and the
-    fixed width of the depth sweeps (``cfg.width``)."""
-    ds = sorted(int(d) for d in cfg.weight_reuse.depths)
+    """``(L_w, n_L)``: the (first) fixed depth of the width sweep (``cfg.weight_reuse.coupling_depths[0]``, else
+    the lower median of ``cfg.weight_reuse.depths``) and the fixed width of the coupling depth sweep
+    (``cfg.width``)."""
+    c = cfg.weight_reuse
+    if c.coupling_depths:
+        return int(c.coupling_depths[0]), int(cfg.width)
+    ds = sorted(int(d) for d in c.depths)
     return ds[(len(ds) - 1) // 2], int(cfg.width)
+
+
+def coupling_depths(cfg) -> list[int]:
+    """Depths at which the coupling's width sweep runs (``coupling_depths``, else ``[L_w]``)."""
+    c = cfg.weight_reuse
+    return [int(L) for L in c.coupling_depths] if c.coupling_depths else [width_depth(cfg)[0]]
+
+
+def dynamics_widths(cfg) -> list[int]:
+    """Widths of the dynamics depth sweep (``dynamics_widths``, else ``[cfg.width]``)."""
+    c = cfg.weight_reuse
+    return [int(n) for n in c.dynamics_widths] if c.dynamics_widths else [int(cfg.width)]
 
 
 def flow_data(cfg) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -181,27 +211,110 @@ def series(rows: list[dict[str, Any]], quantity: str, axis: str, **fixed: Any) -
     return xs, [float(np.mean(pts[k])) for k in xs]
 
 
+def coupling_width_depths(rows: list[dict[str, Any]]) -> list[int]:
+    """Depths of the coupling's width sweeps: those with at least two widths in the ``coupling_excess`` rows."""
+    by: dict[int, set[int]] = {}
+    for r in rows:
+        if r["quantity"] == "coupling_excess":
+            by.setdefault(int(r["depth"]), set()).add(int(r["width"]))
+    return sorted(L for L, ws in by.items() if len(ws) >= 2)
+
+
+def dynamics_widths_of(rows: list[dict[str, Any]]) -> list[int]:
+    """Widths with dynamics rows (``test_loss_true``), ascending."""
+    return sorted({int(r["width"]) for r in rows if r["quantity"] == "test_loss_true"})
+
+
 def fixed_axes(rows: list[dict[str, Any]]) -> tuple[int, int]:
-    """``(L_w, n_L)`` recovered from coupling rows: the depth shared by the width sweep and the width shared by
-    the depth sweep (the most frequent depth / width)."""
+    """``(L_w, n_L)`` recovered from coupling rows: the (first) depth of the width sweep and the width shared by
+    the depth sweep (the most frequent width)."""
     cr = [r for r in rows if r["quantity"] == "coupling_excess"]
-    return mode([int(r["depth"]) for r in cr]), mode([int(r["width"]) for r in cr])
+    wd = coupling_width_depths(rows)
+    return (wd[0] if wd else mode([int(r["depth"]) for r in cr])), mode([int(r["width"]) for r in cr])
 
 
-def fitted_slopes(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Log–log slopes: coupling quantities vs width (at ``L_w``) and vs depth (at ``n_L``), dynamics distances
-    vs depth."""
-    L_w, n_L = fixed_axes(rows)
-    dyn = [int(r["width"]) for r in rows if r["quantity"] == "test_loss_true"]
-    n_dyn = mode(dyn) if dyn else n_L
-    out: dict[str, float] = {}
-    for q in ("coupling_excess", "coupling_fluctuation", "coupling_true", "backward_overlap"):
-        out[f"{q}_vs_width"] = loglog_slope(*series(rows, q, "width", depth=L_w))
-        out[f"{q}_vs_depth"] = loglog_slope(*series(rows, q, "depth", width=n_L))
-    for v in VARIANTS:
-        for q in ("func_dist", "loss_dist"):
-            out[f"{q}_{v}_vs_depth"] = loglog_slope(*series(rows, f"{q}_{v}", "depth", width=n_dyn))
-    out["test_loss_gap_tracking_vs_depth"] = loglog_slope(*final_loss_gap(rows, "tracking", n_dyn))
+def points(rows: list[dict[str, Any]], quantity: str, axis: str, **fixed: Any
+           ) -> tuple[list[float], list[float], list[int]]:
+    """``(x, value, seed)`` of every row of ``quantity`` along ``axis`` with the other columns ``fixed``."""
+    sel = [r for r in rows if r["quantity"] == quantity and all(int(r[k]) == int(v) for k, v in fixed.items())]
+    return [float(r[axis]) for r in sel], [float(r["value"]) for r in sel], [int(r["seed"]) for r in sel]
+
+
+#: Declared verdict rules (fixed before any run) on the 95% interval of a fitted exponent, bootstrap over seeds
+#: (:func:`testbed.stats.loglog_fit_clustered`: a seed's points share its weights and move together):
+#: * coupling vs width, at every depth of the width sweep — claim −1 against null 0 (:func:`~testbed.stats.
+#:   claim_verdict`: reproduced if the interval holds −1 and excludes 0, not reproduced if it excludes −1);
+#: * coupling vs depth — "O(1/n) uniformly in depth": reproduced if the interval lies below
+#:   :data:`GROWTH_TOL` (no growth faster than ``L^0.25``), not reproduced if it lies above 0, else unresolved;
+#: * reuse effect on the dynamics (``func_dist_tracking``) vs depth, at every dynamics width — claim −2 against
+#:   null 0, the same rule as the width claim.
+GROWTH_TOL = 0.25
+
+
+def _depth_bounded_verdict(lo: float, hi: float) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "no estimate"
+    return "reproduced" if hi <= GROWTH_TOL else "not reproduced" if lo > 0 else "unresolved"
+
+
+def fit_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every fitted exponent with its seed-bootstrap 95% interval, R², number of points and seeds, and — for the
+    quantities paper B makes a claim about — the claimed exponent and the declared verdict (rules above).
+
+    Columns: ``quantity``, ``axis`` (``width``/``depth``), ``fixed`` (``depth=8`` / ``width=64``), ``slope``,
+    ``lo``, ``hi``, ``r2``, ``n_points``, ``n_seeds``, ``claim`` (the exponent, or empty), ``verdict``."""
+    from testbed.stats import claim_verdict, loglog_fit_clustered
+
+    out: list[dict[str, Any]] = []
+
+    def add(q: str, axis: str, fixed: dict[str, int], claim: float | None, rule) -> None:
+        xs, ys, seeds = points(rows, q, axis, **fixed)
+        if len(set(xs)) < 2:
+            return
+        f = loglog_fit_clustered(xs, ys, seeds)
+        out.append({"quantity": q, "axis": axis, "fixed": " ".join(f"{k}={v}" for k, v in fixed.items()),
+                    "slope": f.slope, "lo": f.lo, "hi": f.hi, "r2": f.r2, "n_points": f.n,
+                    "n_seeds": len(set(seeds)), "claim": "" if claim is None else claim,
+                    "verdict": rule(f.lo, f.hi) if rule is not None else ""})
+
+    widths_rule = lambda lo, hi: claim_verdict(lo, hi, WIDTH_CLAIM, 0.0)  # noqa: E731
+    depth_rule = lambda lo, hi: claim_verdict(lo, hi, DEPTH_CLAIM, 0.0)  # noqa: E731
+    for L in coupling_width_depths(rows):
+        add("coupling_excess", "width", {"depth": L}, WIDTH_CLAIM, widths_rule)
+        add("coupling_fluctuation", "width", {"depth": L}, None, None)
+    _, n_L = fixed_axes(rows)
+    add("coupling_excess", "depth", {"width": n_L}, None, _depth_bounded_verdict)
+    add("backward_overlap", "depth", {"width": n_L}, None, None)
+    for n in dynamics_widths_of(rows):
+        add("func_dist_tracking", "depth", {"width": n}, DEPTH_CLAIM, depth_rule)
+        add("loss_dist_tracking", "depth", {"width": n}, DEPTH_CLAIM, depth_rule)
+        for v in VARIANTS:
+            if v != "tracking":
+                add(f"func_dist_{v}", "depth", {"width": n}, None, None)
+    return out
+
+
+def floor_comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per dynamics width, at the largest depth: the paired (same seed) ratio of the decoupled twin's distance to
+    the other-initialisation distance, ``10^mean log10(func_dist_tracking / func_dist_reinit)`` with its 95%
+    t-interval — below 1 (interval below 1) means the reuse effect is resolved above the finite-width floor."""
+    from testbed.stats import paired
+
+    out = []
+    for n in dynamics_widths_of(rows):
+        sel = [r for r in rows if int(r["width"]) == n and r["quantity"] in ("func_dist_tracking", "func_dist_reinit")]
+        if not sel:
+            continue
+        L = max(int(r["depth"]) for r in sel)
+        val = {(r["quantity"], int(r["seed"])): float(r["value"]) for r in sel if int(r["depth"]) == L}
+        seeds = sorted(sd for q, sd in val if q == "func_dist_tracking" and ("func_dist_reinit", sd) in val)
+        seeds = [sd for sd in seeds if val[("func_dist_tracking", sd)] > 0 and val[("func_dist_reinit", sd)] > 0]
+        if not seeds:
+            continue
+        pc = paired([math.log10(val[("func_dist_tracking", sd)]) for sd in seeds],
+                    [math.log10(val[("func_dist_reinit", sd)]) for sd in seeds])
+        out.append({"width": n, "depth": L, "ratio": 10 ** pc.diff.mean, "lo": 10 ** pc.diff.lo,
+                    "hi": 10 ** pc.diff.hi, "n": pc.diff.n, "p_t": pc.p_t})
     return out
 
 
@@ -228,18 +341,20 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     data = flow_data(cfg)
     x_c, y_c = data[2][:COUPLING_INPUTS], data[3][:COUPLING_INPUTS]
-    L_w, n_L = width_depth(cfg)
+    _, n_L = width_depth(cfg)
     c = cfg.weight_reuse
-    pairs = sorted({(int(n), L_w) for n in c.widths} | {(n_L, int(L)) for L in c.depths})
+    pairs = sorted({(int(n), L_w) for n in c.widths for L_w in coupling_depths(cfg)}
+                   | {(n_L, int(L)) for L in c.depths})
     depths = sorted(int(L) for L in c.depths)
     jobs = [("coupling", n, L, sd) for sd in cfg.seeds for n, L in pairs]
-    jobs += [("dynamics", n_L, L, sd) for sd in cfg.seeds for L in depths]
+    jobs += [("dynamics", n, L, sd) for sd in cfg.seeds for n in dynamics_widths(cfg) for L in depths]
     rows: list[dict[str, Any]] = []
     for kind, n, L, sd in progress(jobs, desc="weight_reuse", enabled=cfg.progress):
         if kind == "coupling":
             rows += coupling_rows(n, L, x_c, y_c, int(sd))
         else:
-            rows += dynamics_rows(n, L, data, int(sd), c.steps, cfg.lr, cfg.batch_size)
+            rows += dynamics_rows(n, L, data, int(sd), c.steps, cfg.lr, cfg.batch_size, c.dynamics_variants)
+    write_csv(out / "fits.csv", fit_table(rows))
     write_csv(out / "results.csv", rows, COLUMNS)
     return rows
 
@@ -256,65 +371,44 @@ def _draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     return draw(rows, out)
 
 
-def _verdict(measured: float, claimed: float) -> str:
-    if not math.isfinite(measured):
-        return "; not measurable (fewer than two positive points)"
-    if abs(measured - claimed) <= CLAIM_TOLERANCE:
-        return f"; consistent (|measured − claim| ≤ {CLAIM_TOLERANCE})"
-    return f"; NOT reproduced: measured {measured:+.2f}"
-
-
-def _verdict_bounded(measured: float) -> str:
-    if not math.isfinite(measured):
-        return "; not measurable (fewer than two positive points)"
-    if measured <= CLAIM_TOLERANCE:
-        return "; consistent (does not grow with L)"
-    return f"; NOT reproduced: grows like L^{measured:+.2f}"
+_CLAIM_TEXT = {
+    ("coupling_excess", "width"): "coupling at initialisation is O(1/n) (exponent −1 in width)",
+    ("coupling_excess", "depth"): "the O(1/n) coupling is uniform in depth (does not grow with L)",
+    ("func_dist_tracking", "depth"): "the effect of Wᵀ reuse on training decays like 1/L² (function distance of "
+                                     "the decoupled twin)",
+    ("loss_dist_tracking", "depth"): "the effect of Wᵀ reuse on training decays like 1/L² (loss-curve distance)",
+    ("coupling_fluctuation", "width"): "not a paper claim: one draw's gradient-independent noise (CLT: −1/2)",
+    ("backward_overlap", "depth"): "not a paper claim: cosine of true and decoupled input-layer backward signals",
+    ("func_dist_frozen", "depth"): "not a paper claim: feedback alignment with a frozen Gaussian copy",
+    ("func_dist_reinit", "depth"): "reference: two independent initialisations (the finite-width floor)",
+}
 
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fitted slopes (``value``) against the paper's exponents (``claim``), plus two diagnostics."""
-    sl = fitted_slopes(rows)
-    out = [
-        {"key": "coupling_width_slope", "value": sl["coupling_excess_vs_width"],
-         "claim": f"{WIDTH_CLAIM:g} (coupling at init O(1/n))" + _verdict(sl["coupling_excess_vs_width"],
-                                                                          WIDTH_CLAIM)},
-        {"key": "coupling_depth_slope", "value": sl["coupling_excess_vs_depth"],
-         "claim": "≤ 0 (O(1/n) uniformly over depth: must not grow with L)"
-                  + _verdict_bounded(sl["coupling_excess_vs_depth"])},
-        {"key": "fluctuation_width_slope", "value": sl["coupling_fluctuation_vs_width"],
-         "claim": "-0.5 (not a paper claim: one-draw gradient-independent noise, CLT)"},
-        {"key": "dynamics_func_depth_slope", "value": sl["func_dist_tracking_vs_depth"],
-         "claim": f"{DEPTH_CLAIM:g} (reuse effect on the dynamics O(1/L²))"
-                  + _verdict(sl["func_dist_tracking_vs_depth"], DEPTH_CLAIM)},
-        {"key": "dynamics_loss_depth_slope", "value": sl["loss_dist_tracking_vs_depth"],
-         "claim": f"{DEPTH_CLAIM:g} (reuse effect on the dynamics O(1/L²))"
-                  + _verdict(sl["loss_dist_tracking_vs_depth"], DEPTH_CLAIM)},
-        {"key": "dynamics_test_loss_gap_depth_slope", "value": sl["test_loss_gap_tracking_vs_depth"],
-         "claim": f"{DEPTH_CLAIM:g} (reuse effect on the dynamics O(1/L²))"
-                  + _verdict(sl["test_loss_gap_tracking_vs_depth"], DEPTH_CLAIM)},
-        {"key": "dynamics_func_depth_slope_frozen_copy", "value": sl["func_dist_frozen_vs_depth"],
-         "claim": "no paper claim (feedback alignment with a frozen Gaussian copy)"},
-        {"key": "dynamics_func_depth_slope_other_init", "value": sl["func_dist_reinit_vs_depth"],
-         "claim": "reference: two independent initialisations (finite-width floor)"},
-    ]
-    L_w, n_L = fixed_axes(rows)
-    dyn = [int(r["width"]) for r in rows if r["quantity"] == "test_loss_true"]
-    if dyn:
-        n_dyn = mode(dyn)
-        xs, tr = series(rows, "func_dist_tracking", "depth", width=n_dyn)
-        _, ri = series(rows, "func_dist_reinit", "depth", width=n_dyn)
-        if xs and ri and ri[-1] > 0:
-            out.append({"key": f"dynamics_decoupled_over_other_init_at_L{xs[-1]}", "value": tr[-1] / ri[-1],
-                        "claim": "≪ 1 if the reuse effect were resolved above the finite-width floor"})
-    xo, ov = series(rows, "backward_overlap", "depth", width=n_L)
-    if ov:
-        out.append({"key": "backward_overlap_mean", "value": float(np.mean(ov)),
-                    "claim": "1 if the true and decoupled backward signals agreed pathwise (they need not)"})
+    """Every fitted exponent (:func:`fit_table`: value, 95% interval, points, declared verdict, the claim it tests)
+    and, per dynamics width, the paired decoupled/other-initialisation distance ratio (:func:`floor_comparisons`).
+    """
+    out = []
+    for f in fit_table(rows):
+        claim = _CLAIM_TEXT.get((f["quantity"], f["axis"]), f["quantity"])
+        if f["claim"] != "":
+            claim += f" [claim {float(f['claim']):g}]"
+        out.append({"key": f"slope_{f['quantity']}_vs_{f['axis']}_{f['fixed'].replace('=', '')}",
+                    "value": f["slope"], "lo": f["lo"], "hi": f["hi"], "n": f["n_points"], "verdict": f["verdict"],
+                    "claim": f"{claim}; R² = {f['r2']:.2f}, {f['n_seeds']} seed(s)"})
+    for c in floor_comparisons(rows):
+        out.append({"key": f"decoupled_over_other_init_width{c['width']}_L{c['depth']}", "value": c["ratio"],
+                    "lo": c["lo"], "hi": c["hi"], "n": c["n"],
+                    "verdict": ("no estimate" if not (math.isfinite(c["lo"]) and math.isfinite(c["hi"]))
+                                else "below the floor" if c["hi"] < 1 else "above the floor" if c["lo"] > 1
+                                else "within the floor"),
+                    "claim": "paired ratio ‖f_dec − f‖ / ‖f' − f‖ (f' another initialisation) at the largest depth: "
+                             "< 1 if the reuse effect is resolved above the finite-width floor"})
     return out
 
 
-__all__ = ["BRANCH_MULTIPLIER", "COLUMNS", "Config", "DecoupledLinear", "MIN_DRAWS", "ReuseNet", "coupling_draws",
-           "coupling_from_weights", "coupling_rows", "coupling_stats", "decoupled_linear", "dynamics_rows",
-           "final_loss_gap", "fitted_slopes", "fixed_axes", "flow_data", "loglog_slope", "mode", "n_draws_for",
-           "plot", "run", "series", "summary", "width_depth"]
+__all__ = ["BRANCH_MULTIPLIER", "COLUMNS", "Config", "DecoupledLinear", "GROWTH_TOL", "MIN_DRAWS", "ReuseNet",
+           "coupling_depths", "coupling_draws", "coupling_from_weights", "coupling_rows", "coupling_stats",
+           "coupling_width_depths", "decoupled_linear", "dynamics_rows", "dynamics_widths", "dynamics_widths_of",
+           "final_loss_gap", "fit_table", "fixed_axes", "floor_comparisons", "flow_data",
+           "loglog_slope", "mode", "n_draws_for", "plot", "points", "run", "series", "summary", "width_depth"]

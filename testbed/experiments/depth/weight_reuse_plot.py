@@ -13,9 +13,10 @@ import numpy as np
 from testbed.experiments.depth.weight_reuse import (
     DEPTH_CLAIM,
     WIDTH_CLAIM,
+    coupling_width_depths,
+    dynamics_widths_of,
     final_loss_gap,
     fixed_axes,
-    mode,
     series,
 )
 from testbed.plotting import color_for, log_axes, loglog_line, power_guide, save_figure, use_style
@@ -49,33 +50,44 @@ def _ticks(ax) -> list[int]:
 
 
 
-def _coupling_lines(ax, rows, axis: str, **fixed):
-    """The excess coupling κ − κ̃ and the one-draw fluctuation ρ̃ against ``axis`` (width or depth), log–log;
-    returns the excess curve's ``(x, mean)``."""
+def _coupling_lines(ax, rows, axis: str, fluctuation: bool = True, color_index: int = 0, label_suffix: str = "",
+                    **fixed):
+    """The excess coupling κ − κ̃ (and, if ``fluctuation``, the one-draw fluctuation ρ̃) against ``axis`` (width
+    or depth), log–log; returns the excess curve's ``(x, mean)``."""
     xs, m, e = _band(rows, "coupling_excess", axis, **fixed)
-    loglog_line(ax, xs, m, e, color=color_for("field", 0), label="excess κ − κ̃ (mirror est.)")
-    xf, mf, ef = _band(rows, "coupling_fluctuation", axis, **fixed)
-    loglog_line(ax, xf, mf, ef, color=color_for("endpoint", 1), label="one-draw fluctuation RMS ρ̃", ls="--",
-                marker="s")
+    loglog_line(ax, xs, m, e, color=color_for(f"excess{color_index}", color_index),
+                label=f"excess κ − κ̃ (mirror est.){label_suffix}")
+    if fluctuation:
+        xf, mf, ef = _band(rows, "coupling_fluctuation", axis, **fixed)
+        loglog_line(ax, xf, mf, ef, color=color_for("endpoint", 1), label="one-draw fluctuation RMS ρ̃", ls="--",
+                    marker="s")
     return xs, m
 
+
 def draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    """The three-panel figure ``weight_reuse.{png,pdf}`` from the rows of ``results.csv``; returns both paths."""
+    """The three-panel figure ``weight_reuse.{png,pdf}`` from the rows of ``results.csv``; returns both paths.
+    (a) one excess-coupling line per depth of the width sweep; (c) per dynamics width the decoupled twin's
+    distance (solid) beside the other-initialisation floor (dotted, same colour)."""
     import matplotlib.pyplot as plt
 
     use_style()
     L_w, n_L = fixed_axes(rows)
-    dyn = [int(r["width"]) for r in rows if r["quantity"] == "test_loss_true"]
-    n_dyn = mode(dyn) if dyn else n_L
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
+    wdepths = coupling_width_depths(rows) or [L_w]
+    dwidths = dynamics_widths_of(rows)
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 4.2))
     ax = axes[0]
-    xs, m = _coupling_lines(ax, rows, "width", depth=L_w)
-    if len(m) and m[0] > 0:
-        power_guide(ax, xs, float(m[0]), WIDTH_CLAIM, "claim ∝ 1/n")
+    first_excess = None
+    for i, L in enumerate(wdepths):
+        xs, m = _coupling_lines(ax, rows, "width", fluctuation=(i == 0), color_index=2 * i,
+                                label_suffix=f", L = {L}" if len(wdepths) > 1 else "", depth=L)
+        if first_excess is None and len(m) and m[0] > 0:
+            first_excess = (xs, float(m[0]))
+    if first_excess is not None:
+        power_guide(ax, first_excess[0], first_excess[1], WIDTH_CLAIM, "claim ∝ 1/n")
     ax.set(xlabel="width n", ylabel="forward/backward coupling at init",
-           title=f"(a) coupling vs width, L = {L_w}")
+           title="(a) coupling vs width" + (f", L = {L_w}" if len(wdepths) == 1 else ""))
     log_axes(ax, _ticks(ax))
-    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small")
     ax = axes[1]
     _coupling_lines(ax, rows, "depth", width=n_L)
     xo, mo, eo = _band(rows, "backward_overlap", "depth", width=n_L)
@@ -83,28 +95,29 @@ def draw(rows: list[dict[str, Any]], out: Path) -> list[Path]:
                 marker="^")
     ax.set(xlabel="depth L", title=f"(b) coupling vs depth, n = {n_L}")
     log_axes(ax, _ticks(ax))
-    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small")
     ax = axes[2]
-    styles = [("func_dist_tracking", "‖f_dec − f‖/‖f − f₀‖ (decoupled)", "-", "o", 0),
-              ("loss_dist_tracking", "loss-curve distance (decoupled)", "--", "s", 1),
-              ("func_dist_frozen", "‖f_dec − f‖/‖f − f₀‖ (frozen copy)", "-", "v", 3),
-              ("func_dist_reinit", "‖f' − f‖/‖f − f₀‖ (other init)", ":", "D", 7)]
-    xg, gap = final_loss_gap(rows, "tracking", n_dyn)
-    if xg:
-        loglog_line(ax, xg, gap, color=color_for("gap", 4), label="test-loss gap (decoupled)", ls="-.", marker="x")
     first = None
-    for q, label, ls, mk, c in styles:
-        xs, m, e = _band(rows, q, "depth", width=n_dyn)
-        loglog_line(ax, xs, m, e, color=color_for(q, c), label=label, ls=ls, marker=mk)
+    for i, n in enumerate(dwidths):
+        c = color_for(f"width{n}", 2 * i)
+        xs, m, e = _band(rows, "func_dist_tracking", "depth", width=n)
+        loglog_line(ax, xs, m, e, color=c, label=f"decoupled twin, n = {n}", marker="o")
+        xr, mr, er = _band(rows, "func_dist_reinit", "depth", width=n)
+        if xr:
+            loglog_line(ax, xr, mr, er, color=c, label=f"other init (floor), n = {n}", ls=":", marker="D")
         if first is None and len(m) and m[0] > 0:
             first = (xs, float(m[0]))
+    if dwidths:
+        xg, gap = final_loss_gap(rows, "tracking", dwidths[-1])
+        if xg:
+            loglog_line(ax, xg, gap, color=color_for("gap", 4), label=f"test-loss gap (decoupled), n = {dwidths[-1]}",
+                        ls="-.", marker="x")
     if first is not None:
         power_guide(ax, first[0], first[1], DEPTH_CLAIM, "claim ∝ L⁻²")
-    ax.set(xlabel="depth L", ylabel="true vs decoupled after training",
-           title=f"(c) effect on the dynamics, n = {n_dyn}")
+    ax.set(xlabel="depth L", ylabel="‖f_twin − f‖ / ‖f − f₀‖ after training", title="(c) effect on the dynamics")
     log_axes(ax, _ticks(ax))
-    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16))
-    fig.subplots_adjust(wspace=0.3)
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small")
+    fig.subplots_adjust(wspace=0.3, bottom=0.36)
     return save_figure(fig, Path(out) / "weight_reuse")
 
 
