@@ -367,8 +367,19 @@ _ROWS = [(1, "feature_change", "‖Δh_l‖ / ‖h_l‖"), (2, "feature_change",
          (2, "preact_own_change", "‖ΔW₁ h_(l−1)‖ / ‖W₁ h_(l−1)‖")]
 
 
+def optimizer_of(variant: str) -> str:
+    """``sgd`` for a variant named ``…+sgd``, else ``adam``."""
+    return "sgd" if variant.endswith("+sgd") else "adam"
+
+
 def _plot_rows(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    return _plot_per_layer(rows, out) + _plot_vs_depth(rows, out)
+    """``feature_change_per_layer`` (one figure per optimizer; ``_sgd`` suffix for SGD) and ``update_vs_depth``
+    (one row of panels per optimizer)."""
+    paths: list[Path] = []
+    for opt in dict.fromkeys(optimizer_of(str(r["variant"])) for r in rows):
+        sel = [r for r in rows if optimizer_of(str(r["variant"])) == opt]
+        paths += _plot_per_layer(sel, out, "" if opt == "adam" else f"_{opt}", opt)
+    return paths + _plot_vs_depth(rows, out)
 
 
 def _depth_colors(Ls: list[int]) -> dict[int, Any]:
@@ -378,7 +389,7 @@ def _depth_colors(Ls: list[int]) -> dict[int, Any]:
     return {L: cmap(0.85 * i / max(len(Ls) - 1, 1)) for i, L in enumerate(Ls)}
 
 
-def _plot_per_layer(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+def _plot_per_layer(rows: list[dict[str, Any]], out: Path, suffix: str = "", optimizer: str = "adam") -> list[Path]:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator
 
@@ -422,44 +433,52 @@ def _plot_per_layer(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         spare.legend(handles=handles, loc="center", frameon=False, title="depth")
     else:
         fig.legend(handles=handles, loc="outside lower center", ncols=len(Ls), frameon=False)
-    fig.suptitle("Feature change per layer after training (RMS over test inputs, mean over seeds)\n"
+    fig.suptitle(f"Feature change per layer after training ({'SGD' if optimizer == 'sgd' else 'Adam'}; RMS over "
+                 "test inputs, mean over seeds)\n"
                  "rows: residual stream h_l (block depth 1, 2) and the first internal layer's own update")
-    return save_figure(fig, out / "feature_change_per_layer")
+    return save_figure(fig, out / f"feature_change_per_layer{suffix}")
 
 
 def _plot_vs_depth(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Layer-mean updates vs ``L`` (log–log): four panels (stream, first layer's own update, last matrix, ``W₁``),
+    one row per optimizer; colour = parameterization (+ correction), solid/circle = block depth 1, dashed/square =
+    block depth 2; the fitted slope in each legend entry."""
     import matplotlib.pyplot as plt
 
     use_style()
     fams = _families(rows)
+    opts = list(dict.fromkeys(optimizer_of(v) for v, _ in fams))
     Ls = sorted({int(r["L"]) for r in rows})
-    vcolor = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(dict.fromkeys(v for v, _ in fams))}
+    vcolor = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(dict.fromkeys(base_variant(v) for v, _ in fams))}
     panels = [("feature_change", "(a) residual stream h_l", "mean over l of ‖Δh_l‖/‖h_l‖"),
               ("preact_own_change", "(b) first internal layer, own update", "mean over l of ‖ΔW₁ h‖/‖W₁ h‖"),
               ("weight_change_last", "(c) last matrix of each block", "mean over l of ‖ΔW‖_F / ‖W‖_F"),
               ("weight_change_first", "(d) first matrix W₁ (block depth 2)", "mean over l of ‖ΔW₁‖_F / ‖W₁‖_F")]
-    fig, axes = plt.subplots(2, 2, figsize=(7.0, 7.0), layout="constrained")
-    for ax, (q, title, ylabel) in zip(axes.flat, panels, strict=True):
-        starts = []
-        for variant, bd in fams:
-            xs, m = layer_mean(rows, variant, bd, q)
-            if not xs:
-                continue
-            loglog_line(ax, xs, m, color=vcolor[variant], label=f"{variant}, bd {bd}", ls="-" if bd == 1 else "--",
-                        marker="o" if bd == 1 else "s")
-            starts += [v for v in m[:1] if v > 0]
-        log_axes(ax, Ls)
-        ax.set_title(title, loc="left")
-        ax.set_xlabel("depth L (layers)")
-        ax.set_ylabel(ylabel)
-        if starts:
-            power_guide(ax, Ls, float(np.median(starts)), -0.5, "∝ 1/√L")
-            ax.legend(frameon=False, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2,
-                      columnspacing=1.0, handlelength=2.2)
+    fig, axes = plt.subplots(len(opts), 4, figsize=(13.0, 4.3 * len(opts)), layout="constrained", squeeze=False)
+    for row, opt in enumerate(opts):
+        for ax, (q, title, ylabel) in zip(axes[row], panels, strict=True):
+            starts = []
+            for variant, bd in fams:
+                if optimizer_of(variant) != opt:
+                    continue
+                xs, m = layer_mean(rows, variant, bd, q)
+                if not xs:
+                    continue
+                loglog_line(ax, xs, m, color=vcolor[base_variant(variant)], label=f"{base_variant(variant)}, bd {bd}",
+                            ls="-" if bd == 1 else "--", marker="o" if bd == 1 else "s")
+                starts += [v for v in m[:1] if v > 0]
+            log_axes(ax, Ls)
+            ax.set_title(f"{title} — {'SGD' if opt == 'sgd' else 'Adam'}", loc="left", fontsize="medium")
+            ax.set_xlabel("depth L (layers)")
+            ax.set_ylabel(ylabel)
+            if starts:
+                power_guide(ax, Ls, float(np.median(starts)), -0.5, "∝ 1/√L")
+                ax.legend(frameon=False, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=1,
+                          handlelength=2.2)
     fig.suptitle("Layer-mean updates vs depth (mean over seeds; bd = block depth; slope = fitted exponent)")
     return save_figure(fig, out / "update_vs_depth")
 
 
 __all__ = ["Config", "FLAT_TOL", "base_variant", "build_model", "claim_of", "exponent_table", "hidden_states",
-           "layer_changes", "layer_mean", "plot", "rms_relative_change", "run", "seed_layer_means", "summary",
-           "train_one", "vanishing_table", "variants", "verdict_of", "weight_change"]
+           "layer_changes", "layer_mean", "optimizer_of", "plot", "rms_relative_change", "run", "seed_layer_means",
+           "summary", "train_one", "vanishing_table", "variants", "verdict_of", "weight_change"]
