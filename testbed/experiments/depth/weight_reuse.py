@@ -61,12 +61,14 @@ depth, seed):
   (each layer adds an independent ``ε·W̃ᵀg̃`` vs ``ε·Wᵀg``; summed over ``L`` layers an ``O(a²)`` mismatch), so it
   is *not* a measure of the ``O(1/n)`` coupling — but it sets how differently the two twins of (2) learn.
 
-Width sweep: ``n ∈ cfg.weight_reuse.widths`` at the fixed depth ``L_w`` = lower median of
-``cfg.weight_reuse.depths``; depth sweep: ``L ∈ cfg.weight_reuse.depths`` at the fixed width ``n = cfg.width``.
+Width sweep: ``n ∈ cfg.weight_reuse.widths`` at every depth of ``cfg.weight_reuse.coupling_depths`` (default: the
+lower median ``L_w`` of ``cfg.weight_reuse.depths``); depth sweep: ``L ∈ cfg.weight_reuse.depths`` at the fixed
+width ``n = cfg.width``.
 The paper's statement is ``O(1/n)`` uniformly over depth (the coupling must not grow with ``L``); per layer we
 expect ``∝ ε = a/√L``.
 
-**(2) Effect on the dynamics** (``n = cfg.width``, ``L ∈ cfg.weight_reuse.depths``). Regression of the teacher
+**(2) Effect on the dynamics** (``n ∈ cfg.weight_reuse.dynamics_widths``, default ``cfg.width``;
+``L ∈ cfg.weight_reuse.depths``; twins ``cfg.weight_reuse.dynamics_variants``). Regression of the teacher
 flow map ``x_0 ↦ φ_T(x_0)`` (``cfg.n_train`` / ``cfg.n_test`` trajectories, ``d = 2 → n → 2``): the true network and its
 decoupled twin start from the *same* weights (same seed; the copy ``W̃`` from a separate stream) and see the same
 minibatches (``cfg.batch_size``): ``cfg.weight_reuse.steps`` Adam steps at a constant learning rate under the
@@ -82,13 +84,17 @@ finite-width spread of the learned function, a floor for pathwise comparisons). 
 * ``test_loss_true``, ``test_loss_<v>``  final test loss; the summary also fits the relative gap of the
   seed-mean test losses ``|E ℓ_tracking − E ℓ_true| / E ℓ_true`` (a comparison in law, not pathwise).
 
-The claim is ``∝ L^{-2}``; :func:`loglog_slope` fits the exponent on seed means. Note that the paper's
+The claim is ``∝ L^{-2}``. Every exponent is fitted on all (``L`` or ``n``, seed) points with a 95% interval
+that resamples whole seeds (:func:`fit_table`, ``fits.csv``), and judged by the rules declared at
+:data:`GROWTH_TOL` before any run: the ``1/L²`` claim is *reproduced* if the interval holds −2 and excludes 0, *not
+reproduced* if it excludes −2, *unresolved* if it holds both. :func:`floor_comparisons` adds, per width, the paired
+ratio of the twin's distance to the other-initialisation distance at the largest depth. Note that the paper's
 statement is about the reuse-induced coupling term in the limit dynamics (which converge to a decoupled
 forward–backward SDE); a finite network and its decoupled twin also differ through the ``O(1)`` pathwise mismatch
 of their backward signals (``backward_overlap``) and through finite-width randomness (``reinit``), so a pathwise
 distance need not fall like ``L^{-2}``; the summary reports what is measured.
 
-Outputs: ``results.csv`` (tidy: ``quantity, width, depth, seed, value``; written last), figure
+Outputs: ``results.csv`` (tidy: ``quantity, width, depth, seed, value``; written last), ``fits.csv``, figure
 ``weight_reuse.{png,pdf}``: (a) coupling vs ``n``, (b) coupling vs ``L``, (c) dynamics difference vs ``L``;
 log–log with fitted slopes in the legends and dotted guides for the claimed exponents.
 
