@@ -10,9 +10,10 @@ For every parameterization ``p ∈ cfg.parameterizations``, block depth ``b ∈ 
 ``L^γ``, ``γ = cfg.correction_exponent``: variant ``depth_mup+corr``) a
 :class:`~testbed.students.classifier.ResidualNet` ``x ∈ R² → h_0 = embed(x) ∈ R^n → h_L → head(h_L) ∈ R²``
 (``n = cfg.width``, untied blocks, ``branch_scaling = p``, ``hidden_layers = b − 1``) is trained on the teacher
-flow map ``x ↦ φ_T(x)`` of ``cfg.flow_system`` (objective ``endpoint``, Adam, cosine schedule, ``cfg.steps`` steps of
-``cfg.batch_size``, learning-rate groups from :func:`testbed.parameterization.param_groups` with base rate
-``cfg.lr``). With ``θ_0`` the initial and ``θ_T`` the trained parameters, on the ``N`` test inputs:
+flow map ``x ↦ φ_T(x)`` of ``cfg.flow_system`` (objective ``endpoint``, each optimizer of ``cfg.optimizers`` — Adam
+at base rate ``cfg.lr``, SGD at ``cfg.sgd_lr``, variant names ``…+sgd`` —, ``cfg.steps`` steps of
+``cfg.batch_size``, learning-rate groups from :func:`testbed.parameterization.param_groups`). With ``θ_0`` the
+initial and ``θ_T`` the trained parameters, on the ``N`` test inputs:
 
 * ``feature_change``     (layer ``l = 0..L``)
   ``sqrt(Σ_i ‖h_l(x_i; θ_T) − h_l(x_i; θ_0)‖²) / sqrt(Σ_i ‖h_l(x_i; θ_0)‖²)`` — RMS over inputs of the change
@@ -33,7 +34,9 @@ Derived (mean over seeds of the mean over blocks ``l ≥ 1``):
   ``preact_own_change``): the value at the smallest and the largest depth, overall (``l_over_L = "all"``) and at
   each relative position ``l/L = k/L_min``; ``vanishing = value(L_min)/value(L_max) > VANISH_FACTOR``. The
   overall flag is repeated in ``results.csv`` (column ``vanishing``) on that quantity's rows.
-* ``exponents.csv``  the log-log slope of the layer-mean of every per-layer quantity vs ``L`` (Adam under Depth-μP
+* ``exponents.csv``  the log-log slope of the layer-mean of every per-layer quantity vs ``L``, fitted on every
+  (``L``, seed) network with a 95% interval that resamples whole seeds, R², points, seeds and the declared verdict
+  (:data:`_CLAIMS`, :func:`verdict_of`) (Adam under Depth-μP
   gives branch weights ``η/√L``, so expect ``≈ −1/2`` for weight changes, and for the first internal layer's own
   feature change without correction; ``≈ 0`` for ``W₁`` with the ``L^{1/2}`` correction).
 

@@ -41,6 +41,14 @@ validation-chosen learning rates:
 * transfer regret ``ℓ_test(L_max, η̂(L_min)) / ℓ_test(L_max, η̂(L_max))``: the test cost of using the validation
   optimum of the smallest depth at the largest depth instead of retuning there (1 = free, ``inf`` = it diverges).
 
+Intervals (:func:`bootstrap`): the seeds are resampled with replacement (:data:`N_BOOT` times; one draw shared by
+every family of a task, so differences between families are paired), the aggregate loss, ``η*(L)``, ``α`` and the
+spread recomputed; 95% percentile intervals. The verdict rules are declared at :data:`_CLAIMS` before any run.
+
+Optimizers: every variant runs for each optimizer in ``cfg.optimizers`` — Adam (rates ``cfg.lr_transfer.lr_grid``;
+Depth-μP branches ``η/√L``) and/or plain SGD (``cfg.lr_transfer.sgd_lr_grid``; Depth-μP branches ``η``; variant
+names end in ``+sgd``).
+
 Outputs in ``out/``: ``results.csv`` (one row per run, :data:`RESULT_COLUMNS`, written last), ``optima.csv``
 (one row per task × variant × ``L``, :data:`OPTIMA_COLUMNS`), ``transfer.csv`` (one row per task × variant,
 :data:`TRANSFER_COLUMNS`), figures ``lr_curves.{png,pdf}`` (test loss vs ``η``, one curve per ``L``, a panel per
