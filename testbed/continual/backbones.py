@@ -5,8 +5,10 @@ the hidden states after each stage (the points of the propagation field that fie
 retention metrics look at); ``forward(x)`` returns the logits only.
 
 * :class:`DerMLP`          the DER / GEM MNIST network: 784 → 100 → 100 → 10, ReLU; stages = the two hidden layers;
-* :class:`ReducedResNet18` the reduced ResNet-18 of GEM / DER (``nf = 20`` base filters, 4 stages of 2 basic
-                           blocks); stages = the outputs of the 4 residual stages;
+* :class:`ResNet18`        the CIFAR ResNet-18 of the DER paper's Seq-CIFAR-10 (mammoth ``backbone/ResNet18.py``:
+                           3×3 stem, 4 stages of 2 basic blocks with widths ``nf·(1, 2, 4, 8)``, ``nf = 64``, global
+                           average pooling, one linear head); stages = the outputs of the 4 residual stages;
+* :class:`ReducedResNet18` the same network with ``nf = 20`` (the reduced ResNet-18 of GEM);
 * :class:`ResidualStaged`  the library's :class:`~testbed.students.classifier.ResidualClassifier` (embedding →
                            ``L``-layer residual flow → head); stages = the flow states at ``l = L/4, L/2, 3L/4, L``.
 """
@@ -77,13 +79,14 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class ReducedResNet18(StagedNet):
-    """The reduced ResNet-18 of Lopez-Paz & Ranzato (GEM) used by DER: widths ``nf, 2nf, 4nf, 8nf`` (``nf = 20``),
-    strides 1, 2, 2, 2, global average pooling, one linear head."""
+class ResNet18(StagedNet):
+    """ResNet-18 for 32×32 inputs: a 3×3 stem, stages of widths ``nf, 2nf, 4nf, 8nf`` (2 basic blocks each,
+    strides 1, 2, 2, 2), global average pooling, one linear head. ``nf = 64``: the DER paper's Seq-CIFAR-10 network
+    (about 11.2 M parameters)."""
 
     stage_names = ("layer1", "layer2", "layer3", "layer4")
 
-    def __init__(self, n_classes: int = 100, nf: int = 20, in_channels: int = 3) -> None:
+    def __init__(self, n_classes: int = 10, nf: int = 64, in_channels: int = 3) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, nf, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(nf)
@@ -104,6 +107,13 @@ class ReducedResNet18(StagedNet):
         return self.classifier(h.mean(dim=(2, 3))), hs
 
 
+class ReducedResNet18(ResNet18):
+    """The reduced ResNet-18 of Lopez-Paz & Ranzato (GEM): :class:`ResNet18` with ``nf = 20`` base filters."""
+
+    def __init__(self, n_classes: int = 100, nf: int = 20, in_channels: int = 3) -> None:
+        super().__init__(n_classes, nf, in_channels)
+
+
 class ResidualStaged(StagedNet):
     """The library's :class:`ResidualClassifier` seen through four points of its flow ``h_l``."""
 
@@ -121,21 +131,23 @@ class ResidualStaged(StagedNet):
         return self.model.head(traj[-1]), [traj[l] for l in self.stage_layers]
 
 
-BACKBONES = ("mlp", "resnet18", "residual")
-DEFAULT_BACKBONE = {"split_digits": "mlp", "split_mnist": "mlp", "split_cifar100": "resnet18"}
+#: backbone names: ``resnet18`` is the reduced network (nf = 20), ``resnet18_full`` the nf = 64 one
+BACKBONES = ("mlp", "resnet18", "resnet18_full", "residual")
 
 
 def build_backbone(name: str, input_shape: tuple[int, ...], n_classes: int) -> StagedNet:
-    """``mlp`` (DER MLP, 100 hidden units), ``resnet18`` (reduced, nf = 20) or ``residual`` (library classifier)."""
+    """``mlp`` (DER MLP, 100 hidden units), ``resnet18`` (reduced, nf = 20), ``resnet18_full`` (nf = 64, the DER
+    paper's CIFAR-10 network) or ``residual`` (library classifier)."""
     input_dim = 1
     for s in input_shape:
         input_dim *= s
     if name == "mlp":
         return DerMLP(input_dim, n_classes)
-    if name == "resnet18":
+    if name in ("resnet18", "resnet18_full"):
         if len(input_shape) != 3:
-            raise ConfigError(f"backbone 'resnet18' needs image inputs (C, H, W), got shape {input_shape}")
-        return ReducedResNet18(n_classes, in_channels=input_shape[0])
+            raise ConfigError(f"backbone {name!r} needs image inputs (C, H, W), got shape {input_shape}")
+        cls = ReducedResNet18 if name == "resnet18" else ResNet18
+        return cls(n_classes, in_channels=input_shape[0])
     if name == "residual":
         return ResidualStaged(input_dim, n_classes)
     raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")

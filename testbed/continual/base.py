@@ -1,41 +1,54 @@
 """The continual learner every method shares: the task loop, the SGD step, replay plumbing, evaluation and
 field-retention tracking. A method is a subclass that changes :meth:`ContinualLearner.loss_terms` (what is
-minimised on one incoming batch), :meth:`ContinualLearner.training_data` (what a task trains on) or
+minimised on one incoming batch), :meth:`ContinualLearner.training_stream` (what a task trains on) or
 :meth:`ReplayLearner.snapshot` (what the buffer stores besides ``x, y, logits, task``).
 
 Protocol (as in the DER paper): tasks arrive one after another; each is trained for ``epochs`` passes of
-minibatches of ``batch_size`` with plain SGD (no momentum, no weight decay). After every task the model is
-evaluated on the test data of *all* tasks, giving two ``T × T`` accuracy matrices (in %):
+minibatches of ``batch_size`` with plain SGD (no momentum, no weight decay). Before the first task and after every
+task the model is evaluated on the test data of *all* tasks, giving the accuracies ``b_j`` of the initial network
+and two ``T × T`` accuracy matrices ``A`` (in %):
 
-* class-IL: ``argmax`` over all ``C`` logits (the task is unknown at test time);
-* task-IL:  ``argmax`` over the logits of the true task's classes only (the other logits are masked to ``−∞``).
+* class-IL: ``argmax`` over all ``C`` logits (the task is unknown at test time). On a domain-incremental benchmark
+  this is the domain-IL accuracy: every task uses all ``C`` classes and the same head;
+* task-IL:  ``argmax`` over the logits of the true task's classes only (the other logits are masked to ``−∞``);
+  NaN on domain-incremental benchmarks, where a task owns every class.
 
 Field retention: after task ``j`` is learned, the field snapshot (:mod:`~testbed.continual.sketch`) of a fixed
 subset of task ``j``'s test inputs is recorded; after the last task it is recomputed and compared:
 trajectory retention ``= 1 − drift`` of the stage states, Jacobian retention ``= 1 − drift`` of the JVP sketches,
 averaged over the past tasks ``j < T − 1``.
+
+Speed options (off by default, numbers unchanged when off): ``channels_last`` stores the network's 4-D weights and
+the image batches in NHWC order; ``amp`` runs each training forward pass under :func:`torch.autocast` — bfloat16 on
+the CPU, float16 with a :class:`torch.amp.GradScaler` on CUDA — while the field-preservation penalty, the stored
+logits and every evaluation stay in float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from testbed.config import ConfigError, check_nonneg, check_nonneg_int, check_positive, check_positive_int
+from testbed.continual.augment import random_crop_flip
 from testbed.continual.backbones import StagedNet
 from testbed.continual.buffer import BufferBatch, ReservoirBuffer
-from testbed.continual.data import SplitBenchmark
-from testbed.continual.metrics import average_accuracy, backward_transfer, forgetting
+from testbed.continual.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
 from testbed.continual.sketch import eval_mode, field_snapshot, make_probes, retention
+from testbed.continual.tasks import Benchmark, TaskStream
 from testbed.datasets import LabeledData
 from testbed.seeding import DATA_SEED, derived_seed, generator
 
 Tensor = torch.Tensor
+#: padding of the random-crop augmentation (pixels on every side), as in the DER paper's CIFAR protocol
+CROP_PADDING = 4
 
 
 @dataclasses.dataclass
@@ -44,7 +57,8 @@ class LearnerConfig:
 
     ``alpha`` weighs DER's logit-matching term, ``beta`` DER++'s label term on a second buffer draw, ``gamma`` the
     field-preservation term (``jvp_weight`` the share of its Jacobian-sketch part); ``minibatch_size`` is the size of
-    each buffer draw.
+    each buffer draw. ``augment`` (image benchmarks): random crop + flip of the stream batch and of every buffer
+    draw (:mod:`~testbed.continual.augment`); ``channels_last`` and ``amp``: see the module docstring.
     """
 
     lr: float = 0.03
@@ -60,6 +74,8 @@ class LearnerConfig:
     n_probes: int = 4
     n_retention: int = 256
     augment: bool = False
+    channels_last: bool = False
+    amp: bool = False
     seed: int = 0
     device: str = "cpu"
     progress: bool = False
@@ -72,6 +88,9 @@ class LearnerConfig:
         check_nonneg_int("seed", self.seed)
         for name in ("alpha", "beta", "gamma", "jvp_weight"):
             check_nonneg(name, getattr(self, name))
+        for name in ("field_refresh", "augment", "channels_last", "amp", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclasses.dataclass
@@ -79,23 +98,28 @@ class TaskResult:
     """Everything one run of a task sequence produced."""
 
     acc_class_il: np.ndarray  # (T, T) in %
-    acc_task_il: np.ndarray  # (T, T) in %
+    acc_task_il: np.ndarray  # (T, T) in % (NaN on domain-incremental benchmarks)
     trajectory_retention: list[float]  # per past task j < T-1
     jacobian_retention: list[float]
     train_seconds: float
     final_loss: float
     val_class_il: np.ndarray | None = None   # (T,) final class-IL accuracy (%) per task on the validation split
+    init_class_il: np.ndarray | None = None  # (T,) class-IL accuracy (%) of the initial network on every task
+    init_task_il: np.ndarray | None = None   # (T,) task-IL accuracy (%) of the initial network
 
     def summary(self) -> dict[str, float]:
-        """Average accuracies, BWT and forgetting (class-IL and task-IL) and the mean retentions."""
+        """Average accuracies, BWT, FWT and forgetting (class-IL and task-IL) and the mean retentions."""
         nan = float("nan")
         return {
             "avg_acc_class_il": average_accuracy(self.acc_class_il),
             "avg_acc_task_il": average_accuracy(self.acc_task_il),
             "bwt": backward_transfer(self.acc_class_il),
             "forgetting": forgetting(self.acc_class_il),
+            "fwt": forward_transfer(self.acc_class_il, self.init_class_il) if self.init_class_il is not None else nan,
             "bwt_task_il": backward_transfer(self.acc_task_il),
             "forgetting_task_il": forgetting(self.acc_task_il),
+            "fwt_task_il": forward_transfer(self.acc_task_il, self.init_task_il)
+            if self.init_task_il is not None else nan,
             "trajectory_retention": float(np.mean(self.trajectory_retention)) if self.trajectory_retention else nan,
             "jacobian_retention": float(np.mean(self.jacobian_retention)) if self.jacobian_retention else nan,
             "val_avg_acc_class_il": float(np.mean(self.val_class_il)) if self.val_class_il is not None else nan,
@@ -104,19 +128,35 @@ class TaskResult:
         }
 
 
+def _cuda_grad_scaler() -> torch.amp.GradScaler:
+    """A CUDA loss scaler for float16 training (``torch.amp.GradScaler``; ``torch.cuda.amp`` before torch 2.3)."""
+    scaler = getattr(torch.amp, "GradScaler", None)
+    return scaler("cuda") if scaler is not None else torch.cuda.amp.GradScaler()
+
+
 class ContinualLearner:
     """Fine-tuning: plain SGD on the current task's cross-entropy. Every other method builds on this class."""
 
     name = "finetune"
     uses_buffer = False
 
-    def __init__(self, net: StagedNet, benchmark: SplitBenchmark, cfg: LearnerConfig) -> None:
+    def __init__(self, net: StagedNet, benchmark: Benchmark, cfg: LearnerConfig) -> None:
         self.cfg = cfg
         self.device = torch.device(cfg.device)
-        self.net = net.to(self.device)
         self.task_classes = benchmark.task_classes
         self.n_classes = benchmark.n_classes
         self.input_shape = benchmark.input_shape
+        self.scenario = benchmark.scenario
+        self.pad_fill = benchmark.meta.get("pad_fill", 0.0)
+        for flag in ("augment", "channels_last"):
+            if getattr(cfg, flag) and len(self.input_shape) != 3:
+                raise ConfigError(f"{flag}=true needs image inputs (C, H, W); benchmark {benchmark.name!r} has "
+                                  f"inputs of shape {self.input_shape}")
+        self.net = net.to(self.device)
+        if cfg.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.amp_dtype = (torch.float16 if self.device.type == "cuda" else torch.bfloat16) if cfg.amp else None
+        self.scaler = _cuda_grad_scaler() if cfg.amp and self.device.type == "cuda" else None
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # minibatch order, buffer draws, augmentation
         self.probes = make_probes(cfg.n_probes, self.input_shape, seed=derived_seed(cfg.seed, DATA_SEED, stride=1),
@@ -129,14 +169,14 @@ class ContinualLearner:
         self._last_logits: Tensor | None = None
 
     # ------------------------------------------------------------------------------------------ hooks
-    def training_data(self, benchmark: SplitBenchmark, task: int) -> LabeledData:
-        """The data task ``task`` trains on (the task's own training split)."""
-        return benchmark.task_data(task, "train")
+    def training_stream(self, benchmark: Benchmark, task: int) -> TaskStream:
+        """The samples task ``task`` trains on (the task's own training split)."""
+        return benchmark.stream([task], "train")
 
     def loss_terms(self, x: Tensor, y: Tensor, task: int) -> dict[str, Tensor]:
         """``{"ce": CE(f(x), y)}`` over all ``C`` classes; stores the logits for the buffer."""
         logits = self.net(self.augment(x))
-        self._last_logits = logits.detach()
+        self._last_logits = logits.detach().float()
         return {"ce": F.cross_entropy(logits, y)}
 
     def after_step(self, x: Tensor, y: Tensor, task: int) -> None:
@@ -147,37 +187,49 @@ class ContinualLearner:
 
     # ------------------------------------------------------------------------------------------ training
     def augment(self, x: Tensor) -> Tensor:
-        """Random crop (zero padding 4) and horizontal flip per image when ``cfg.augment`` (CIFAR); else ``x``."""
-        if not self.cfg.augment or x.ndim != 4:
+        """Random crop (padding 4, filled with the benchmark's black pixel) and horizontal flip per image when
+        ``cfg.augment`` (:func:`~testbed.continual.augment.random_crop_flip`, drawn from ``self.gen``); else ``x``."""
+        if not self.cfg.augment:
             return x
-        b, _, h, w = x.shape
-        flip = (torch.rand(b, generator=self.gen) < 0.5).to(x.device)
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        xp = F.pad(x, (4, 4, 4, 4))
-        dy = torch.randint(0, 9, (b,), generator=self.gen).to(x.device)
-        dx = torch.randint(0, 9, (b,), generator=self.gen).to(x.device)
-        rows = (torch.arange(h, device=x.device).view(1, -1) + dy.view(-1, 1))[:, :, None]
-        cols = (torch.arange(w, device=x.device).view(1, -1) + dx.view(-1, 1))[:, None, :]
-        out = xp.permute(0, 2, 3, 1)[torch.arange(b, device=x.device).view(-1, 1, 1), rows, cols]
-        return out.permute(0, 3, 1, 2).contiguous()
+        return random_crop_flip(x, self.gen, CROP_PADDING, self.pad_fill)
+
+    def to_layout(self, x: Tensor) -> Tensor:
+        """``x`` on the learner's device, in NHWC order when ``cfg.channels_last`` (image batches only)."""
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last and x.ndim == 4 else x
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """Mixed precision for the training forward pass when ``cfg.amp`` (else nothing)."""
+        if self.amp_dtype is None:
+            yield
+            return
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
+            yield
 
     def observe(self, x: Tensor, y: Tensor, task: int) -> float:
         """One SGD step on the sum of :meth:`loss_terms`; returns the loss."""
         self.net.train()
         self.opt.zero_grad(set_to_none=True)
-        loss = sum(self.loss_terms(x, y, task).values())
+        with self.autocast():
+            loss = sum(self.loss_terms(x, y, task).values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.name}: non-finite loss {loss.item()} on task {task}; lower lr")
-        loss.backward()
-        self.opt.step()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
         self.after_step(x, y, task)
         return float(loss.detach())
 
-    def fit_task(self, benchmark: SplitBenchmark, task: int) -> float:
+    def fit_task(self, benchmark: Benchmark, task: int) -> float:
         """Train on task ``task`` for ``epochs`` shuffled passes; returns the mean loss of the last pass."""
-        data = self.training_data(benchmark, task).to(self.device)
+        stream = self.training_stream(benchmark, task)
         bs = self.cfg.batch_size
-        n_batches = math.ceil(data.n / bs)
+        n_batches = math.ceil(stream.n / bs)
         bar = None
         if self.cfg.progress:
             from testbed.progress import progress
@@ -186,10 +238,10 @@ class ContinualLearner:
         losses: list[float] = []
         for _ in range(self.cfg.epochs):
             losses = []
-            perm = torch.randperm(data.n, generator=self.gen).to(self.device)
+            perm = torch.randperm(stream.n, generator=self.gen).to(self.device)
             for k in range(n_batches):
-                idx = perm[k * bs:(k + 1) * bs]
-                losses.append(self.observe(data.x[idx], data.y[idx], task))
+                x, y = stream.batch(perm[k * bs:(k + 1) * bs])
+                losses.append(self.observe(self.to_layout(x), y.to(self.device), task))
                 if bar is not None:
                     bar.update()
         if bar is not None:
@@ -198,9 +250,14 @@ class ContinualLearner:
 
     # ------------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def predict_logits(self, x: Tensor, chunk: int = 1000) -> Tensor:
+    def predict_logits(self, data: TaskStream | Tensor, chunk: int = 1000) -> Tensor:
+        """Logits (eval mode, float32) of a stream's inputs or of an input tensor, ``chunk`` samples at a time."""
+        if isinstance(data, TaskStream):
+            parts = [data.inputs(idx) for idx in data.chunks(chunk)]
+        else:
+            parts = [data[i:i + chunk] for i in range(0, data.shape[0], chunk)]
         with eval_mode(self.net):
-            return torch.cat([self.net(x[i:i + chunk].to(self.device)) for i in range(0, x.shape[0], chunk)])
+            return torch.cat([self.net(self.to_layout(p)) for p in parts])
 
     def task_mask(self, task: int) -> Tensor:
         """Boolean mask over the ``C`` classes that belong to ``task``."""
@@ -208,34 +265,40 @@ class ContinualLearner:
         mask[list(self.task_classes[task])] = True
         return mask
 
-    def accuracies(self, data: LabeledData, task: int) -> tuple[float, float]:
-        """``(class-IL, task-IL)`` accuracy in % of ``data`` (all of task ``task``)."""
-        logits = self.predict_logits(data.x)
-        y = data.y.to(self.device)
-        cil = (logits.argmax(1) == y).double().mean()
+    def accuracies(self, data: LabeledData | TaskStream, task: int) -> tuple[float, float]:
+        """``(class-IL, task-IL)`` accuracy in % of ``data`` (all of task ``task``); task-IL is NaN on
+        domain-incremental benchmarks."""
+        stream = data if isinstance(data, TaskStream) else TaskStream.of(data, task)
+        logits = self.predict_logits(stream)
+        y = stream.y.to(self.device)
+        cil = 100.0 * float((logits.argmax(1) == y).double().mean())
+        if self.scenario != "class_il":
+            return cil, float("nan")
         masked = logits.masked_fill(~self.task_mask(task), float("-inf"))
-        til = (masked.argmax(1) == y).double().mean()
-        return 100.0 * float(cil), 100.0 * float(til)
+        return cil, 100.0 * float((masked.argmax(1) == y).double().mean())
 
     def field_reference(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Field snapshot (eval mode, no graph) of inputs ``x`` with probe ``i mod n_probes`` for sample ``i``."""
         idx = torch.arange(x.shape[0], device=self.device) % self.cfg.n_probes
         with eval_mode(self.net):
-            return field_snapshot(self.net, x.to(self.device), self.probes, idx, create_graph=False)
+            return field_snapshot(self.net, self.to_layout(x), self.probes, idx, create_graph=False)
 
     # ------------------------------------------------------------------------------------------ the sequence
-    def learn(self, benchmark: SplitBenchmark) -> TaskResult:
-        """Train on every task in order; evaluate after each; measure field retention on past tasks."""
-        t_count = benchmark.n_tasks
+    def learn(self, benchmark: Benchmark) -> TaskResult:
+        """Evaluate the initial network; train on every task in order, evaluating on every task after each; measure
+        field retention on past tasks. The benchmark is moved to the learner's device once, for the whole run."""
+        bench = benchmark.to(self.device)
+        t_count = bench.n_tasks
         acc_c = np.zeros((t_count, t_count))
         acc_t = np.zeros((t_count, t_count))
-        tests = [benchmark.task_data(j, "test") for j in range(t_count)]
-        probe_x = [d.x[: self.cfg.n_retention] for d in tests]
+        tests = [bench.stream([j], "test") for j in range(t_count)]
+        probe_x = [s.head(self.cfg.n_retention) for s in tests]
+        init = np.array([self.accuracies(tests[j], j) for j in range(t_count)]).reshape(t_count, 2)
         refs: list[tuple[list[Tensor], list[Tensor]]] = []
         seconds, last_loss = 0.0, float("nan")
         for task in range(t_count):
             t0 = time.perf_counter()
-            last_loss = self.fit_task(benchmark, task)
+            last_loss = self.fit_task(bench, task)
             self.end_task(task)
             seconds += time.perf_counter() - t0
             refs.append(self.field_reference(probe_x[task]))
@@ -247,9 +310,9 @@ class ContinualLearner:
             traj_ret.append(retention(states, refs[j][0]))
             jac_ret.append(retention(sketches, refs[j][1]))
         val = None
-        if benchmark.val is not None:     # the final network on the validation split (for choosing hyperparameters)
-            val = np.array([self.accuracies(benchmark.task_data(j, "val"), j)[0] for j in range(t_count)])
-        return TaskResult(acc_c, acc_t, traj_ret, jac_ret, seconds, last_loss, val)
+        if bench.val is not None:     # the final network on the validation split (for choosing hyperparameters)
+            val = np.array([self.accuracies(bench.stream([j], "val"), j)[0] for j in range(t_count)])
+        return TaskResult(acc_c, acc_t, traj_ret, jac_ret, seconds, last_loss, val, init[:, 0], init[:, 1])
 
 
 class ReplayLearner(ContinualLearner):

@@ -3,9 +3,9 @@ naming the file (and the line, for CSVs); nothing is allocated from an unchecked
 
 * MNIST idx files (gzipped or not): the header is checked against the file size before anything is read;
 * the MNIST CSV files (``label,p0,…,p783``): ragged rows, non-numeric or out-of-range cells are named by line;
-* CIFAR-100 ``cifar-100-python`` pickles: a restricted unpickler resolves only stand-ins for numpy's array
-  reconstruction, checks each array's byte count against its shape before building it, and refuses files over
-  :data:`MAX_DATA_BYTES`.
+* CIFAR pickles (``cifar-10-batches-py``, ``cifar-100-python``): a restricted unpickler resolves only stand-ins for
+  numpy's array reconstruction, checks each array's byte count against its shape before building it, and refuses
+  files over :data:`MAX_DATA_BYTES`; :func:`read_cifar_pickle` then checks the keys, shapes and label range.
 """
 
 from __future__ import annotations
@@ -283,8 +283,8 @@ class _PickledDtype:
     def resolve(self) -> np.dtype:
         spec = self.spec.decode("latin1") if isinstance(self.spec, bytes) else self.spec
         if not isinstance(spec, str) or not _PLAIN_DTYPE.fullmatch(spec) or self.order not in ("|", "=", "<", ">"):
-            raise pickle.UnpicklingError(f"refusing numpy dtype {spec!r}: a cifar-100-python pickle holds only "
-                                         "plain numeric arrays")
+            raise pickle.UnpicklingError(f"refusing numpy dtype {spec!r}: a CIFAR pickle holds only plain "
+                                         "numeric arrays")
         dtype = np.dtype(spec)
         return dtype.newbyteorder(self.order) if self.order in ("<", ">") else dtype
 
@@ -342,10 +342,11 @@ def _materialise(obj: Any) -> Any:
 
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
-    """The only globals a ``cifar-100-python`` pickle needs: numpy's array reconstruction (under the module names
-    numpy 1.x and 2.x write), ``numpy.ndarray`` and ``numpy.dtype`` — each mapped to a checking stand-in, so no
-    numpy constructor ever sees pickle data — plus, for files re-pickled by Python 3 with protocol 2, a
-    latin-1-only stand-in for ``_codecs.encode``. Nothing that can run arbitrary code or allocate unchecked."""
+    """The only globals a CIFAR pickle (``cifar-10-batches-py``, ``cifar-100-python``) needs: numpy's array
+    reconstruction (under the module names numpy 1.x and 2.x write), ``numpy.ndarray`` and ``numpy.dtype`` — each
+    mapped to a checking stand-in, so no numpy constructor ever sees pickle data — plus, for files re-pickled by
+    Python 3 with protocol 2, a latin-1-only stand-in for ``_codecs.encode``. Nothing that can run arbitrary code
+    or allocate unchecked."""
     allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): _PickledArray, ("numpy", "dtype"): _PickledDtype,
                                            ("_codecs", "encode"): _latin1_encode}
     for mod in ("numpy.core", "numpy._core"):
@@ -367,15 +368,20 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return RestrictedUnpickler._ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: a cifar-100-python pickle holds "
-                                         "only dicts, lists, bytes and numpy arrays") from None
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: a CIFAR pickle holds only "
+                                         "dicts, lists, bytes and numpy arrays") from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("refusing persistent ids in a cifar-100-python pickle")
+        raise pickle.UnpicklingError("refusing persistent ids in a CIFAR pickle")
 
 
-def restricted_load(path: str | Path) -> Any:
-    """Unpickle ``path`` with :class:`RestrictedUnpickler` (``encoding="bytes"`` for the Python-2 pickles).
+CIFAR10_PICKLE = "cifar-10-batches-py pickle"
+CIFAR100_PICKLE = "cifar-100-python pickle"
+
+
+def restricted_load(path: str | Path, what: str = CIFAR100_PICKLE) -> Any:
+    """Unpickle ``path`` (a ``what``) with :class:`RestrictedUnpickler` (``encoding="bytes"`` for the Python-2
+    pickles).
 
     Empty files, files over :data:`MAX_DATA_BYTES` and every defect met while unpickling (truncation, absurd
     declared lengths, foreign globals, …) raise a one-line :class:`DataFormatError` naming the file."""
@@ -384,41 +390,54 @@ def restricted_load(path: str | Path) -> Any:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size == 0 or size > MAX_DATA_BYTES:
-                raise DataFormatError(f"{path} is {size} bytes; a cifar-100-python pickle is non-empty and at most "
-                                      f"{MAX_DATA_BYTES} bytes (a CIFAR-100 split is about 150 MB)")
+                raise DataFormatError(f"{path} is {size} bytes; a {what} is non-empty and at most "
+                                      f"{MAX_DATA_BYTES} bytes (a CIFAR split is about 150 MB)")
             return _materialise(RestrictedUnpickler(fh, encoding="bytes").load())
     except DataFormatError:
         raise
     except pickle.UnpicklingError as err:
-        raise DataFormatError(f"{path} is not a valid cifar-100-python pickle: {' '.join(str(err).split())}") \
-            from None
+        raise DataFormatError(f"{path} is not a valid {what}: {' '.join(str(err).split())}") from None
     except MemoryError:
-        raise DataFormatError(f"{path} is not a valid cifar-100-python pickle: it declares an object too large to "
+        raise DataFormatError(f"{path} is not a valid {what}: it declares an object too large to "
                               "allocate") from None
     except OSError as err:
         raise DataFormatError(f"cannot read {path}: {_brief(err)}") from None
     except Exception as err:  # untrusted bytes: any other failure of the unpickler is a format defect
-        raise DataFormatError(f"{path} is not a valid cifar-100-python pickle ({_brief(err)})") from None
+        raise DataFormatError(f"{path} is not a valid {what} ({_brief(err)})") from None
 
 
-def read_cifar100_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(images (N, 3, 32, 32) uint8, fine labels (N,) int64)`` from one cifar-100-python pickle."""
-    obj = restricted_load(path)
+def read_cifar_pickle(path: str | Path, label_key: str, n_classes: int,
+                      what: str = CIFAR100_PICKLE) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (N, 3, 32, 32) uint8, labels (N,) int64)`` from one CIFAR pickle: a dict with ``b"data"``
+    (N×3072 uint8, the 1024 red, then green, then blue values of each image, row-major) and ``label_key``
+    (N integers in ``0 … n_classes − 1``), read by :func:`restricted_load`."""
+    obj = restricted_load(path, what)
     if not isinstance(obj, dict):
         raise DataFormatError(f"{path}: expected a dict, got {type(obj).__name__}")
     d = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
-    if "data" not in d or "fine_labels" not in d:
-        raise DataFormatError(f"{path}: expected keys 'data' and 'fine_labels', found {sorted(map(str, d))}")
+    if "data" not in d or label_key not in d:
+        raise DataFormatError(f"{path}: expected keys 'data' and {label_key!r}, found {sorted(map(str, d))}")
     data = d["data"]
     try:
-        labels = np.asarray(d["fine_labels"])
+        labels = np.asarray(d[label_key])
     except (ValueError, TypeError, OverflowError) as err:
-        raise DataFormatError(f"{path}: 'fine_labels' is not a list of integers ({_brief(err)})") from None
+        raise DataFormatError(f"{path}: {label_key!r} is not a list of integers ({_brief(err)})") from None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
         raise DataFormatError(f"{path}: 'data' must be an N×3072 uint8 array, got {type(data).__name__} {shape}")
     if labels.ndim != 1 or labels.shape[0] != data.shape[0] or labels.dtype.kind not in "iu":
-        raise DataFormatError(f"{path}: 'fine_labels' must hold {data.shape[0]} integers")
-    if labels.size and (labels.min() < 0 or labels.max() > 99):
-        raise DataFormatError(f"{path}: fine labels outside 0..99")
+        raise DataFormatError(f"{path}: {label_key!r} must hold {data.shape[0]} integers")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataFormatError(f"{path}: {label_key.replace('_', ' ')} outside 0..{n_classes - 1}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def read_cifar100_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (N, 3, 32, 32) uint8, fine labels (N,) int64)`` from one cifar-100-python pickle."""
+    return read_cifar_pickle(path, "fine_labels", 100, CIFAR100_PICKLE)
+
+
+def read_cifar10_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (N, 3, 32, 32) uint8, labels (N,) int64)`` from one cifar-10-batches-py pickle (``data_batch_k``
+    or ``test_batch``: keys ``b"data"``, ``b"labels"``)."""
+    return read_cifar_pickle(path, "labels", 10, CIFAR10_PICKLE)

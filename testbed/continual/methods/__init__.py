@@ -5,13 +5,13 @@ from __future__ import annotations
 from testbed.config import lookup
 from testbed.continual.backbones import StagedNet
 from testbed.continual.base import ContinualLearner, LearnerConfig
-from testbed.continual.data import SplitBenchmark
 from testbed.continual.methods.der import DER
 from testbed.continual.methods.derpp import DERPP
 from testbed.continual.methods.er import ER
 from testbed.continual.methods.field_preservation import DERPPFP, ERFP, FieldPreservation
 from testbed.continual.methods.finetune import FineTune
 from testbed.continual.methods.joint import Joint
+from testbed.continual.tasks import Benchmark
 
 METHODS: dict[str, type[ContinualLearner]] = {cls.name: cls for cls in (FineTune, Joint, ER, DER, DERPP, ERFP,
                                                                          DERPPFP)}
@@ -22,7 +22,7 @@ def method_class(name: str) -> type[ContinualLearner]:
     return lookup(METHODS, name, "continual method")
 
 
-def build_learner(name: str, net: StagedNet, benchmark: SplitBenchmark, cfg: LearnerConfig) -> ContinualLearner:
+def build_learner(name: str, net: StagedNet, benchmark: Benchmark, cfg: LearnerConfig) -> ContinualLearner:
     return method_class(name)(net, benchmark, cfg)
 
 

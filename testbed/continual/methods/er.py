@@ -24,5 +24,5 @@ class ER(ReplayLearner):
         if batch is None:
             return super().loss_terms(x, y, task)
         logits = self.net(self.augment(torch.cat([x, batch.x])))
-        self._last_logits = logits[: x.shape[0]].detach()
+        self._last_logits = logits[: x.shape[0]].detach().float()
         return {"ce": F.cross_entropy(logits, torch.cat([y, batch.y]))}

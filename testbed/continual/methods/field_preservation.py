@@ -6,7 +6,8 @@ independent buffer draw ``B`` the drift of both is penalised:
     L_FP = γ · (1/S) Σ_s [ D(h_s(x_B), h̃_{s,B}) + λ_J · D(J_s(x_B) v_{k(B)}, s̃_{s,B}) ],
     D(a, b) = ‖a − b‖² / sg(‖a‖² + ‖b‖²)        (norms over the buffer draw B, sg = stop-gradient, D ≤ 2)
 
-(``λ_J`` = ``jvp_weight``; snapshots and penalty use eval mode, so BatchNorm does not couple samples).
+(``λ_J`` = ``jvp_weight``; snapshots and penalty use eval mode, so BatchNorm does not couple samples, and float32,
+also when the host loss runs under mixed precision).
 With ``field_refresh`` (default) the snapshots of the samples of task ``t`` are retaken once task ``t`` is learned,
 so the anchor is the field *of the learned task* rather than of a half-trained network at insertion time; samples
 of later tasks keep their insertion-time snapshots until their own task ends.
@@ -55,7 +56,7 @@ class FieldPreservation(ReplayLearner):
         batch = self.draw()
         if batch is None:
             return None
-        with eval_mode(self.net):
+        with eval_mode(self.net), torch.autocast(self.device.type, enabled=False):  # float32 even under amp
             states, sketches = field_snapshot(self.net, batch.x, self.probes, batch.probe)
         stored_h = [batch.tensors[f"state{s}"] for s in range(self.n_stages())]
         stored_j = [batch.tensors[f"jvp{s}"] for s in range(self.n_stages())]
