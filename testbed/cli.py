@@ -59,9 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--system", nargs="+", help="system name(s) to run on (overrides the config)")
     r.add_argument("--seed", nargs="+", type=int, help="seed(s) (overrides the config)")
     r.add_argument("--study", nargs="+", help="sub-study/studies to run (experiments that have them, e.g. "
-                                              "depth-scaling: convergence lr_transfer features weight_reuse)")
+                                              "depth-scaling: convergence lr_transfer features weight_reuse "
+                                              "trained_limit)")
     r.add_argument("--benchmark", nargs="+", help="benchmark(s)/task(s) to run, for experiments that have them "
-                                                  "(e.g. continual: split_digits split_mnist split_cifar100)")
+                                                  "(e.g. continual: split_digits split_mnist perm_mnist rot_mnist "
+                                                  "seq_cifar10 split_cifar100)")
     r.add_argument("--data-dir", type=Path, default=None, help="local data folder (experiments on real data)")
     r.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda")
     r.add_argument("--out", type=Path, default=None, help="output folder (default: runs/EXPERIMENT)")
