@@ -225,3 +225,15 @@ def test_redrawing_one_experiment_keeps_the_other_sections_of_the_index(tmp_path
     assert "old a text" in text and "c text\nwith two lines" in text and "new b caption" in text
     alone = write_index(out, [rec]).read_text()           # a full redraw: only what was drawn
     assert "## a-exp" not in alone and "## b-exp" in alone
+
+
+def test_sweep_metrics_keep_columns_a_failed_row_leaves_empty() -> None:
+    """A failed cell's row has empty metrics (the law benchmark records a failed teacher as a row): the column is
+    still a metric when every filled value is a number; a column with no number at all is not."""
+    from testbed.sweep.figures import _sweep_metrics
+
+    rows = [{"system": "a", "seed": 0, "law_error_id": 0.1, "note": ""},
+            {"system": "b", "seed": 0, "law_error_id": "", "note": ""},
+            {"system": "c", "seed": 0, "law_error_id": 0.3, "note": ""}]
+    assert _sweep_metrics(rows, ["system"], None) == ["law_error_id"]
+    assert _sweep_metrics([{"system": "b", "seed": 0, "law_error_id": ""}], ["system"], None) == []

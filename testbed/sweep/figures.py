@@ -52,16 +52,21 @@ def _label(keys: Sequence[str], values: Sequence[str]) -> str:
 
 
 def _sweep_metrics(rows: list[dict[str, Any]], keys: Sequence[str], metrics: Sequence[str] | None) -> list[str]:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    # numeric: every filled value is a number (a failed row leaves its metrics empty) and at least one is
     numeric = [c for c in dict.fromkeys(k for r in rows for k in r)
                if c not in keys and c not in ("cell_id", "seed")
-               and all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in rows)]
+               and all(number(r.get(c)) or r.get(c) in ("", None) for r in rows)
+               and any(number(r.get(c)) for r in rows)]
     if metrics:
         missing = [m for m in metrics if m not in numeric]
         if missing:
             raise ConfigError(f"--metric: no numeric column {missing[0]!r} in the sweep; have: {', '.join(numeric)}")
         return list(metrics)
     preferred = [m for m in PREFERRED_METRICS if m in numeric]
-    rest = [m for m in numeric if m not in preferred and "seconds" not in m and len({r[m] for r in rows}) > 1]
+    rest = [m for m in numeric if m not in preferred and "seconds" not in m and len({r.get(m) for r in rows}) > 1]
     return (preferred + rest)[:6]
 
 
@@ -98,6 +103,9 @@ def from_sweep(sweep_dir: str | Path, out: str | Path | None = None, metrics: Se
     paths: list[Path] = []
     varying = [s for s in swept if len({str(r.get(s)) for r in rows}) > 1]
     xs_options = varying or [None]
+    if not mets:
+        log(f"{sweep_dir}: no numeric metric to draw; generic sweep figure skipped")
+        xs_options = []
     for opt in xs_options:
         n_cols = min(3, len(mets))
         n_rows = math.ceil(len(mets) / n_cols)
@@ -116,7 +124,8 @@ def from_sweep(sweep_dir: str | Path, out: str | Path | None = None, metrics: Se
                 sel = [r for r in rows if tuple(str(r.get(k, "")) for k in line_keys) == lk]
                 means, stds, xs = [], [], []
                 for xi, xv in enumerate(xvals):
-                    vals = [float(r[m]) for r in sel if opt is None or r.get(opt) == xv]
+                    vals = [float(r[m]) for r in sel if (opt is None or r.get(opt) == xv)
+                            and isinstance(r.get(m), (int, float)) and not isinstance(r.get(m), bool)]
                     if not vals:
                         continue
                     allvals += vals
