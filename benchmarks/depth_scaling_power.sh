@@ -17,10 +17,10 @@ reuse() { run reuse --study weight_reuse --seed 0 1 2 3 4 \
         'weight_reuse.coupling_depths=[4,16,64]' 'weight_reuse.dynamics_widths=[64,256,512]' \
         'weight_reuse.dynamics_variants=["tracking","reinit"]' weight_reuse.steps=100; }
 
-# (2) which layers stop learning: SP / Depth-μP × block depth 1 / 2 (+ first-layer correction), Adam and SGD,
-#     L = 4 … 256, 3 seeds.
+# (2) which layers stop learning: Depth-μP × block depth 1 / 2 (+ first-layer correction), Adam and SGD,
+#     L = 4 … 256, 3 seeds (SP left out for time: the earlier one-seed full run has its exponents).
 features() { run features --study features --seed 0 1 2 --set 'optimizers=["adam","sgd"]' sgd_lr=0.1 \
-  'features.depths=[4,16,64,256]'; }
+  'parameterizations=["depth_mup"]' 'features.depths=[4,16,64,256]'; }
 
 # (3) block depth 2 and the correction: Depth-μP b=1 / b=2 / b=2 + L^0.5 correction, Adam and SGD, L = 4 … 256,
 #     3 seeds, √2 learning-rate grids (11 points each), 300 steps, teacher-flow regression.
