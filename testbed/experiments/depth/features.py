@@ -58,6 +58,7 @@ from torch import nn
 import systems
 from testbed.config import check_positive_ints
 from testbed.experiments.common import make_splits
+from testbed.experiments.depth.variant_names import base_variant, optimizer_of, variant_name
 from testbed.objectives import relative_mse
 from testbed.parameterization import param_groups
 from testbed.plotting import PALETTE, log_axes, loglog_line, plain_log_label, power_guide, save_figure, use_style
@@ -143,10 +144,9 @@ def variants(cfg) -> list[tuple[str, str, int, float | None, str]]:
     per optimizer in ``cfg.optimizers``; an SGD variant's name ends in ``+sgd`` (``depth_mup+corr+sgd``)."""
     out = []
     for opt in cfg.optimizers:
-        tag = "" if opt == "adam" else f"+{opt}"
-        out += [(p + tag, p, b, None, opt) for p in cfg.parameterizations for b in cfg.block_depths]
+        out += [(variant_name(p, opt), p, b, None, opt) for p in cfg.parameterizations for b in cfg.block_depths]
         if "depth_mup" in cfg.parameterizations and 2 in cfg.block_depths:
-            out.append(("depth_mup+corr" + tag, "depth_mup", 2, float(cfg.correction_exponent), opt))
+            out.append((variant_name("depth_mup+corr", opt), "depth_mup", 2, float(cfg.correction_exponent), opt))
     return out
 
 
@@ -289,14 +289,6 @@ _CLAIMS = {
 }
 
 
-def base_variant(variant: str) -> str:
-    """The variant without its optimizer suffix (``depth_mup+corr+sgd`` → ``depth_mup+corr``)."""
-    for opt in ("+sgd", "+adam"):
-        if variant.endswith(opt):
-            return variant[: -len(opt)]
-    return variant
-
-
 def claim_of(quantity: str, variant: str, bd: int) -> tuple[str, str] | None:
     """``(rule, text)`` of the declared claim on this exponent, or None."""
     return _CLAIMS.get((quantity, base_variant(variant), bd))
@@ -368,11 +360,6 @@ def plot(out: Path) -> list[Path]:
 
 _ROWS = [(1, "feature_change", "‖Δh_l‖ / ‖h_l‖"), (2, "feature_change", "‖Δh_l‖ / ‖h_l‖"),
          (2, "preact_own_change", "‖ΔW₁ h_(l−1)‖ / ‖W₁ h_(l−1)‖")]
-
-
-def optimizer_of(variant: str) -> str:
-    """``sgd`` for a variant named ``…+sgd``, else ``adam``."""
-    return "sgd" if variant.endswith("+sgd") else "adam"
 
 
 def _plot_rows(rows: list[dict[str, Any]], out: Path) -> list[Path]:

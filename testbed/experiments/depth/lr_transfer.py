@@ -75,6 +75,7 @@ import numpy as np
 
 from testbed.config import ConfigError, check_choice, check_positive, check_positive_ints
 from testbed.experiments.depth.lr_transfer_lanes import LOSS_NAMES, Lanes, task_data, train_lanes, train_reference
+from testbed.experiments.depth.variant_names import base_variant, optimizer_of, variant_name
 from testbed.results import is_true, read_csv, write_csv
 
 RESULT_COLUMNS = ["task", "variant", "parameterization", "block_depth", "correction", "optimizer", "n_layers", "lr",
@@ -205,22 +206,12 @@ def variants(cfg) -> list[dict[str, Any]]:
     correction when both are selected. An SGD variant's name ends in ``+sgd`` (``depth_mup+corr+sgd``)."""
     out = []
     for opt in cfg.optimizers:
-        tag = "" if opt == "adam" else f"+{opt}"
-        out += [{"variant": p + tag, "parameterization": p, "block_depth": b, "correction": 0.0, "optimizer": opt}
-                for p in cfg.parameterizations for b in cfg.block_depths]
+        out += [{"variant": variant_name(p, opt), "parameterization": p, "block_depth": b, "correction": 0.0,
+                 "optimizer": opt} for p in cfg.parameterizations for b in cfg.block_depths]
         if "depth_mup" in cfg.parameterizations and 2 in cfg.block_depths:
-            out.append({"variant": "depth_mup+corr" + tag, "parameterization": "depth_mup", "block_depth": 2,
-                        "correction": float(cfg.correction_exponent), "optimizer": opt})
+            out.append({"variant": variant_name("depth_mup+corr", opt), "parameterization": "depth_mup",
+                        "block_depth": 2, "correction": float(cfg.correction_exponent), "optimizer": opt})
     return out
-
-
-def base_variant(variant: str) -> str:
-    """The variant without its optimizer suffix (``depth_mup+corr+sgd`` → ``depth_mup+corr``)."""
-    return variant[: -len("+sgd")] if variant.endswith("+sgd") else variant
-
-
-def optimizer_of(variant: str) -> str:
-    return "sgd" if variant.endswith("+sgd") else "adam"
 
 
 def variant_label(variant: str, block_depth: int, correction: float = 0.0) -> str:
@@ -495,18 +486,16 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
               "block depth 2 drifts more than block depth 1 under Depth-μP"),
              ("depth_mup", 2, "depth_mup+corr", 2, "Depth-μP b=2 uncorrected − corrected",
               "the first-layer correction reduces the drift of block depth 2")]
+    by_family = {family_key(t): t for t in tr}
     for task in dict.fromkeys(t["task"] for t in tr):
         for opt in ("adam", "sgd"):
-            tag = "" if opt == "adam" else "+sgd"
             for vx, bx, vy, by_, what, claim in pairs:
-                bx_, by2 = boot.get((task, vx + tag, bx)), boot.get((task, vy + tag, by_))
+                kx, ky = (task, variant_name(vx, opt), bx), (task, variant_name(vy, opt), by_)
+                bx_, by2 = boot.get(kx), boot.get(ky)
                 if bx_ is None or by2 is None:
                     continue
                 d = np.abs(bx_["alpha"]) - np.abs(by2["alpha"])
-                point = next(abs(t["drift_exponent"]) for t in tr if (t["task"], t["variant"], int(t["block_depth"]))
-                             == (task, vx + tag, bx)) - next(
-                    abs(t["drift_exponent"]) for t in tr if (t["task"], t["variant"], int(t["block_depth"]))
-                    == (task, vy + tag, by_))
+                point = abs(by_family[kx]["drift_exponent"]) - abs(by_family[ky]["drift_exponent"])
                 lo, hi = percentile_interval(d) if bx_["n_seeds"] >= 2 else (float("nan"), float("nan"))
                 sv = sign_verdict(lo, hi)
                 out.append({"key": f"{task}{', SGD' if opt == 'sgd' else ''}: {what}: |drift exponent α|",
