@@ -163,7 +163,7 @@ def test_learner_retention_matches_an_independent_recomputation(monkeypatch):
     central finite differences along the learner's probes."""
     bench = load_benchmark("split_digits")
     torch.manual_seed(0)
-    lcfg = LearnerConfig(lr=0.1, batch_size=10, epochs=1, n_retention=32, n_probes=4)
+    lcfg = LearnerConfig(lr=0.1, batch_size=10, epochs=1, n_retention=32, n_probes=4, n_exact=8)
     learner = build_learner("finetune", build_backbone("mlp", bench.input_shape, bench.n_classes), bench, lcfg)
     saved = []
     end_task = learner.end_task
@@ -186,9 +186,56 @@ def test_learner_retention_matches_an_independent_recomputation(monkeypatch):
             jv = [[(p - m) / (2 * eps) for p, m in zip(net.stages(x + eps * v), net.stages(x - eps * v), strict=True)]
                   for net in (final, then)]
         jac = 1 - drift(*jv)
+        u = learner.fresh_probes[torch.arange(x.shape[0]) % lcfg.n_fresh_probes].double()
+        with torch.no_grad():
+            ju = [[(p - m) / (2 * eps) for p, m in zip(net.stages(x + eps * u), net.stages(x - eps * u), strict=True)]
+                  for net in (final, then)]
+        fresh = 1 - drift(*ju)
+        xe = x[: lcfg.n_exact]
+        full = [[torch.stack([torch.autograd.functional.jacobian(lambda z, net=net, s=s: net.stages(z[None])[s][0], xi)
+                              for xi in xe]) for s in range(2)] for net in (final, then)]
+        exact = 1 - drift(*full)
         assert result.trajectory_retention[j] == pytest.approx(traj, abs=1e-6), j
         assert result.jacobian_retention[j] == pytest.approx(jac, abs=1e-6), j
-        assert traj < 0.99 and jac < 0.99  # fine-tuning moved the field of every past task
+        assert result.jacobian_retention_fresh[j] == pytest.approx(fresh, abs=1e-6), j
+        assert result.jacobian_retention_exact[j] == pytest.approx(exact, abs=1e-6), j
+        assert traj < 0.99 and jac < 0.99 and fresh < 0.99 and exact < 0.99  # fine-tuning moved every past field
+    assert not torch.allclose(learner.fresh_probes[: lcfg.n_probes], learner.probes)  # directions FP never sees
+
+
+def test_every_retention_of_a_rescaled_first_layer_is_one_minus_the_scale_change():
+    """DerMLP with zero biases: ``W_1 → c W_1`` (c > 0) scales h_1 = relu(W_1 x) and h_2 = relu(W_2 h_1) by c, and
+    so their Jacobians and every JVP: each retention (states, training-probe and fresh-probe sketches, exact
+    Jacobians) is exactly 1 − |c − 1|."""
+    bench = load_benchmark("split_digits")
+    torch.manual_seed(0)
+    learner = build_learner("finetune", build_backbone("mlp", bench.input_shape, bench.n_classes), bench,
+                            LearnerConfig(n_retention=20, n_exact=3))
+    x = bench.task_data(0, "test").x[:20]
+    ref = learner.retention_reference(x)
+    assert set(ref) == {"trajectory", "jacobian", "jacobian_fresh", "jacobian_exact"}
+    assert [j.shape for j in ref["jacobian_exact"]] == [(3, 100, 64), (3, 100, 64)]
+    with torch.no_grad():
+        learner.net.fc1.weight.mul_(1.3)
+    now = learner.retention_reference(x)
+    for key in ref:
+        assert retention(now[key], ref[key]) == pytest.approx(0.7, abs=1e-5), key
+
+
+def test_exact_jacobian_budget_is_enforced(monkeypatch):
+    """An n_exact whose references of all tasks would exceed the float budget is refused, naming the field."""
+    from testbed.continual import base
+
+    bench = load_benchmark("split_digits")
+    learner = build_learner("finetune", build_backbone("mlp", bench.input_shape, bench.n_classes), bench,
+                            LearnerConfig(n_exact=8))
+    x = bench.task_data(0, "test").x[:8]
+    learner.check_exact_budget(x, 5)        # 5 · 8 · 200 · 64 floats: fine
+    monkeypatch.setattr(base, "EXACT_JACOBIAN_MAX_FLOATS", 5 * 8 * 200 * 64 - 1)
+    with pytest.raises(ConfigError, match="n_exact=8"):
+        learner.check_exact_budget(x, 5)
+    with pytest.raises(ConfigError, match="n_exact"):
+        LearnerConfig(n_exact=-1)
 
 
 def test_quick_run_on_split_digits(tmp_path):

@@ -13,10 +13,19 @@ and two ``T × T`` accuracy matrices ``A`` (in %):
 * task-IL:  ``argmax`` over the logits of the true task's classes only (the other logits are masked to ``−∞``);
   NaN on domain-incremental benchmarks, where a task owns every class.
 
-Field retention: after task ``j`` is learned, the field snapshot (:mod:`~testbed.continual.sketch`) of a fixed
-subset of task ``j``'s test inputs is recorded; after the last task it is recomputed and compared:
-trajectory retention ``= 1 − drift`` of the stage states, Jacobian retention ``= 1 − drift`` of the JVP sketches,
-averaged over the past tasks ``j < T − 1``.
+Field retention: after task ``j`` is learned, the field of a fixed subset of task ``j``'s test inputs (the first
+``n_retention``; never trained on) is recorded; after the last task it is recomputed and compared (``1 − relative
+drift``, :mod:`~testbed.continual.sketch`, averaged over the past tasks ``j < T − 1``) in four ways:
+
+* trajectory retention — of the stage states ``h_s(x)``;
+* Jacobian retention (training probes) — of the sketches ``J_s(x) v_k`` along the ``n_probes`` directions the
+  field-preservation penalty also uses (on other inputs: the buffer's);
+* Jacobian retention (fresh probes) — of sketches ``J_s(x) u_k`` along ``n_fresh_probes`` directions drawn from a
+  stream of their own, which no method ever trains on;
+* exact Jacobian retention — of the whole Jacobians ``∂h_s/∂x`` of the first ``n_exact`` of those inputs
+  (Frobenius norm over the stacked matrices; :func:`~testbed.continual.sketch.exact_jacobians`); ``n_exact = 0``
+  (the default) skips it (NaN), as a large backbone must (the references of all tasks are held in memory: at most
+  :data:`EXACT_JACOBIAN_MAX_FLOATS` floats).
 
 Speed options (off by default, numbers unchanged when off): ``channels_last`` stores the network's 4-D weights and
 the image batches in NHWC order; ``amp`` runs each training forward pass under :func:`torch.autocast` — bfloat16 on
@@ -41,7 +50,7 @@ from testbed.continual.augment import random_crop_flip
 from testbed.continual.backbones import StagedNet
 from testbed.continual.buffer import BufferBatch, ReservoirBuffer
 from testbed.continual.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer
-from testbed.continual.sketch import eval_mode, field_snapshot, make_probes, retention
+from testbed.continual.sketch import eval_mode, exact_jacobians, field_snapshot, make_probes, retention
 from testbed.continual.tasks import Benchmark, TaskStream
 from testbed.datasets import LabeledData
 from testbed.seeding import DATA_SEED, derived_seed, generator
@@ -49,6 +58,10 @@ from testbed.seeding import DATA_SEED, derived_seed, generator
 Tensor = torch.Tensor
 #: padding of the random-crop augmentation (pixels on every side), as in the DER paper's CIFAR protocol
 CROP_PADDING = 4
+#: salt of the fresh probes' stream (:func:`~testbed.seeding.derived_seed`), apart from the training probes'
+FRESH_PROBE_SALT = 2
+#: the most floats the exact-Jacobian references of all tasks may take (4 · 10⁷ floats = 160 MB)
+EXACT_JACOBIAN_MAX_FLOATS = 40_000_000
 
 
 @dataclasses.dataclass
@@ -73,6 +86,8 @@ class LearnerConfig:
     field_refresh: bool = True
     n_probes: int = 4
     n_retention: int = 256
+    n_fresh_probes: int = 16
+    n_exact: int = 0
     augment: bool = False
     channels_last: bool = False
     amp: bool = False
@@ -82,9 +97,10 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         check_positive("lr", self.lr)
-        for name in ("batch_size", "minibatch_size", "epochs", "n_probes", "n_retention"):
+        for name in ("batch_size", "minibatch_size", "epochs", "n_probes", "n_retention", "n_fresh_probes"):
             check_positive_int(name, getattr(self, name))
         check_nonneg_int("buffer_size", self.buffer_size)
+        check_nonneg_int("n_exact", self.n_exact)
         check_nonneg_int("seed", self.seed)
         for name in ("alpha", "beta", "gamma", "jvp_weight"):
             check_nonneg(name, getattr(self, name))
@@ -106,10 +122,16 @@ class TaskResult:
     val_class_il: np.ndarray | None = None   # (T,) final class-IL accuracy (%) per task on the validation split
     init_class_il: np.ndarray | None = None  # (T,) class-IL accuracy (%) of the initial network on every task
     init_task_il: np.ndarray | None = None   # (T,) task-IL accuracy (%) of the initial network
+    jacobian_retention_fresh: list[float] = dataclasses.field(default_factory=list)  # per past task, fresh probes
+    jacobian_retention_exact: list[float] = dataclasses.field(default_factory=list)  # per past task, full Jacobian
 
     def summary(self) -> dict[str, float]:
         """Average accuracies, BWT, FWT and forgetting (class-IL and task-IL) and the mean retentions."""
         nan = float("nan")
+
+        def mean(values: list[float]) -> float:
+            return float(np.mean(values)) if values else nan
+
         return {
             "avg_acc_class_il": average_accuracy(self.acc_class_il),
             "avg_acc_task_il": average_accuracy(self.acc_task_il),
@@ -120,8 +142,10 @@ class TaskResult:
             "forgetting_task_il": forgetting(self.acc_task_il),
             "fwt_task_il": forward_transfer(self.acc_task_il, self.init_task_il)
             if self.init_task_il is not None else nan,
-            "trajectory_retention": float(np.mean(self.trajectory_retention)) if self.trajectory_retention else nan,
-            "jacobian_retention": float(np.mean(self.jacobian_retention)) if self.jacobian_retention else nan,
+            "trajectory_retention": mean(self.trajectory_retention),
+            "jacobian_retention": mean(self.jacobian_retention),
+            "jacobian_retention_fresh": mean(self.jacobian_retention_fresh),
+            "jacobian_retention_exact": mean(self.jacobian_retention_exact),
             "val_avg_acc_class_il": float(np.mean(self.val_class_il)) if self.val_class_il is not None else nan,
             "train_seconds": self.train_seconds,
             "final_loss": self.final_loss,
@@ -161,6 +185,8 @@ class ContinualLearner:
         self.gen = torch.Generator().manual_seed(cfg.seed)  # minibatch order, buffer draws, augmentation
         self.probes = make_probes(cfg.n_probes, self.input_shape, seed=derived_seed(cfg.seed, DATA_SEED, stride=1),
                                   device=self.device)
+        self.fresh_probes = make_probes(cfg.n_fresh_probes, self.input_shape,
+                                        seed=derived_seed(cfg.seed, FRESH_PROBE_SALT), device=self.device)
         self.buffer: ReservoirBuffer | None = None
         if self.uses_buffer:
             if cfg.buffer_size <= 0:
@@ -277,11 +303,35 @@ class ContinualLearner:
         masked = logits.masked_fill(~self.task_mask(task), float("-inf"))
         return cil, 100.0 * float((masked.argmax(1) == y).double().mean())
 
-    def field_reference(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """Field snapshot (eval mode, no graph) of inputs ``x`` with probe ``i mod n_probes`` for sample ``i``."""
-        idx = torch.arange(x.shape[0], device=self.device) % self.cfg.n_probes
+    def field_reference(self, x: Tensor, probes: Tensor | None = None) -> tuple[list[Tensor], list[Tensor]]:
+        """Field snapshot (eval mode, no graph) of inputs ``x`` with probe ``i mod n`` of ``probes`` (default: the
+        training probes) for sample ``i``."""
+        probes = self.probes if probes is None else probes
+        idx = torch.arange(x.shape[0], device=self.device) % probes.shape[0]
         with eval_mode(self.net):
-            return field_snapshot(self.net, self.to_layout(x), self.probes, idx, create_graph=False)
+            return field_snapshot(self.net, self.to_layout(x), probes, idx, create_graph=False)
+
+    def retention_reference(self, x: Tensor) -> dict[str, list[Tensor]]:
+        """Everything retention compares for inputs ``x``: stage states, sketches along the training probes and
+        along the fresh probes, and the exact Jacobians of the first ``n_exact`` inputs."""
+        states, sketches = self.field_reference(x)
+        fresh = self.field_reference(x, self.fresh_probes)[1]
+        ref = {"trajectory": states, "jacobian": sketches, "jacobian_fresh": fresh}
+        if self.cfg.n_exact:
+            ref["jacobian_exact"] = exact_jacobians(self.net, self.to_layout(x[: self.cfg.n_exact]))
+        return ref
+
+    def check_exact_budget(self, x: Tensor, n_tasks: int) -> None:
+        """Refuse an ``n_exact`` whose exact-Jacobian references would exceed :data:`EXACT_JACOBIAN_MAX_FLOATS`."""
+        if not self.cfg.n_exact:
+            return
+        with torch.no_grad(), eval_mode(self.net):
+            widths = sum(h[0].numel() for h in self.net.stages(self.to_layout(x[:1])))
+        floats = n_tasks * min(self.cfg.n_exact, x.shape[0]) * widths * x[0].numel()
+        if floats > EXACT_JACOBIAN_MAX_FLOATS:
+            raise ConfigError(f"n_exact={self.cfg.n_exact}: the exact Jacobians of {n_tasks} tasks would take "
+                              f"{floats:.2e} floats (> {EXACT_JACOBIAN_MAX_FLOATS:.0e}) on this backbone; "
+                              "set n_exact=0 (or fewer samples)")
 
     # ------------------------------------------------------------------------------------------ the sequence
     def learn(self, benchmark: Benchmark) -> TaskResult:
@@ -293,26 +343,28 @@ class ContinualLearner:
         acc_t = np.zeros((t_count, t_count))
         tests = [bench.stream([j], "test") for j in range(t_count)]
         probe_x = [s.head(self.cfg.n_retention) for s in tests]
+        self.check_exact_budget(probe_x[0], t_count)
         init = np.array([self.accuracies(tests[j], j) for j in range(t_count)]).reshape(t_count, 2)
-        refs: list[tuple[list[Tensor], list[Tensor]]] = []
+        refs: list[dict[str, list[Tensor]]] = []
         seconds, last_loss = 0.0, float("nan")
         for task in range(t_count):
             t0 = time.perf_counter()
             last_loss = self.fit_task(bench, task)
             self.end_task(task)
             seconds += time.perf_counter() - t0
-            refs.append(self.field_reference(probe_x[task]))
+            refs.append(self.retention_reference(probe_x[task]))
             for j in range(t_count):
                 acc_c[task, j], acc_t[task, j] = self.accuracies(tests[j], j)
-        traj_ret, jac_ret = [], []
+        kept: dict[str, list[float]] = {key: [] for key in refs[0]}
         for j in range(t_count - 1):
-            states, sketches = self.field_reference(probe_x[j])
-            traj_ret.append(retention(states, refs[j][0]))
-            jac_ret.append(retention(sketches, refs[j][1]))
+            now = self.retention_reference(probe_x[j])
+            for key in kept:
+                kept[key].append(retention(now[key], refs[j][key]))
         val = None
         if bench.val is not None:     # the final network on the validation split (for choosing hyperparameters)
             val = np.array([self.accuracies(bench.stream([j], "val"), j)[0] for j in range(t_count)])
-        return TaskResult(acc_c, acc_t, traj_ret, jac_ret, seconds, last_loss, val, init[:, 0], init[:, 1])
+        return TaskResult(acc_c, acc_t, kept["trajectory"], kept["jacobian"], seconds, last_loss, val, init[:, 0],
+                          init[:, 1], kept["jacobian_fresh"], kept.get("jacobian_exact", []))
 
 
 class ReplayLearner(ContinualLearner):

@@ -10,6 +10,10 @@ snapshot holds, for every stage ``s``,
 *Relative drift* of a later snapshot ``a`` from a reference ``b`` is the mean over stages of
 ``‖a_s − b_s‖_F / ‖b_s‖_F``; *retention* is ``1 − drift`` (1 for an unchanged field, smaller the more it moved;
 it can go negative when the drift exceeds the reference's own norm).
+
+A sketch sees the Jacobian only along its probes. :func:`exact_jacobians` gives the whole Jacobian
+``J_s(x_i) = ∂h_s/∂x (x_i)`` (``d_s × d_in`` per sample) for a few inputs, so a retention of the full matrix —
+``‖J_s^new − J_s^ref‖_F / ‖J_s^ref‖_F`` over the stacked samples — can be set beside the sketched one.
 """
 
 from __future__ import annotations
@@ -70,6 +74,20 @@ def field_snapshot(net: nn.Module, x: Tensor, probes: Tensor, probe_index: Tenso
     if not create_graph:
         return [h.detach() for h in states], [j.detach() for j in sketches]
     return list(states), list(sketches)
+
+
+def exact_jacobians(net: nn.Module, x: Tensor) -> list[Tensor]:
+    """``[J_s]_s`` with ``J_s[i] = ∂h_s/∂x (x_i)`` flattened to ``(n, d_s, d_in)`` (reverse mode, one sample at a
+    time, eval mode, detached). Memory ``n · Σ_s d_s · d_in`` floats: meant for a handful of inputs of a small net."""
+    def stages_of_one(xi: Tensor) -> tuple[Tensor, ...]:
+        return tuple(h[0] for h in net.stages(xi[None]))
+
+    per_sample = []
+    with eval_mode(net), torch.enable_grad():
+        for xi in x:
+            jac = torch.func.jacrev(stages_of_one)(xi.detach())
+            per_sample.append([j.detach().reshape(-1, xi.numel()) for j in jac])
+    return [torch.stack([js[s] for js in per_sample]) for s in range(len(per_sample[0]))] if per_sample else []
 
 
 def squared_relative_drift(new: Sequence[Tensor], ref: Sequence[Tensor], eps: float = 1e-8) -> Tensor:

@@ -78,13 +78,15 @@ SELECTION = SelectionRule("gamma", "val_avg_acc_class_il", "max")
 ALL_METHODS = ("finetune", "joint", "er", "der", "derpp", "er_fp", "derpp_fp")
 RESULT_COLUMNS = [
     "benchmark", "method", "buffer_size", "seed", "avg_acc_class_il", "avg_acc_task_il", "bwt", "forgetting", "fwt",
-    "trajectory_retention", "jacobian_retention", "bwt_task_il", "forgetting_task_il", "fwt_task_il",
+    "trajectory_retention", "jacobian_retention", "jacobian_retention_fresh", "jacobian_retention_exact",
+    "bwt_task_il", "forgetting_task_il", "fwt_task_il",
     "val_avg_acc_class_il", "lr", "alpha", "beta",
     "gamma", "jvp_weight", "minibatch_size", "batch_size", "epochs", "backbone", "augment", "train_seconds",
     "final_loss",
 ]
 SUMMARY_COLUMNS = ["benchmark", "method", "buffer_size", "seed", "avg_acc_class_il", "avg_acc_task_il", "bwt",
-                   "forgetting", "trajectory_retention", "jacobian_retention"]
+                   "forgetting", "trajectory_retention", "jacobian_retention", "jacobian_retention_fresh",
+                   "jacobian_retention_exact"]
 CAPTIONS = {
     "continual": (
         "Top row: class-IL accuracy matrices (mean over seeds; one per method, at the largest buffer): row i = after "
@@ -92,7 +94,9 @@ CAPTIONS = {
         "per method and buffer (plain: class-IL, hatched: task-IL; ×: the DER paper's value; on domain-incremental "
         "benchmarks the plain bar is the domain-IL accuracy and there is no task-IL bar). Bottom "
         "middle: class-IL backward transfer (0 = no forgetting). Bottom right: field retention on past tasks' test "
-        "inputs, 1 − relative drift of the stage states (plain) and of the JVP sketches (hatched). FP = field "
+        "inputs, 1 − relative drift of the stage states, of the JVP sketches along the training probes (those the FP "
+        "penalty uses), along fresh probes no method trains on, and of the exact Jacobians of 8 inputs per task "
+        "(Frobenius). FP = field "
         "preservation, at the weight γ chosen on the validation split (selection.csv). Error bars: 95% t-interval "
         "of the mean over seeds."),
 }
@@ -100,17 +104,25 @@ OUTPUT_FILES = ("results.csv", "accuracy_matrices.csv", "results.json", "continu
                 "results.partial.csv", *DERIVED_FILES)
 
 # Per-benchmark protocol: minibatch size of the stream, passes per task, backbone, augmentation (the default of the
-# `augment` switch), and whether the inputs are images (C, H, W) — what `augment` and `channels_last` need.
+# `augment` switch), whether the inputs are images (C, H, W) — what `augment` and `channels_last` need — and how
+# many test inputs per task get the exact-Jacobian retention (the default of `n_exact`; 0 on the ResNets, whose
+# full Jacobians of every task would not fit in memory).
 # seq_cifar10 / perm_mnist / rot_mnist: the DER paper's settings (mammoth datasets/seq_cifar10.py, perm_mnist.py,
 # rot_mnist.py: batch 32 × 50 epochs with RandomCrop(32, padding=4) + RandomHorizontalFlip and backbone
 # ResNet18.resnet18 (nf = 64); batch 128 × 1 epoch with the MNIST MLP).
 PROTOCOL: dict[str, dict[str, Any]] = {
-    "split_mnist": {"batch_size": 10, "epochs": 1, "backbone": "mlp", "augment": False, "images": False},
-    "perm_mnist": {"batch_size": 128, "epochs": 1, "backbone": "mlp", "augment": False, "images": False},
-    "rot_mnist": {"batch_size": 128, "epochs": 1, "backbone": "mlp", "augment": False, "images": False},
-    "seq_cifar10": {"batch_size": 32, "epochs": 50, "backbone": "resnet18_full", "augment": True, "images": True},
-    "split_cifar100": {"batch_size": 32, "epochs": 50, "backbone": "resnet18", "augment": True, "images": True},
-    "split_digits": {"batch_size": 10, "epochs": 4, "backbone": "mlp", "augment": False, "images": False},
+    "split_mnist": {"batch_size": 10, "epochs": 1, "backbone": "mlp", "augment": False, "images": False,
+                    "n_exact": 8},
+    "perm_mnist": {"batch_size": 128, "epochs": 1, "backbone": "mlp", "augment": False, "images": False,
+                    "n_exact": 8},
+    "rot_mnist": {"batch_size": 128, "epochs": 1, "backbone": "mlp", "augment": False, "images": False,
+                    "n_exact": 8},
+    "seq_cifar10": {"batch_size": 32, "epochs": 50, "backbone": "resnet18_full", "augment": True, "images": True,
+                    "n_exact": 0},
+    "split_cifar100": {"batch_size": 32, "epochs": 50, "backbone": "resnet18", "augment": True, "images": True,
+                    "n_exact": 0},
+    "split_digits": {"batch_size": 10, "epochs": 4, "backbone": "mlp", "augment": False, "images": False,
+                    "n_exact": 8},
 }
 
 # (benchmark, method, buffer) -> hyperparameters; buffer -1 = any. Seq-MNIST, Seq-CIFAR-10, P-MNIST, R-MNIST: the DER
@@ -233,6 +245,8 @@ class ContinualConfig(ExperimentConfig):
     field_refresh: bool = True
     n_probes: int = 4
     n_retention: int = 256
+    n_fresh_probes: int = 16                       # probe directions for retention that no method trains on
+    n_exact: int | None = None                     # inputs per task with exact-Jacobian retention; None = protocol
     max_train_per_class: int = 0
     limit: int = 0                                 # keep the first `limit` samples of each split (0 = all)
     augment: bool | None = None                    # random crop + flip; None = the benchmark's protocol
@@ -280,6 +294,9 @@ class ContinualConfig(ExperimentConfig):
         check_nonneg("jvp_weight", self.jvp_weight)
         check_positive_int("n_probes", self.n_probes)
         check_positive_int("n_retention", self.n_retention)
+        check_positive_int("n_fresh_probes", self.n_fresh_probes)
+        if self.n_exact is not None:
+            check_nonneg_int("n_exact", self.n_exact)
         check_nonneg_int("max_train_per_class", self.max_train_per_class)
         check_nonneg_int("limit", self.limit)
         for name in ("augment", "channels_last", "amp", "field_refresh"):
@@ -313,7 +330,8 @@ def hyperparameters(cfg: ContinualConfig, benchmark: str, method: str, buffer_si
     proto = PROTOCOL[benchmark]
     return {**hp, "batch_size": cfg.batch_size or proto["batch_size"], "epochs": cfg.epochs or proto["epochs"],
             "backbone": cfg.backbone or proto["backbone"],
-            "augment": proto["augment"] if cfg.augment is None else cfg.augment}
+            "augment": proto["augment"] if cfg.augment is None else cfg.augment,
+            "n_exact": proto["n_exact"] if cfg.n_exact is None else cfg.n_exact}
 
 
 def run_one(bench: Benchmark, method: str, buffer_size: int, seed: int, cfg: ContinualConfig,
@@ -327,7 +345,8 @@ def run_one(bench: Benchmark, method: str, buffer_size: int, seed: int, cfg: Con
                          epochs=hp["epochs"], buffer_size=buffer_size, alpha=hp["alpha"], beta=hp["beta"],
                          gamma=gamma, jvp_weight=cfg.jvp_weight, field_refresh=cfg.field_refresh,
                          n_probes=cfg.n_probes,
-                         n_retention=cfg.n_retention, augment=hp["augment"], channels_last=cfg.channels_last,
+                         n_retention=cfg.n_retention, n_fresh_probes=cfg.n_fresh_probes, n_exact=hp["n_exact"],
+                         augment=hp["augment"], channels_last=cfg.channels_last,
                          amp=cfg.amp, seed=seed, device=cfg.device, progress=cfg.progress)
     result = build_learner(method, net, bench, lcfg).learn(bench)
     is_fp = method in HOST_METHOD
@@ -390,8 +409,8 @@ def run(cfg: ContinualConfig, out: str | Path) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------------------- selection
 #: metrics compared between an FP variant (at its chosen γ) and its host method, paired over seeds
-PAIRED_METRICS = ("avg_acc_class_il", "avg_acc_task_il", "bwt", "forgetting", "trajectory_retention",
-                  "jacobian_retention")
+PAIRED_METRICS = ("avg_acc_class_il", "avg_acc_task_il", "bwt", "forgetting", "fwt", "trajectory_retention",
+                  "jacobian_retention", "jacobian_retention_fresh", "jacobian_retention_exact")
 
 
 def derive(out: str | Path) -> list[Path]:
@@ -453,7 +472,7 @@ def paired_rows(selected: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------------------- summary
 SUMMARY_METRICS = ("avg_acc_class_il", "avg_acc_task_il", "bwt", "forgetting", "fwt", "trajectory_retention",
-                   "jacobian_retention")
+                   "jacobian_retention", "jacobian_retention_fresh", "jacobian_retention_exact")
 
 
 def _groups(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
@@ -510,6 +529,18 @@ def _legend_handles(names: tuple[str, str], paper: str | None = None) -> list:
     if paper:
         handles.append(Line2D([], [], color="black", ls="none", marker="x", ms=3.5, label=f"DER paper ({paper})"))
     return handles
+
+
+#: the retention bars of the figure: (column, hatch, legend label)
+RETENTION_BARS = (("trajectory_retention", "", "states"), ("jacobian_retention", "///", "JVP, training probes"),
+                  ("jacobian_retention_fresh", "...", "JVP, fresh probes"),
+                  ("jacobian_retention_exact", "xxx", "exact Jacobian"))
+
+
+def _retention_handles(shown: list[tuple[str, str, str]]) -> list:
+    from matplotlib.patches import Patch
+
+    return [Patch(facecolor="0.55", edgecolor="white", hatch=hatch, label=name) for _, hatch, name in shown]
 
 
 def plot(out: str | Path) -> list[Path]:
@@ -611,17 +642,19 @@ def _plot_benchmark(rows: list[dict[str, Any]], tidy: list[dict[str, Any]], benc
     ax.set_title("BWT (0 = no forgetting)")
 
     ax = fig.add_subplot(sub[0, 2])
-    for off, metric, hatch in ((-w / 2, "trajectory_retention", ""), (w / 2, "jacobian_retention", "///")):
+    shown = [(metric, hatch, name) for metric, hatch, name in RETENTION_BARS
+             if any(is_finite_number(r.get(metric)) for r in rows)]
+    wr = 0.8 / len(shown)
+    for i, (metric, hatch, _) in enumerate(shown):
         ms = [stat(k, metric) for k in keys]
-        ax.bar(x + off, [m for m, _ in ms], w, yerr=[s for _, s in ms], color=[_color(k[1]) for k in keys],
-               hatch=hatch, edgecolor="white", linewidth=0.3, capsize=1.5)
+        ax.bar(x + (i - (len(shown) - 1) / 2) * wr, [m for m, _ in ms], wr, yerr=[s for _, s in ms],
+               color=[_color(k[1]) for k in keys], hatch=hatch, edgecolor="white", linewidth=0.3, capsize=1.0)
     ax.axhline(1, color="0.3", lw=0.6, ls="--")
     ax.set_ylim(top=1.2)
     ax.set_xticks(x, labels, fontsize=5.5, rotation=90)
     ax.set_ylabel("retention on past tasks (1 − rel. drift)")
     ax.set_title("field retention")
-    ax.legend(handles=_legend_handles(("trajectory", "Jacobian")), frameon=False, fontsize=6, loc="upper left",
-              ncols=2)
+    ax.legend(handles=_retention_handles(shown), frameon=False, fontsize=5.5, loc="upper left", ncols=2)
     n_seeds = max(len(v) for v in groups.values())
     fig.suptitle(f"Continual learning on {bench}: {setting} accuracy matrices (mean of {n_seeds} seed(s); "
                  "largest buffer),\naverage accuracy, backward transfer and field retention (error bars: 95% CI "
@@ -642,6 +675,11 @@ def _paper_cell(ref: tuple[float, float, float, float] | None) -> str:
     return one(ref[0], ref[1]) + (f" / {one(ref[2], ref[3])}" if is_finite_number(ref[2]) else "")
 
 
+#: the paired FP − host differences the report shows (all of :data:`PAIRED_METRICS` are in paired.csv)
+REPORT_PAIRED = ("avg_acc_class_il", "avg_acc_task_il", "bwt", "fwt", "trajectory_retention", "jacobian_retention",
+                 "jacobian_retention_fresh", "jacobian_retention_exact")
+
+
 def report(folder: str | Path) -> str | None:
     """Markdown for ``testbed report``: test metrics at the chosen γ (mean ± 95% CI (n) over seeds, with the DER
     paper's values, :data:`PAPER`), the paired FP − host differences, and the validation accuracy of every γ."""
@@ -656,20 +694,23 @@ def report(folder: str | Path) -> str | None:
                   "R-MNIST, where the class-IL column is the domain-IL accuracy and task-IL does not apply)")
     lines = ["Test metrics (%, retention in [0, 1]) at the γ chosen on validation data; mean ± 95% CI (n seeds); "
              f"paper: {paper_note}:", "",
-             "| benchmark | method | buffer | γ | class-IL | task-IL | BWT | trajectory ret. | Jacobian ret. | paper |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| benchmark | method | buffer | γ | class-IL | task-IL | BWT | FWT | trajectory ret. | "
+             "JVP ret. (training probes) | JVP ret. (fresh probes) | exact-Jacobian ret. | paper |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {m: i for i, m in enumerate(ALL_METHODS)}
     for (bench, method, buf), rs in sorted(_groups(rows).items(),
                                            key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][2])):
-        cells = [summarize_values([float(r[m]) for r in rs]).format(3)
-                 for m in ("avg_acc_class_il", "avg_acc_task_il", "bwt", "trajectory_retention", "jacobian_retention")]
+        cells = [summarize_values([_number(r.get(m)) for r in rs]).format(3)
+                 for m in ("avg_acc_class_il", "avg_acc_task_il", "bwt", "fwt", "trajectory_retention",
+                           "jacobian_retention", "jacobian_retention_fresh", "jacobian_retention_exact")]
         paper = _paper_cell(paper_reference(bench, method, buf))
         gamma = rs[0].get("gamma", "")
         lines.append(f"| {bench} | {METHOD_LABELS.get(method, method)} | {buf or '—'} | "
                      f"{gamma if gamma != '' else '—'} | " + " | ".join(cells) + f" | {paper} |")
     pairs = read_csv(folder / "paired.csv") if (folder / "paired.csv").exists() else []
+    pairs = [p for p in pairs if p["metric"] in REPORT_PAIRED and is_finite_number(p.get("mean_diff"))]
     if pairs:
-        metrics = list(dict.fromkeys(p["metric"] for p in pairs))
+        metrics = [m for m in REPORT_PAIRED if any(p["metric"] == m for p in pairs)]
         lines += ["", "FP − host over shared seeds at the chosen γ: mean [95% CI], exact sign-flip p:", "",
                   "| benchmark | FP variant | buffer | γ | " + " | ".join(metrics) + " |",
                   "|---|---|---|---|" + "---|" * len(metrics)]
