@@ -353,6 +353,15 @@ def test_derive_reports_fp_at_the_validation_choice_with_paired_differences(tmp_
     summary = {(s["method"]): s for s in read_csv(tmp_path / "summary.csv")}
     assert summary["er_fp"]["avg_acc_class_il_mean"] == pytest.approx(84.0) and summary["er_fp"]["gamma"] == 1.0
     assert "**85.00" in continual.report(tmp_path)
+    # verdict: the 95% interval 3 ± 2.48 lies above 0 → positive; a metric equal in both arms → unresolved
+    pairs = read_csv(tmp_path / "paired.csv")
+    assert pair["verdict"] == "positive"
+    assert next(p for p in pairs if p["metric"] == "bwt")["verdict"] == "unresolved"
+    text = continual.report(tmp_path)
+    assert "| final accuracy (pts) | 1 | 0 | 0 | 1 |" in text and "| backward transfer (pts) | 0 | 0 | 1 | 1 |" in text
+    from testbed.experiments.continual_paired import plot_paired
+
+    assert [f.name for f in plot_paired(pairs, tmp_path / "forest")] == ["forest.png", "forest.pdf"]
 
 
 # --------------------------------------------------------------------------------------------- new benchmarks
@@ -457,3 +466,13 @@ def test_bench_continual_epoch_tiny(tmp_path):
     assert rec["rows"][1]["study_runs"] == 2 * 3 * 5  # buffers × γ × seeds
     assert json.loads(out.read_text())["benchmark"] == "bench_continual_epoch"
     torch.set_num_threads(1)
+
+
+def test_paired_verdicts_count_each_comparison_once_by_its_interval():
+    from testbed.experiments.continual_paired import verdict, verdict_table
+
+    rows = [{"metric": "bwt", "lo": lo, "hi": hi} for lo, hi in ((-2.0, -0.5), (0.1, 1.0), (-1.0, 1.0), (0.2, 0.3))]
+    assert [verdict(r) for r in rows] == ["negative", "positive", "unresolved", "positive"]
+    assert verdict({"metric": "bwt", "lo": float("nan"), "hi": 1.0}) == "no estimate"
+    table = verdict_table([*rows, {"metric": "bwt", "lo": "", "hi": ""}])     # no interval: not counted
+    assert table[2:] == ["| backward transfer (pts) | 2 | 1 | 1 | 4 |"]

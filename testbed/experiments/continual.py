@@ -59,6 +59,7 @@ from testbed.continual import BENCHMARKS, LearnerConfig, build_learner, load_ben
 from testbed.continual.backbones import BACKBONES, build_backbone
 from testbed.continual.base import ReplayLearner
 from testbed.continual.data import Benchmark, hold_out_validation, subsample_per_class
+from testbed.experiments.continual_paired import plot_paired, verdict, verdict_table
 from testbed.experiments.protocol import ExperimentConfig, flag, seeds_field
 from testbed.plotting import PALETTE, save_figure, use_style
 from testbed.report import format_paired, is_finite_number
@@ -99,6 +100,12 @@ CAPTIONS = {
         "(Frobenius). FP = field "
         "preservation, at the weight γ chosen on the validation split (selection.csv). Error bars: 95% t-interval "
         "of the mean over seeds."),
+    "continual_paired": (
+        "Field preservation minus its host method (ER or DER++), paired over shared seeds, at the γ chosen on the "
+        "validation split: mean difference and 95% t-interval per benchmark, FP variant and buffer; filled markers: "
+        "the interval excludes 0. Panels: final average accuracy, backward and forward transfer (percentage "
+        "points), and the four retentions on past tasks' test inputs (states; JVP sketches along the probes the FP "
+        "penalty trains on; along fresh probes; exact Jacobians, Frobenius)."),
 }
 OUTPUT_FILES = ("results.csv", "accuracy_matrices.csv", "results.json", "continual.png", "continual.pdf",
                 "results.partial.csv", *DERIVED_FILES)
@@ -466,6 +473,7 @@ def paired_rows(selected: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "gamma": float(fp_rows[seeds[0]]["gamma"]), "metric": m, "mean_diff": pc.diff.mean,
                         "lo": pc.diff.lo, "hi": pc.diff.hi, "n": pc.diff.n, "p_t": pc.p_t,
                         "p_sign_flip": pc.p_sign_flip})
+            out[-1]["verdict"] = verdict(out[-1])
     return out
 
 
@@ -545,7 +553,9 @@ def _retention_handles(shown: list[tuple[str, str, str]]) -> list:
 
 def plot(out: str | Path) -> list[Path]:
     """One figure per benchmark (the first is ``continual.png/.pdf``, others ``continual_<benchmark>``): class-IL
-    accuracy matrices (seed mean), average accuracy (class-IL, task-IL) and BWT per method, field retention."""
+    accuracy matrices (seed mean), average accuracy (class-IL, task-IL) and BWT per method, field retention; and,
+    when FP ran beside its host over several seeds, the forest plot of the paired differences
+    (``continual_paired``, :mod:`~testbed.experiments.continual_paired`)."""
     out = Path(out)
     has_selection = (out / "selected.csv").exists()
     rows = read_csv(out / ("selected.csv" if has_selection else "results.csv"))
@@ -558,6 +568,9 @@ def plot(out: str | Path) -> list[Path]:
         stem = out / ("continual" if k == 0 else f"continual_{bench}")
         paths += _plot_benchmark([r for r in rows if r["benchmark"] == bench],
                                  [t for t in tidy if t["benchmark"] == bench], bench, stem)
+    pairs = read_csv(out / "paired.csv") if (out / "paired.csv").exists() else []
+    if any(is_finite_number(p.get("lo")) for p in pairs):
+        paths += plot_paired(pairs, out / "continual_paired")
     return paths
 
 
@@ -721,6 +734,8 @@ def report(folder: str | Path) -> str | None:
             cells = [format_paired(per.get(m)) for m in metrics]
             lines.append(f"| {bench} | {METHOD_LABELS.get(method, method)} | {buf} | {gamma:g} | "
                          + " | ".join(cells) + " |")
+        lines += ["", "Verdicts of these comparisons (the paired 95% t-interval against 0):", "",
+                  *verdict_table(pairs)]
     sel = read_csv(folder / "selection.csv") if (folder / "selection.csv").exists() else []
     if sel:
         gammas = sorted({float(r["gamma"]) for r in sel})
