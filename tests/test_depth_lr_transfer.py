@@ -162,6 +162,29 @@ def test_bootstrap_interval_of_the_drift_and_the_declared_verdict(drift, verdict
     assert row["verdict"] == verdict and row["n"] == 6
 
 
+def test_run_with_summary_bootstraps_once_with_the_outputs_of_run_then_summary(tmp_path, monkeypatch):
+    """The depth-scaling driver's path: one seed bootstrap shared by the tables and the summary, giving the same
+    files as :func:`run` and the same summary rows as :func:`summary` of the run's rows (training stubbed out)."""
+    rows = _synthetic_rows(0.5, seeds=range(3))
+
+    def fake_train_all(cfg, out):
+        out.mkdir(parents=True, exist_ok=True)
+        return rows
+
+    calls = []
+    real = lt.bootstrap
+    monkeypatch.setattr(lt, "_train_all", fake_train_all)
+    monkeypatch.setattr(lt, "bootstrap", lambda r, *a, **kw: calls.append(1) or real(r, *a, **kw))
+    assert lt.run(None, tmp_path / "a") is rows
+    expected = lt.summary(rows)
+    calls.clear()
+    got, summ = lt.run_with_summary(None, tmp_path / "b")
+    assert got is rows and len(calls) == 1
+    assert repr(summ) == repr(expected)  # bit-identical (repr: NaN-safe)
+    for name in ("optima.csv", "transfer.csv", "results.csv"):
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
+
+
 def test_sgd_lane_step_is_plain_sgd():
     """One SGD lane step moves every parameter by −rate·grad, rate = η·(role factor)·scale (Depth-μP + SGD: the
     branches keep η, so every factor is 1 without a correction)."""

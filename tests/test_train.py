@@ -3,8 +3,10 @@ checkpoint round trip, config validation and a loss that actually goes down."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -50,6 +52,27 @@ def assert_same_weights(a, b, tol=0.0):
         assert float((sa[k] - sb[k]).abs().max()) <= tol, k
 
 
+@contextlib.contextmanager
+def interrupted_at_call(monkeypatch: pytest.MonkeyPatch, n: int, term: str = "vector_field") -> Iterator[None]:
+    """Inside the block the ``n``-th evaluation of objective term ``term`` raises ``KeyboardInterrupt`` (a Ctrl-C
+    mid-run), which the block must raise; the term is restored on leaving."""
+    calls = {"n": 0}
+    original = objectives.TERMS[term]
+
+    def exploding(cache):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return original(cache)
+
+    monkeypatch.setitem(objectives.TERMS, term, exploding)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setitem(objectives.TERMS, term, original)
+
+
 # ---------------------------------------------------------------------------------------------- determinism
 def test_same_seed_same_run(data):
     runs = []
@@ -81,20 +104,9 @@ def test_resume_after_interruption_reproduces_uninterrupted_run(data, tmp_path, 
     a = make_student()
     res_a = train(a, "field", data, cfg(), out_dir=tmp_path / "a")
 
-    calls = {"n": 0}
-    original = objectives.TERMS["vector_field"]
-
-    def exploding(cache):
-        calls["n"] += 1
-        if calls["n"] == 25:
-            raise KeyboardInterrupt
-        return original(cache)
-
-    monkeypatch.setitem(objectives.TERMS, "vector_field", exploding)
     b = make_student()
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_call(monkeypatch, 25):
         train(b, "field", data, cfg(), out_dir=tmp_path / "b")
-    monkeypatch.setitem(objectives.TERMS, "vector_field", original)
     ckpt = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=False)
     assert ckpt["step"] == 20
     # the interrupted run had logged steps 21..24 after its last checkpoint
@@ -228,19 +240,8 @@ def test_probe_estimated_terms_resume_exactly_and_leave_the_minibatch_order_alon
     obj = make_objective("field+jacobian", probes={"jacobian": 1})
     a = make_student()
     train(a, obj, jdata, cfg(steps=30), out_dir=tmp_path / "a")
-    original = objectives.TERMS["vector_field"]
-    calls = {"n": 0}
-
-    def exploding(cache):
-        calls["n"] += 1
-        if calls["n"] == 15:
-            raise KeyboardInterrupt
-        return original(cache)
-
-    monkeypatch.setitem(objectives.TERMS, "vector_field", exploding)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_call(monkeypatch, 15):
         train(make_student(), obj, jdata, cfg(steps=30), out_dir=tmp_path / "b")
-    monkeypatch.setitem(objectives.TERMS, "vector_field", original)
     b = make_student(seed=99)
     res = train(b, obj, jdata, cfg(steps=30), out_dir=tmp_path / "b")
     assert res.resumed_from == 10

@@ -91,7 +91,9 @@ CAPTIONS = {
 }
 SUMMARY_COLUMNS = ["study", "key", "value", "lo", "hi", "n", "verdict", "claim"]
 #: the sub-studies, in run order: each module provides ``Config`` (its own settings), ``run(cfg, out) -> rows``
-#: (``cfg`` the whole :class:`DepthScalingConfig`), ``plot(out) -> paths`` and ``summary(rows) -> rows``
+#: (``cfg`` the whole :class:`DepthScalingConfig`), ``plot(out) -> paths`` and ``summary(rows) -> rows``; a module
+#: whose summary reuses work of its run also provides ``run_with_summary(cfg, out) -> (rows, summary rows)``, which
+#: :func:`run` then calls instead of the pair
 STUDIES: dict[str, ModuleType] = {"convergence": convergence, "lr_transfer": lr_transfer, "features": features,
                                   "weight_reuse": weight_reuse, "trained_limit": trained_limit}
 PARAMETERIZATIONS = ("standard", "depth_mup", "ode")
@@ -177,8 +179,11 @@ def run(cfg: DepthScalingConfig, out: str | Path) -> list[dict[str, Any]]:
     summary: list[dict[str, Any]] = []
     for study in cfg.studies:
         mod = STUDIES[study]
-        rows = mod.run(cfg, out / study)
-        summary += [{"study": study, **r} for r in mod.summary(rows)]
+        if hasattr(mod, "run_with_summary"):  # its summary reuses work of the run (lr_transfer: the bootstrap)
+            _, study_summary = mod.run_with_summary(cfg, out / study)
+        else:
+            study_summary = mod.summary(mod.run(cfg, out / study))
+        summary += [{"study": study, **r} for r in study_summary]
     write_json(out / "results.json", run_metadata(cfg, cfg.seeds, experiment=NAME,
                                                   wall_seconds=time.perf_counter() - t0))
     write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)

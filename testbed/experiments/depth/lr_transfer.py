@@ -368,12 +368,11 @@ def attach_transfer_intervals(tr_rows: list[dict[str, Any]], boot: dict) -> list
 
 
 # ----------------------------------------------------------------------------------------------- run / plot
-def run(cfg, out: Path) -> list[dict[str, Any]]:
-    """Train every (task, variant, ``L``, ``η``, seed) of the depth-scaling config ``cfg``; write ``optima.csv``,
-    ``transfer.csv`` and finally ``results.csv``. Returns the per-run rows."""
+def _train_all(cfg, out: Path) -> list[dict[str, Any]]:
+    """Create ``out`` (removing a stale ``results.csv``) and train every (task, variant, ``L``, ``η``, seed) of
+    ``cfg``; returns the per-run rows."""
     from testbed.progress import progress
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.csv").unlink(missing_ok=True)
     rows: list[dict[str, Any]] = []
@@ -389,12 +388,35 @@ def run(cfg, out: Path) -> list[dict[str, Any]]:
                 rows += train_lanes(task, data, v, int(L), grid, cfg.seeds, cfg)
                 bar.update(len(grid) * len(cfg.seeds))
     bar.close()
+    return rows
+
+
+def _write_tables(out: Path, rows: list[dict[str, Any]], boot: dict) -> None:
+    """Write ``optima.csv`` and ``transfer.csv`` (intervals from ``boot``, the :func:`bootstrap` of ``rows``) and
+    finally ``results.csv``."""
     opt_rows = optima(rows)
-    boot = bootstrap(rows)
     write_csv(out / "optima.csv", attach_optimum_intervals(opt_rows, boot), OPTIMA_COLUMNS)
     write_csv(out / "transfer.csv", attach_transfer_intervals(transfer(rows, opt_rows), boot), TRANSFER_COLUMNS)
     write_csv(out / "results.csv", rows, RESULT_COLUMNS)
+
+
+def run(cfg, out: Path) -> list[dict[str, Any]]:
+    """Train every (task, variant, ``L``, ``η``, seed) of the depth-scaling config ``cfg``; write ``optima.csv``,
+    ``transfer.csv`` and finally ``results.csv``. Returns the per-run rows."""
+    out = Path(out)
+    rows = _train_all(cfg, out)
+    _write_tables(out, rows, bootstrap(rows))
     return rows
+
+
+def run_with_summary(cfg, out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`run` and :func:`summary` of its rows with one :func:`bootstrap` for both (the depth-scaling driver
+    calls this instead of the pair). Returns ``(per-run rows, summary rows)``."""
+    out = Path(out)
+    rows = _train_all(cfg, out)
+    boot = bootstrap(rows)
+    _write_tables(out, rows, boot)
+    return rows, summary(rows, boot)
 
 
 def _normalise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -450,15 +472,16 @@ def _spread_verdict(transfers: bool, lo: float, hi: float) -> str:
     return "unresolved"
 
 
-def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summary(rows: list[dict[str, Any]], boot: dict | None = None) -> list[dict[str, Any]]:
     """Per task × variant: drift exponent ``α`` and spread (octaves) of the validation-located ``η*(L)`` with their
     seed-bootstrap intervals and the declared verdicts, and the transfer regret; per task and optimizer the paired
     comparisons of ``|α|`` (SP vs Depth-μP at b=1, b=2 vs b=1, uncorrected vs corrected b=2). Optima on the grid
-    edge are noted (their ``η*`` is then a bound)."""
+    edge are noted (their ``η*`` is then a bound). ``boot``: the :func:`bootstrap` of these rows if already
+    computed (:func:`run_with_summary`), else it is computed here."""
     from testbed.stats import band_verdict, percentile_interval, sign_verdict
 
     rows = _normalise(rows)
-    boot = bootstrap(rows)
+    boot = bootstrap(rows) if boot is None else boot
     tr = attach_transfer_intervals(transfer(rows), boot)
     out: list[dict[str, Any]] = []
     for t in tr:
@@ -508,4 +531,5 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 __all__ = ["Config", "LOSS_NAMES", "OPTIMA_COLUMNS", "RESULT_COLUMNS", "TRANSFER_COLUMNS", "Lanes", "aggregate_loss",
            "attach_optimum_intervals", "attach_transfer_intervals", "base_variant", "bootstrap", "optimizer_of",
            "drift_exponent", "family_key", "octave_spread", "optima", "parabola_vertex", "plot", "refine_optimum",
-           "run", "summary", "task_data", "train_lanes", "train_reference", "transfer", "variant_label", "variants"]
+           "run", "run_with_summary", "summary", "task_data", "train_lanes", "train_reference", "transfer",
+           "variant_label", "variants"]
