@@ -29,8 +29,10 @@ EXPERIMENT_NOTES: dict[str, str] = {
                         "whitened polynomial and conv students, 3 objectives, 5 seeds; see README).",
     "multipath": "`full/` holds the full mode (`benchmarks/sweeps/multipath_full.toml`: five tasks, 5 seeds, λ "
                  "chosen on validation data, logit-distillation baseline; see README).",
-    "continual": "`full-split-mnist/` holds the published Seq-MNIST protocol (`benchmarks/sweeps/continual_full.toml`: "
-                 "5 seeds, γ chosen on validation data).",
+    "continual": "`full-split-mnist/`, `full-perm-mnist/` and `full-rot-mnist/` hold the full runs on Seq-MNIST, "
+                 "P-MNIST and R-MNIST (`benchmarks/sweeps/continual_full.toml`, `continual_perm_mnist_full.toml`, "
+                 "`continual_rot_mnist_full.toml`: ER, DER, DER++ and field preservation at buffers 200/500, 5 seeds, "
+                 "γ chosen on validation data; see README).",
     "endpoint-equivalence": "`full-partial/` (if present) holds part of the full configuration.",
     "law-recovery": "`full/` holds the full mode (`benchmarks/sweeps/law_recovery_full.toml`: 6 flows × 4 objectives × "
                     "5 seeds, equal budget and matched endpoint error, consistency vs depth L; see README).",
