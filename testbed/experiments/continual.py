@@ -528,12 +528,13 @@ def _color(method: str) -> str:
     return PALETTE[order.index(method) % len(PALETTE)] if method in order else PALETTE[-1]
 
 
-def _legend_handles(names: tuple[str, str], paper: str | None = None) -> list:
+def _legend_handles(names: tuple[str, ...], paper: str | None = None) -> list:
+    """Plain and hatched bar patches labelled ``names`` (one or two), and the paper's marker."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [Patch(facecolor="0.55", edgecolor="white", label=names[0]),
-               Patch(facecolor="0.55", edgecolor="white", hatch="///", label=names[1])]
+    handles = [Patch(facecolor="0.55", edgecolor="white", hatch=hatch, label=name)
+               for name, hatch in zip(names, ("", "///"), strict=False)]
     if paper:
         handles.append(Line2D([], [], color="black", ls="none", marker="x", ms=3.5, label=f"DER paper ({paper})"))
     return handles
@@ -603,7 +604,8 @@ def _plot_benchmark(rows: list[dict[str, Any]], tidy: list[dict[str, Any]], benc
         mat = mat / np.maximum(cnt, 1)
         im = ax.imshow(mat, vmin=0, vmax=100, cmap="viridis")
         ax.set_title(_label(key[1], key[2]).replace("\n", " "))
-        ticks = np.arange(n_tasks)
+        # every task up to 10 tasks; beyond, tasks 1, 5, 10, … (20 numbered ticks on a small heat map overlap)
+        ticks = np.arange(n_tasks) if n_tasks <= 10 else np.array([0, *range(4, n_tasks, 5)])
         ax.set_xticks(ticks, [str(i + 1) for i in ticks])
         ax.set_yticks(ticks, [str(i + 1) for i in ticks])
         ax.set_xlabel("evaluated task")
@@ -618,7 +620,7 @@ def _plot_benchmark(rows: list[dict[str, Any]], tidy: list[dict[str, Any]], benc
         fig.colorbar(im, ax=fig.axes[:n_heat], shrink=0.8, label=f"{setting} acc. (%)")
 
     sub = gs[1, :].subgridspec(1, 3, width_ratios=[1.5, 1.0, 1.0])
-    labels = [_label(k[1], k[2]) for k in keys]
+    labels = [_label(k[1], k[2]).replace("\n", " ") for k in keys]   # one line: rotated two-line labels overlap
     x = np.arange(len(keys))
 
     def stat(key: tuple[str, str, int], metric: str) -> tuple[float, float]:
@@ -643,7 +645,8 @@ def _plot_benchmark(rows: list[dict[str, Any]], tidy: list[dict[str, Any]], benc
     ax.set_ylim(0, 119)
     ax.set_yticks(range(0, 101, 20))
     ax.set_title("final average accuracy")
-    ax.legend(handles=_legend_handles((setting, "task-IL"), paper=PAPER_NAMES.get(bench)), frameon=False,
+    names = (setting, "task-IL") if setting == "class-IL" else (setting,)   # no task-IL bars on domain-IL
+    ax.legend(handles=_legend_handles(names, paper=PAPER_NAMES.get(bench)), frameon=False,
               fontsize=6, loc="upper center", ncols=3)
 
     ax = fig.add_subplot(sub[0, 1])
