@@ -237,3 +237,24 @@ def test_sweep_metrics_keep_columns_a_failed_row_leaves_empty() -> None:
             {"system": "c", "seed": 0, "law_error_id": 0.3, "note": ""}]
     assert _sweep_metrics(rows, ["system"], None) == ["law_error_id"]
     assert _sweep_metrics([{"system": "b", "seed": 0, "law_error_id": ""}], ["system"], None) == []
+
+
+def test_a_continual_sweep_whose_cells_split_the_gamma_grid_still_selects_gamma_and_draws_the_study(
+        tmp_path: Path) -> None:
+    """continual declares gammas a partition field (every row names its γ): cells that each run part of the γ grid
+    (how the domain-incremental specs extend a grid) merge into one study — γ chosen on validation over the union,
+    paired FP − host tables and both figures."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text('experiment = "continual"\nquick = true\nseeds = [0, 1]\n[fixed]\nbenchmarks = ["split_digits"]\n'
+                    'buffer_sizes = [20]\nepochs = 1\nn_retention = 8\nmax_train_per_class = 20\n'
+                    '[[cells]]\nmethods = ["er"]\n[[cells]]\nmethods = ["er_fp"]\ngammas = [0.3]\n'
+                    '[[cells]]\nmethods = ["er_fp"]\ngammas = [1.0]\n')
+    res = run_sweep(spec, tmp_path / "sweep", sequential=True, threads=1, progress=False)
+    assert not res.failed
+    assert main(["figures", "--from", str(res.sweep_dir)]) == 0
+    merged = res.sweep_dir / "figures" / "merged"
+    assert {float(r["gamma"]) for r in read_csv(merged / "selection.csv")} == {0.3, 1.0}
+    assert len(read_csv(merged / "selected.csv")) == 4               # er and er_fp at the chosen γ, 2 seeds each
+    assert {p["n"] for p in read_csv(merged / "paired.csv")} == {2}
+    for stem in ("continual", "continual_paired"):
+        assert (merged / f"{stem}.png").exists(), stem

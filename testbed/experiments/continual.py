@@ -72,7 +72,7 @@ NAME = "continual"
 #: natural keys of a row besides its seed: rows sharing them are repeats over seeds
 GROUP_KEYS = ["benchmark", "method", "buffer_size", "gamma"]
 #: config fields that only partition the rows (a sweep over them still draws this study's figure)
-PARTITION_FIELDS = ("benchmarks", "methods", "buffer_sizes")
+PARTITION_FIELDS = ("benchmarks", "methods", "buffer_sizes", "gammas")
 DERIVED_FILES = ("selection.csv", "selected.csv", "paired.csv", "selection.json", "summary.csv")
 #: γ of every FP variant is chosen by this rule on the validation split
 SELECTION = SelectionRule("gamma", "val_avg_acc_class_il", "max")
