@@ -361,7 +361,8 @@ def test_derive_reports_fp_at_the_validation_choice_with_paired_differences(tmp_
     assert "| final accuracy (pts) | 1 | 0 | 0 | 1 |" in text and "| backward transfer (pts) | 0 | 0 | 1 | 1 |" in text
     from testbed.experiments.continual_paired import plot_paired
 
-    assert [f.name for f in plot_paired(pairs, tmp_path / "forest")] == ["forest.png", "forest.pdf"]
+    paths = plot_paired(pairs, tmp_path / "forest", continual.METHOD_LABELS)
+    assert [f.name for f in paths] == ["forest.png", "forest.pdf"]
 
 
 # --------------------------------------------------------------------------------------------- new benchmarks

@@ -188,18 +188,24 @@ def test_figures_from_seeds_only_sweep_draws_the_experiment_figure(tmp_path: Pat
     assert {r["seed"] for r in merged} >= {0, 1, 2}
 
 
+def _sweep_and_merge(tmp_path: Path, spec_text: str) -> Path:
+    """Run the sweep ``spec_text`` sequentially, then ``testbed figures --from`` it; returns the merged folder."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(spec_text)
+    res = run_sweep(spec, tmp_path / "sweep", sequential=True, threads=1, progress=False)
+    assert not res.failed
+    assert main(["figures", "--from", str(res.sweep_dir)]) == 0
+    return res.sweep_dir / "figures" / "merged"
+
+
 def test_a_sweep_over_partition_fields_keeps_the_rows_own_columns_and_draws_the_study(tmp_path: Path) -> None:
     """law-recovery declares n_layers and match_endpoint partition fields (every row names its depth; one band per
     system): a sweep over depth still gets the study's merged folder, whose rows keep their own n_layers column,
     derive()'s tables and the consistency-vs-depth figure."""
-    spec = tmp_path / "spec.toml"
-    spec.write_text('experiment = "law-recovery"\nquick = true\nseeds = [0, 1]\n[fixed]\nsystems = ["linear_spiral"]\n'
-                    'objectives = ["endpoint", "field"]\nsteps = 10\nn_train = 16\nn_test = 8\nwidth = 8\n'
-                    'hidden_layers = 1\nn_obs = 4\n[grid]\nn_layers = [4, 8]\n')
-    res = run_sweep(spec, tmp_path / "sweep", sequential=True, threads=1, progress=False)
-    assert not res.failed
-    assert main(["figures", "--from", str(res.sweep_dir)]) == 0
-    merged = res.sweep_dir / "figures" / "merged"
+    merged = _sweep_and_merge(
+        tmp_path, 'experiment = "law-recovery"\nquick = true\nseeds = [0, 1]\n[fixed]\nsystems = ["linear_spiral"]\n'
+                  'objectives = ["endpoint", "field"]\nsteps = 10\nn_train = 16\nn_test = 8\nwidth = 8\n'
+                  'hidden_layers = 1\nn_obs = 4\n[grid]\nn_layers = [4, 8]\n')
     rows = read_csv(merged / "results.csv")
     assert {r["n_layers"] for r in rows} == {4, 8} and {r["seed"] for r in rows} == {0, 1}
     summary = read_csv(merged / "summary.csv")
@@ -244,15 +250,11 @@ def test_a_continual_sweep_whose_cells_split_the_gamma_grid_still_selects_gamma_
     """continual declares gammas a partition field (every row names its γ): cells that each run part of the γ grid
     (how the domain-incremental specs extend a grid) merge into one study — γ chosen on validation over the union,
     paired FP − host tables and both figures."""
-    spec = tmp_path / "spec.toml"
-    spec.write_text('experiment = "continual"\nquick = true\nseeds = [0, 1]\n[fixed]\nbenchmarks = ["split_digits"]\n'
-                    'buffer_sizes = [20]\nepochs = 1\nn_retention = 8\nmax_train_per_class = 20\n'
-                    '[[cells]]\nmethods = ["er"]\n[[cells]]\nmethods = ["er_fp"]\ngammas = [0.3]\n'
-                    '[[cells]]\nmethods = ["er_fp"]\ngammas = [1.0]\n')
-    res = run_sweep(spec, tmp_path / "sweep", sequential=True, threads=1, progress=False)
-    assert not res.failed
-    assert main(["figures", "--from", str(res.sweep_dir)]) == 0
-    merged = res.sweep_dir / "figures" / "merged"
+    merged = _sweep_and_merge(
+        tmp_path, 'experiment = "continual"\nquick = true\nseeds = [0, 1]\n[fixed]\nbenchmarks = ["split_digits"]\n'
+                  'buffer_sizes = [20]\nepochs = 1\nn_retention = 8\nmax_train_per_class = 20\n'
+                  '[[cells]]\nmethods = ["er"]\n[[cells]]\nmethods = ["er_fp"]\ngammas = [0.3]\n'
+                  '[[cells]]\nmethods = ["er_fp"]\ngammas = [1.0]\n')
     assert {float(r["gamma"]) for r in read_csv(merged / "selection.csv")} == {0.3, 1.0}
     assert len(read_csv(merged / "selected.csv")) == 4               # er and er_fp at the chosen γ, 2 seeds each
     assert {p["n"] for p in read_csv(merged / "paired.csv")} == {2}

@@ -117,19 +117,15 @@ OUTPUT_FILES = ("results.csv", "accuracy_matrices.csv", "results.json", "continu
 # seq_cifar10 / perm_mnist / rot_mnist: the DER paper's settings (mammoth datasets/seq_cifar10.py, perm_mnist.py,
 # rot_mnist.py: batch 32 × 50 epochs with RandomCrop(32, padding=4) + RandomHorizontalFlip and backbone
 # ResNet18.resnet18 (nf = 64); batch 128 × 1 epoch with the MNIST MLP).
+_MLP = {"backbone": "mlp", "augment": False, "images": False, "n_exact": 8}
+_RESNET = {"augment": True, "images": True, "n_exact": 0}
 PROTOCOL: dict[str, dict[str, Any]] = {
-    "split_mnist": {"batch_size": 10, "epochs": 1, "backbone": "mlp", "augment": False, "images": False,
-                    "n_exact": 8},
-    "perm_mnist": {"batch_size": 128, "epochs": 1, "backbone": "mlp", "augment": False, "images": False,
-                    "n_exact": 8},
-    "rot_mnist": {"batch_size": 128, "epochs": 1, "backbone": "mlp", "augment": False, "images": False,
-                    "n_exact": 8},
-    "seq_cifar10": {"batch_size": 32, "epochs": 50, "backbone": "resnet18_full", "augment": True, "images": True,
-                    "n_exact": 0},
-    "split_cifar100": {"batch_size": 32, "epochs": 50, "backbone": "resnet18", "augment": True, "images": True,
-                    "n_exact": 0},
-    "split_digits": {"batch_size": 10, "epochs": 4, "backbone": "mlp", "augment": False, "images": False,
-                    "n_exact": 8},
+    "split_mnist": {"batch_size": 10, "epochs": 1, **_MLP},
+    "perm_mnist": {"batch_size": 128, "epochs": 1, **_MLP},
+    "rot_mnist": {"batch_size": 128, "epochs": 1, **_MLP},
+    "seq_cifar10": {"batch_size": 32, "epochs": 50, "backbone": "resnet18_full", **_RESNET},
+    "split_cifar100": {"batch_size": 32, "epochs": 50, "backbone": "resnet18", **_RESNET},
+    "split_digits": {"batch_size": 10, "epochs": 4, **_MLP},
 }
 
 # (benchmark, method, buffer) -> hyperparameters; buffer -1 = any. Seq-MNIST, Seq-CIFAR-10, P-MNIST, R-MNIST: the DER
@@ -528,13 +524,14 @@ def _color(method: str) -> str:
     return PALETTE[order.index(method) % len(PALETTE)] if method in order else PALETTE[-1]
 
 
-def _legend_handles(names: tuple[str, ...], paper: str | None = None) -> list:
-    """Plain and hatched bar patches labelled ``names`` (one or two), and the paper's marker."""
+def _legend_handles(names: tuple[str, ...], paper: str | None = None,
+                    hatches: tuple[str, ...] = ("", "///")) -> list:
+    """Grey bar patches labelled ``names`` with ``hatches`` (plain, then hatched), and the paper's marker."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor="0.55", edgecolor="white", hatch=hatch, label=name)
-               for name, hatch in zip(names, ("", "///"), strict=False)]
+               for name, hatch in zip(names, hatches, strict=False)]
     if paper:
         handles.append(Line2D([], [], color="black", ls="none", marker="x", ms=3.5, label=f"DER paper ({paper})"))
     return handles
@@ -544,12 +541,6 @@ def _legend_handles(names: tuple[str, ...], paper: str | None = None) -> list:
 RETENTION_BARS = (("trajectory_retention", "", "states"), ("jacobian_retention", "///", "JVP, training probes"),
                   ("jacobian_retention_fresh", "...", "JVP, fresh probes"),
                   ("jacobian_retention_exact", "xxx", "exact Jacobian"))
-
-
-def _retention_handles(shown: list[tuple[str, str, str]]) -> list:
-    from matplotlib.patches import Patch
-
-    return [Patch(facecolor="0.55", edgecolor="white", hatch=hatch, label=name) for _, hatch, name in shown]
 
 
 def plot(out: str | Path) -> list[Path]:
@@ -571,7 +562,7 @@ def plot(out: str | Path) -> list[Path]:
                                  [t for t in tidy if t["benchmark"] == bench], bench, stem)
     pairs = read_csv(out / "paired.csv") if (out / "paired.csv").exists() else []
     if any(is_finite_number(p.get("lo")) for p in pairs):
-        paths += plot_paired(pairs, out / "continual_paired")
+        paths += plot_paired(pairs, out / "continual_paired", METHOD_LABELS)
     return paths
 
 
@@ -670,7 +661,8 @@ def _plot_benchmark(rows: list[dict[str, Any]], tidy: list[dict[str, Any]], benc
     ax.set_xticks(x, labels, fontsize=5.5, rotation=90)
     ax.set_ylabel("retention on past tasks (1 − rel. drift)")
     ax.set_title("field retention")
-    ax.legend(handles=_retention_handles(shown), frameon=False, fontsize=5.5, loc="upper left", ncols=2)
+    ax.legend(handles=_legend_handles(tuple(n for *_, n in shown), hatches=tuple(h for _, h, _ in shown)),
+              frameon=False, fontsize=5.5, loc="upper left", ncols=2)
     n_seeds = max(len(v) for v in groups.values())
     fig.suptitle(f"Continual learning on {bench}: {setting} accuracy matrices (mean of {n_seeds} seed(s); "
                  "largest buffer),\naverage accuracy, backward transfer and field retention (error bars: 95% CI "
@@ -691,8 +683,9 @@ def _paper_cell(ref: tuple[float, float, float, float] | None) -> str:
     return one(ref[0], ref[1]) + (f" / {one(ref[2], ref[3])}" if is_finite_number(ref[2]) else "")
 
 
-#: the paired FP − host differences the report shows (all of :data:`PAIRED_METRICS` are in paired.csv)
-REPORT_PAIRED = ("avg_acc_class_il", "avg_acc_task_il", "bwt", "fwt", "trajectory_retention", "jacobian_retention",
+#: the metrics of the report's tables: per method, and as paired FP − host differences (paired.csv has all of
+#: :data:`PAIRED_METRICS`)
+REPORT_METRICS = ("avg_acc_class_il", "avg_acc_task_il", "bwt", "fwt", "trajectory_retention", "jacobian_retention",
                  "jacobian_retention_fresh", "jacobian_retention_exact")
 
 
@@ -717,16 +710,15 @@ def report(folder: str | Path) -> str | None:
     for (bench, method, buf), rs in sorted(_groups(rows).items(),
                                            key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][2])):
         cells = [summarize_values([_number(r.get(m)) for r in rs]).format(3)
-                 for m in ("avg_acc_class_il", "avg_acc_task_il", "bwt", "fwt", "trajectory_retention",
-                           "jacobian_retention", "jacobian_retention_fresh", "jacobian_retention_exact")]
+                 for m in REPORT_METRICS]
         paper = _paper_cell(paper_reference(bench, method, buf))
         gamma = rs[0].get("gamma", "")
         lines.append(f"| {bench} | {METHOD_LABELS.get(method, method)} | {buf or '—'} | "
                      f"{gamma if gamma != '' else '—'} | " + " | ".join(cells) + f" | {paper} |")
     pairs = read_csv(folder / "paired.csv") if (folder / "paired.csv").exists() else []
-    pairs = [p for p in pairs if p["metric"] in REPORT_PAIRED and is_finite_number(p.get("mean_diff"))]
+    pairs = [p for p in pairs if p["metric"] in REPORT_METRICS and is_finite_number(p.get("mean_diff"))]
     if pairs:
-        metrics = [m for m in REPORT_PAIRED if any(p["metric"] == m for p in pairs)]
+        metrics = [m for m in REPORT_METRICS if any(p["metric"] == m for p in pairs)]
         lines += ["", "FP − host over shared seeds at the chosen γ: mean [95% CI], exact sign-flip p:", "",
                   "| benchmark | FP variant | buffer | γ | " + " | ".join(metrics) + " |",
                   "|---|---|---|---|" + "---|" * len(metrics)]

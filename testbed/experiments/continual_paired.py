@@ -9,7 +9,7 @@ cannot go below p = 2/32 ≈ 0.062, so the verdict rests on the t-interval; both
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ VERDICT_METRICS: tuple[tuple[str, str], ...] = (
     ("jacobian_retention_exact", "exact-Jacobian retention"),
 )
 VERDICTS = ("positive", "negative", "unresolved")
-VARIANT_LABELS = {"er_fp": "ER+FP", "derpp_fp": "DER+++FP"}
 
 
 def verdict(p: dict[str, Any]) -> str:
@@ -56,9 +55,10 @@ def _comparison(p: dict[str, Any]) -> tuple[str, str, int]:
     return str(p["benchmark"]), str(p["method"]), int(p["buffer_size"])
 
 
-def plot_paired(pairs: Sequence[dict[str, Any]], stem: str | Path) -> list[Path]:
-    """Forest plot: one panel per metric of :data:`VERDICT_METRICS`, one row per benchmark × FP variant × buffer,
-    the mean FP − host difference with its 95% t-interval (filled marker: the interval excludes 0)."""
+def plot_paired(pairs: Sequence[dict[str, Any]], stem: str | Path, labels: Mapping[str, str]) -> list[Path]:
+    """Forest plot: one panel per metric of :data:`VERDICT_METRICS`, one row per benchmark × FP variant × buffer
+    (variants named by ``labels``), the mean FP − host difference with its 95% t-interval (filled marker: the
+    interval excludes 0)."""
     import matplotlib.pyplot as plt
 
     use_style()
@@ -72,7 +72,7 @@ def plot_paired(pairs: Sequence[dict[str, Any]], stem: str | Path) -> list[Path]
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.1 * n_cols + 1.2, 0.22 * len(comps) * n_rows + 1.6),
                              layout="constrained", sharey=True, squeeze=False)
     ys = list(range(len(comps)))[::-1]
-    labels = [f"{c[0]}  {VARIANT_LABELS.get(c[1], c[1])}  buf {c[2]}" for c in comps]
+    row_labels = [f"{c[0]}  {labels.get(c[1], c[1])}  buf {c[2]}" for c in comps]
     for k, ax in enumerate(axes.flat):
         if k >= len(metrics):
             ax.set_visible(False)
@@ -90,7 +90,7 @@ def plot_paired(pairs: Sequence[dict[str, Any]], stem: str | Path) -> list[Path]
         ax.axvline(0.0, color="0.3", lw=0.6, ls="--")
         ax.set_title(label, fontsize=7.5)
         ax.set_xlabel("FP − host")
-        ax.set_yticks(ys, labels, fontsize=6)
+        ax.set_yticks(ys, row_labels, fontsize=6)
     n = max((int(p["n"]) for p in pairs if is_finite_number(p.get("n"))), default=0)
     fig.suptitle(f"Field preservation minus its host, paired over {n} seeds at the γ chosen on validation data "
                  "(mean, 95% t-interval; filled: the interval excludes 0)", fontsize=8)

@@ -403,10 +403,7 @@ def _write_tables(out: Path, rows: list[dict[str, Any]], boot: dict) -> None:
 def run(cfg, out: Path) -> list[dict[str, Any]]:
     """Train every (task, variant, ``L``, ``η``, seed) of the depth-scaling config ``cfg``; write ``optima.csv``,
     ``transfer.csv`` and finally ``results.csv``. Returns the per-run rows."""
-    out = Path(out)
-    rows = _train_all(cfg, out)
-    _write_tables(out, rows, bootstrap(rows))
-    return rows
+    return run_with_summary(cfg, out)[0]
 
 
 def run_with_summary(cfg, out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
